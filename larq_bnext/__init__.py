@@ -1,0 +1,34 @@
+"""larq_bnext: BNext binary neural networks in Keras with Larq.
+
+Models: :func:`BNextT`, :func:`BNextS`, :func:`BNextM`, :func:`BNextL` and the general
+:func:`BNext` builder, with ``keras.applications``-style signatures.
+"""
+
+from larq_bnext import blocks, layers, models
+from larq_bnext.layers import (
+    BinaryConv2D,
+    HardSign,
+    LearnableBias,
+    ProgressiveSign,
+    RecouplingMix,
+)
+from larq_bnext.models import BNext, BNextL, BNextM, BNextS, BNextT, get_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BNext",
+    "BNextT",
+    "BNextS",
+    "BNextM",
+    "BNextL",
+    "get_model",
+    "BinaryConv2D",
+    "HardSign",
+    "ProgressiveSign",
+    "LearnableBias",
+    "RecouplingMix",
+    "blocks",
+    "layers",
+    "models",
+]

@@ -1,0 +1,299 @@
+"""BNext's quantizers and layers, written with Larq.
+
+The binary unit of every BNext sub-block is
+
+    x -> LearnableBias -> HardSign -> BinaryConv2D (progressive kernel) -> BN -> PReLU
+
+and is followed by *information recoupling* (`RecouplingMix` plus a squeeze-and-excitation
+branch built from standard Keras layers in :mod:`larq_bnext.blocks`).
+
+Everything here follows the original PyTorch code (``hpi-xnor/BNext``, ``src/bnext.py``):
+
+* :class:`HardSign` is the input quantizer: forward ``sign(x)``, backward straight-through
+  with gradient 1 where ``|x| <= 1.5`` and 0 elsewhere.
+* :class:`ProgressiveSign` is the kernel quantizer: ``clip(w / T, -1, 1)`` while the
+  temperature ``T >= 1e-7`` and ``sign(w)`` below, with an identity straight-through gradient.
+* :class:`BinaryConv2D` owns both temperature buffers of the original (``temperature`` for the
+  kernel, ``input_temperature`` for the activation quantizer) as non-trainable weights, so they
+  are saved, restored, converted from checkpoints and annealed by training.
+
+Sign convention: Larq (and Larq Compute Engine) map ``sign(0)`` to ``+1`` so that every
+binary value is ``+-1``; PyTorch's ``sign(0)`` is ``0``. The two agree everywhere except at
+exact zeros, which real-valued weights and pre-activations do not hit in practice.
+"""
+
+from __future__ import annotations
+
+import larq as lq
+import tensorflow as tf
+
+__all__ = [
+    "HardSign",
+    "ProgressiveSign",
+    "progressive_sign",
+    "BinaryConv2D",
+    "LearnableBias",
+    "RecouplingMix",
+    "TEMPERATURE_THRESHOLD",
+    "WEIGHT_CLIP",
+    "ACTIVATION_CLIP",
+]
+
+#: Below this kernel temperature the binary convolution uses ``sign(w)`` exactly.
+TEMPERATURE_THRESHOLD = 1e-7
+#: Latent binary weights are kept in ``[-WEIGHT_CLIP, WEIGHT_CLIP]`` during training.
+WEIGHT_CLIP = 1.5
+#: The HardSign straight-through gradient is 1 for ``|x| <= ACTIVATION_CLIP``.
+ACTIVATION_CLIP = 1.5
+
+_register = tf.keras.utils.register_keras_serializable(package="larq_bnext")
+
+
+@_register
+class HardSign(lq.quantizers.SteSign):
+    """BNext's activation quantizer: ``sign(x)`` with a straight-through gradient.
+
+    The gradient passes unchanged where ``|x| <= clip_value`` (1.5 in BNext) and is zero
+    elsewhere. ``sign(0)`` is ``+1`` (Larq's convention).
+
+    Args:
+        clip_value: half-width of the straight-through gradient window.
+        **kwargs: passed to :class:`larq.quantizers.SteSign`.
+    """
+
+    precision = 1
+
+    def __init__(self, clip_value: float = ACTIVATION_CLIP, **kwargs):
+        super().__init__(clip_value=clip_value, **kwargs)
+
+
+def progressive_sign(
+    w: tf.Tensor, temperature: tf.Tensor, threshold: float = TEMPERATURE_THRESHOLD
+) -> tf.Tensor:
+    """Binarize ``w`` progressively: ``clip(w / T, -1, 1)`` while ``T >= threshold``, else sign.
+
+    The gradient with respect to ``w`` is the identity (straight-through), in both regimes;
+    no gradient flows to the temperature.
+
+    Args:
+        w: latent weights.
+        temperature: scalar temperature ``T`` (same dtype as ``w`` or castable to it).
+        threshold: temperature below which the output is exactly ``sign(w)``.
+
+    Returns:
+        A tensor of ``w``'s shape and dtype with values in ``[-1, 1]``.
+    """
+    temperature = tf.cast(tf.stop_gradient(temperature), w.dtype)
+
+    @tf.custom_gradient
+    def _quantize(x):
+        hard = lq.math.sign(x)
+        soft = tf.clip_by_value(x / tf.maximum(temperature, 1e-8), -1.0, 1.0)
+        out = tf.where(temperature < threshold, hard, soft)
+        return out, lambda dy: dy
+
+    return _quantize(w)
+
+
+@_register
+class ProgressiveSign(lq.quantizers.Quantizer):
+    """BNext's kernel quantizer, tied to the temperature of the layer that owns it.
+
+    :class:`BinaryConv2D` links the quantizer to its ``temperature`` weight when it is built;
+    used on its own, the quantizer reads the fixed ``temperature`` given here.
+
+    Args:
+        threshold: temperature below which the kernel is ``sign(w)``.
+        temperature: fixed temperature for stand-alone use (ignored once linked to a layer).
+        **kwargs: passed to :class:`tf.keras.layers.Layer`.
+    """
+
+    precision = 1
+
+    def __init__(
+        self, threshold: float = TEMPERATURE_THRESHOLD, temperature: float = 1.0, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.threshold = threshold
+        self.temperature = temperature
+        self._temperature_source = None
+
+    def link(self, temperature_source) -> None:
+        """Read the temperature from ``temperature_source()`` (a zero-argument callable)."""
+        self._temperature_source = temperature_source
+
+    def call(self, inputs):
+        temperature = (
+            self._temperature_source()
+            if self._temperature_source is not None
+            else self.temperature
+        )
+        return progressive_sign(inputs, temperature, self.threshold)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "threshold": self.threshold,
+            "temperature": self.temperature,
+        }
+
+
+def _symmetric_padding(kernel_size: int):
+    pad = kernel_size // 2
+    return [[0, 0], [pad, pad], [pad, pad], [0, 0]]
+
+
+@_register
+class BinaryConv2D(lq.layers.QuantConv2D):
+    """BNext's binary convolution (``HardBinaryConv`` with a ``HardSign`` input).
+
+    The input is binarized by :class:`HardSign` and the kernel by :class:`ProgressiveSign`;
+    there is no bias and no scaling factor. Padding is ``kernel_size // 2`` zeros on every side
+    of the *binarized* input, as in PyTorch. (Keras' ``"same"`` padding would pad only the
+    bottom/right for stride 2 and shift the sampling grid by one pixel.)
+
+    The layer owns two non-trainable scalar weights: ``temperature`` (the kernel quantizer's,
+    annealed during training) and ``input_temperature`` (the activation quantizer's buffer of
+    the original, which does not change the forward pass but is kept and annealed alike).
+
+    Args:
+        filters: number of output channels.
+        kernel_size: 1 or 3 in BNext.
+        strides: 1 or 2.
+        kernel_initializer: defaults to ``N(0, 0.001)`` as in the original.
+        kernel_constraint: defaults to a weight clip at 1.5.
+        **kwargs: other :class:`larq.layers.QuantConv2D` arguments.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        strides: int = 1,
+        input_quantizer=None,
+        kernel_quantizer=None,
+        kernel_initializer=None,
+        kernel_constraint=None,
+        **kwargs,
+    ):
+        kernel_size = int(kernel_size[0] if isinstance(kernel_size, (tuple, list)) else kernel_size)
+        strides = int(strides[0] if isinstance(strides, (tuple, list)) else strides)
+        kwargs.pop("padding", None)
+        kwargs.pop("use_bias", None)
+        self._explicit_padding = strides != 1 and kernel_size > 1
+        super().__init__(
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            # Stride 1: Keras "same" pads k//2 on both sides, identical to PyTorch.
+            # Stride > 1: pad explicitly in call() (see the class docstring).
+            padding="valid" if self._explicit_padding else "same",
+            use_bias=False,
+            input_quantizer=input_quantizer or HardSign(),
+            kernel_quantizer=kernel_quantizer or ProgressiveSign(),
+            kernel_initializer=kernel_initializer
+            or tf.keras.initializers.RandomNormal(stddev=0.001),
+            kernel_constraint=kernel_constraint or lq.constraints.WeightClip(WEIGHT_CLIP),
+            **kwargs,
+        )
+
+    def build(self, input_shape):
+        if self._explicit_padding:
+            input_shape = tf.TensorShape(input_shape)
+            pad = 2 * (self.kernel_size[0] // 2)
+            input_shape = tf.TensorShape(
+                [
+                    input_shape[0],
+                    None if input_shape[1] is None else input_shape[1] + pad,
+                    None if input_shape[2] is None else input_shape[2] + pad,
+                    input_shape[3],
+                ]
+            )
+        super().build(input_shape)
+        self.temperature = self.add_weight(
+            name="temperature",
+            shape=(),
+            initializer="ones",
+            trainable=False,
+        )
+        self.input_temperature = self.add_weight(
+            name="input_temperature",
+            shape=(),
+            initializer="ones",
+            trainable=False,
+        )
+        if isinstance(self.kernel_quantizer, ProgressiveSign):
+            self.kernel_quantizer.link(lambda: self.temperature)
+
+    def call(self, inputs):
+        if not self._explicit_padding:
+            return super().call(inputs)
+        x = self.input_quantizer(inputs)
+        x = tf.pad(x, _symmetric_padding(self.kernel_size[0]))
+        with lq.context.quantized_scope(True):
+            # use_bias is False and activation is linear, so the convolution is the output.
+            return self.convolution_op(x, self.kernel)
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        if not self._explicit_padding:
+            return super().compute_output_shape(input_shape)
+        stride = self.strides[0]
+        spatial = [None if d is None else (d + stride - 1) // stride for d in input_shape[1:3]]
+        return tf.TensorShape([input_shape[0], *spatial, self.filters])
+
+
+@_register
+class LearnableBias(tf.keras.layers.Layer):
+    """Adds a learnable per-channel bias (BNext's ``move``), initialised to zero.
+
+    Args:
+        **kwargs: passed to :class:`tf.keras.layers.Layer`.
+    """
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(
+            name="bias", shape=(int(input_shape[-1]),), initializer="zeros", trainable=True
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return inputs + tf.cast(self.bias, inputs.dtype)
+
+
+@_register
+class RecouplingMix(tf.keras.layers.Layer):
+    """Information recoupling's mix: ``gamma * shortcut + (1 - gamma) * y``.
+
+    ``gamma`` is a per-channel weight named ``scale`` (initial value 0.5) kept in ``[0, 1]`` by
+    a constraint that the optimizer applies after every step.
+
+    Call it on ``[shortcut, y]``, two tensors of the same shape.
+
+    Args:
+        initial_scale: initial value of ``gamma``.
+        **kwargs: passed to :class:`tf.keras.layers.Layer`.
+    """
+
+    def __init__(self, initial_scale: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_scale = initial_scale
+
+    def build(self, input_shape):
+        channels = int(input_shape[0][-1])
+        self.scale = self.add_weight(
+            name="scale",
+            shape=(channels,),
+            initializer=tf.keras.initializers.Constant(self.initial_scale),
+            constraint=lambda g: tf.clip_by_value(g, 0.0, 1.0),
+            trainable=True,
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        shortcut, y = inputs
+        gamma = tf.cast(self.scale, y.dtype)
+        return gamma * shortcut + (1.0 - gamma) * y
+
+    def get_config(self):
+        return {**super().get_config(), "initial_scale": self.initial_scale}

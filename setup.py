@@ -1,0 +1,56 @@
+"""Packaging for larq_bnext: BNext binary neural networks in Keras and Larq."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+INSTALL_REQUIRES = [
+    # Larq needs Keras 2: TensorFlow 2.15 is the last release whose tf.keras is Keras 2.
+    "tensorflow>=2.15,<2.16",
+    "larq>=0.14,<0.15",
+    "larq-zoo>=2.4,<2.5",
+    "tensorflow-addons>=0.23,<0.24",
+    "keras-cv>=0.9,<0.10",
+    "absl-py>=1.4",
+    "numpy<2",
+    "pillow>=9",
+    "tqdm>=4",
+    "scikit-learn>=1.2",  # ships the embedded default dataset (handwritten digits)
+]
+
+EXTRAS = {
+    "deploy": ["larq-compute-engine>=0.16,<0.17", "matplotlib>=3.7"],
+    "test": [
+        "pytest>=7",
+        "pytest-timeout>=2",
+        "torch==2.13.0",  # writes genuine PyTorch checkpoints in tests; never needed at run time
+        "ruff>=0.5",
+        "nbmake>=1.5",
+        "matplotlib>=3.7",
+    ],
+    "docs": ["mkdocs>=1.5", "mkdocs-material>=9", "mkdocstrings[python]>=0.24"],
+    "notebooks": ["jupyter>=1", "matplotlib>=3.7", "nbmake>=1.5"],
+    "datasets": ["tensorflow-datasets>=4.6"],
+}
+
+setup(
+    name="larq_bnext",
+    version="0.1.0",
+    description="BNext binary neural networks (T/S/M/L) in Keras with Larq: pretrained "
+    "ImageNet weights, the paper's distillation recipe, and edge deployment with LCE.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9,<3.12",
+    packages=find_packages(include=["larq_bnext", "larq_bnext.*"]),
+    package_data={"larq_bnext": ["resources/*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
