@@ -59,7 +59,14 @@ def _pool(x, strides: int, name: str):
 
 
 def binary_unit(x, kernel_size: int, strides: int, name: str):
-    """``move -> HardSign -> binary conv -> norm1 -> activation2``; keeps the channel count."""
+    """``move -> HardSign -> binary conv -> norm1 -> activation2``; keeps the channel count.
+
+    Args:
+        x: input tensor, channels last.
+        kernel_size: 3 (ELM-Attention, FFN-3x3) or 1 (FFN-1x1).
+        strides: 1 or 2.
+        name: prefix of the layer names.
+    """
     channels = int(x.shape[-1])
     y = LearnableBias(name=f"{name}_move")(x)
     y = BinaryConv2D(channels, kernel_size, strides=strides, name=f"{name}_binary_conv")(y)
@@ -68,7 +75,13 @@ def binary_unit(x, kernel_size: int, strides: int, name: str):
 
 
 def information_recoupling(shortcut, y, name: str):
-    """``y * SE(gamma * shortcut + (1 - gamma) * y)`` with a sigmoid SE of ratio 8."""
+    """``y * SE(gamma * shortcut + (1 - gamma) * y)`` with a sigmoid SE of ratio 8.
+
+    Args:
+        shortcut: the sub-block's input, average-pooled to ``y``'s size when it strides.
+        y: the binary unit's output.
+        name: prefix of the layer names.
+    """
     channels = int(y.shape[-1])
     mix = RecouplingMix(name=f"{name}_mix")([shortcut, y])
     s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(mix)
@@ -84,6 +97,12 @@ def elm_attention(x, strides: int = 1, info_recoupling: bool = True, name: str =
 
     ``residual = pool(activation1(x))``; ``y = recouple(binary_unit(x))``;
     ``out = norm2(y * residual) + residual``.
+
+    Args:
+        x: input tensor, channels last.
+        strides: 1 or 2.
+        info_recoupling: apply information recoupling (the paper's ablation switch).
+        name: prefix of the layer names.
     """
     residual = _pool(prelu(f"{name}_activation1")(x), strides, f"{name}_residual_pool")
     y = binary_unit(x, 3, strides, name)
@@ -107,12 +126,24 @@ def ffn_3x3(x, strides: int = 1, info_recoupling: bool = True, name: str = "atte
     """FFN-3x3: ``out = norm2(recouple(binary_unit_3x3(x))) + pool(x)``.
 
     Without recoupling, ``norm2`` is not applied (as in the original).
+
+    Args:
+        x: input tensor, channels last.
+        strides: 1 or 2.
+        info_recoupling: apply information recoupling and ``norm2``.
+        name: prefix of the layer names.
     """
     return _ffn(x, 3, strides, info_recoupling, name)
 
 
 def ffn_1x1(x, info_recoupling: bool = True, name: str = "ffn"):
-    """FFN-1x1: ``out = norm2(recouple(binary_unit_1x1(x))) + x``."""
+    """FFN-1x1: ``out = norm2(recouple(binary_unit_1x1(x))) + x``.
+
+    Args:
+        x: input tensor, channels last.
+        info_recoupling: apply information recoupling and ``norm2``.
+        name: prefix of the layer names.
+    """
     return _ffn(x, 1, 1, info_recoupling, name)
 
 

@@ -49,7 +49,12 @@ ACTIVATION_CLIP = 1.5
 _register = tf.keras.utils.register_keras_serializable(package="larq_bnext")
 
 
-@_register
+def _register_quantizer(cls):
+    # Larq looks quantizers up by bare class name when it deserializes a quantized layer.
+    return lq.utils.register_keras_custom_object(_register(cls))
+
+
+@_register_quantizer
 class HardSign(lq.quantizers.SteSign):
     """BNext's activation quantizer: ``sign(x)`` with a straight-through gradient.
 
@@ -95,7 +100,7 @@ def progressive_sign(
     return _quantize(w)
 
 
-@_register
+@_register_quantizer
 class ProgressiveSign(lq.quantizers.Quantizer):
     """BNext's kernel quantizer, tied to the temperature of the layer that owns it.
 
@@ -119,7 +124,12 @@ class ProgressiveSign(lq.quantizers.Quantizer):
         self._temperature_source = None
 
     def link(self, temperature_source) -> None:
-        """Read the temperature from ``temperature_source()`` (a zero-argument callable)."""
+        """Read the temperature from ``temperature_source()`` from now on.
+
+        Args:
+            temperature_source: a zero-argument callable returning the scalar temperature
+                (``BinaryConv2D`` passes one that reads its ``temperature`` weight).
+        """
         self._temperature_source = temperature_source
 
     def call(self, inputs):
@@ -160,6 +170,10 @@ class BinaryConv2D(lq.layers.QuantConv2D):
         filters: number of output channels.
         kernel_size: 1 or 3 in BNext.
         strides: 1 or 2.
+        input_quantizer: defaults to :class:`HardSign` (``sign`` with a straight-through
+            gradient in ``|x| <= 1.5``).
+        kernel_quantizer: defaults to :class:`ProgressiveSign`, linked to this layer's
+            ``temperature``.
         kernel_initializer: defaults to ``N(0, 0.001)`` as in the original.
         kernel_constraint: defaults to a weight clip at 1.5.
         **kwargs: other :class:`larq.layers.QuantConv2D` arguments.

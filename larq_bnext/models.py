@@ -53,6 +53,9 @@ SIZE_ALIASES = {
 def canonical_size(size: str) -> str:
     """Return ``"tiny"``, ``"small"``, ``"middle"`` or ``"large"`` for any accepted alias.
 
+    Args:
+        size: a size name or alias, any case (see :data:`SIZE_ALIASES`).
+
     Raises:
         ValueError: for an unknown size name.
     """
@@ -70,6 +73,9 @@ def block_configs(stage_channels: Sequence[int]):
 
     Stride 2 where the channel count changes, except into block 1; the first sub-block is
     ELM-Attention ("scale") for even indices and FFN-3x3 ("bias") for odd ones and block 1.
+
+    Args:
+        stage_channels: the stem's channels followed by each block's.
     """
     for i in range(1, len(stage_channels)):
         c_in, c_out = stage_channels[i - 1], stage_channels[i]
