@@ -1,0 +1,17 @@
+"""Shared test set-up: quiet TensorFlow, deterministic seeds, float32 restored after each test."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    tf.keras.backend.set_floatx("float32")
+    tf.keras.utils.set_random_seed(0)
+    yield
+    tf.keras.backend.set_floatx("float32")
+    tf.keras.backend.clear_session()
