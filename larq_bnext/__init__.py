@@ -4,7 +4,8 @@ Models: :func:`BNextT`, :func:`BNextS`, :func:`BNextM`, :func:`BNextL` and the g
 :func:`BNext` builder, with ``keras.applications``-style signatures.
 """
 
-from larq_bnext import blocks, layers, models
+from larq_bnext import blocks, distillation, layers, models, training
+from larq_bnext.distillation import AssistantCurriculum, Distiller, Teacher
 from larq_bnext.layers import (
     BinaryConv2D,
     HardSign,
@@ -13,6 +14,7 @@ from larq_bnext.layers import (
     RecouplingMix,
 )
 from larq_bnext.models import BNext, BNextL, BNextM, BNextS, BNextT, get_model
+from larq_bnext.training import AdamW, TemperatureScheduler, WarmupCosine
 
 __version__ = "0.1.0"
 
@@ -31,4 +33,12 @@ __all__ = [
     "blocks",
     "layers",
     "models",
+    "Distiller",
+    "Teacher",
+    "AssistantCurriculum",
+    "AdamW",
+    "WarmupCosine",
+    "TemperatureScheduler",
+    "distillation",
+    "training",
 ]

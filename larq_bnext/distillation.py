@@ -1,0 +1,529 @@
+"""Knowledge distillation the BNext way: frozen float teachers, a binary student.
+
+The paper trains every BNext size by distilling from ImageNet-pretrained float networks
+(no ground-truth term). :class:`Distiller` is a :class:`tf.keras.Model` that holds the student
+and the frozen teachers and implements that loss in its own ``train_step``:
+
+* the teachers active in a step are the *main* teacher plus the *assistant* of the current
+  curriculum phase (:class:`AssistantCurriculum` switches phases over the epochs);
+* the distribution loss per teacher is ``L_t = -sum_c softmax(z_t)_c * log_softmax(z_s)_c``;
+* the knowledge-complexity weights are ``alpha = softmax_t(stop_gradient(CE(z_s, softmax(z_t))))``
+  per sample: the teacher the student disagrees with more weighs more. (The cross-entropy of
+  the student's logits against the teacher's probabilities *is* ``L_t``.)
+* ``loss = mean over teachers and samples of alpha_t * L_t``.
+
+With ``weighting="per_sample"`` (the default, what the paper describes) each sample's ``L_t``
+is weighted by its own ``alpha_t``. The original code (``hpi-xnor/BNext``,
+``train_assistant_group_amp.py`` with its default ``--hard_knowledge_grains Instance``) first
+reduces ``L_t`` to its batch mean and then weights that mean by the per-sample ``alpha``;
+``weighting="batch_mean"`` reproduces it.
+
+Without teachers the student is trained with plain cross-entropy on the labels.
+
+The step is written for ``tf.distribute``: it computes a per-example loss vector, reduces it
+with :func:`tf.nn.compute_average_loss` (the plain mean under the default strategy), clips the
+gradients to a global norm of 5 and applies them; metrics are Keras metrics, aggregated over
+replicas. Under a mixed-precision policy the logits are cast to float32 before the loss, and a
+:class:`tf.keras.mixed_precision.LossScaleOptimizer` is honoured.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+from larq_bnext.models import canonical_size
+
+__all__ = [
+    "Distiller",
+    "Teacher",
+    "AssistantCurriculum",
+    "distillation_loss",
+    "curriculum_phase",
+    "imagenet_teacher",
+    "default_teachers",
+    "denormalize_to_255",
+    "KERAS_TEACHERS",
+    "TEACHER_ASSIGNMENTS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+#: ImageNet normalisation of the student's input (on ``[0, 1]`` RGB).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: ``tf.keras.applications`` teachers by the names the CLI and assignments use.
+KERAS_TEACHERS = {
+    "efficientnet_b0": "EfficientNetB0",
+    "efficientnet_b2": "EfficientNetB2",
+    "efficientnet_b4": "EfficientNetB4",
+    "convnext_tiny": "ConvNeXtTiny",
+}
+
+#: The original's per-size teachers: ``(assistants in curriculum order, main teacher)``.
+TEACHER_ASSIGNMENTS = {
+    "tiny": (("efficientnet_b0",), "efficientnet_b2"),
+    "small": (("efficientnet_b0",), "efficientnet_b2"),
+    "middle": (("efficientnet_b0", "efficientnet_b2"), "efficientnet_b4"),
+    "large": (("efficientnet_b0", "efficientnet_b4", "convnext_tiny"), "convnext_tiny"),
+}
+
+
+def denormalize_to_255(
+    images: tf.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> tf.Tensor:
+    """Map mean/std-normalised images back to ``[0, 255]`` RGB.
+
+    This is the input adapter of the Keras EfficientNet and ConvNeXt teachers, which normalise
+    internally and expect raw ``0-255`` pixels.
+
+    Args:
+        images: ``(..., 3)`` tensor normalised as ``(x / 255 - mean) / std``.
+        mean: per-channel mean on ``[0, 1]``.
+        std: per-channel standard deviation on ``[0, 1]``.
+
+    Returns:
+        A tensor of the same shape and dtype with values on the ``0-255`` scale.
+    """
+    dtype = images.dtype
+    mean = tf.constant(mean, dtype)
+    std = tf.constant(std, dtype)
+    return (images * std + mean) * tf.constant(255.0, dtype)
+
+
+class Teacher:
+    """A frozen teacher: a Keras classifier and the adapter that prepares its input.
+
+    Every teacher sees the same (augmented) batch as the student; ``input_adapter`` maps it to
+    the range the teacher expects (for example :func:`denormalize_to_255` for the Keras
+    ImageNet models). The teacher runs in inference mode (``training=False``), its weights are
+    frozen, and no gradient flows through it.
+
+    Args:
+        model: a Keras model mapping images to class scores.
+        input_adapter: callable applied to the student's input before the teacher; ``None``
+            feeds the student's input unchanged.
+        from_logits: whether ``model`` outputs logits (``True``) or probabilities.
+        name: a name for logs; defaults to the model's name.
+    """
+
+    def __init__(
+        self,
+        model: tf.keras.Model,
+        input_adapter: Callable[[tf.Tensor], tf.Tensor] | None = None,
+        from_logits: bool = True,
+        name: str | None = None,
+    ):
+        if not isinstance(model, tf.keras.Model):
+            raise TypeError(f"A teacher must be a tf.keras.Model, got {type(model).__name__}.")
+        self.model = model
+        self.model.trainable = False
+        self.input_adapter = input_adapter
+        self.from_logits = from_logits
+        self.name = name or model.name
+
+    def logits(self, images: tf.Tensor) -> tf.Tensor:
+        """The teacher's float32 logits for ``images`` (no gradient).
+
+        Args:
+            images: a batch in the student's input format.
+        """
+        x = self.input_adapter(images) if self.input_adapter is not None else images
+        out = tf.cast(self.model(x, training=False), tf.float32)
+        if not self.from_logits:
+            out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
+        return tf.stop_gradient(out)
+
+    def __repr__(self):
+        return f"Teacher({self.name!r})"
+
+
+def _as_teacher(teacher) -> Teacher:
+    if teacher is None or isinstance(teacher, Teacher):
+        return teacher
+    if isinstance(teacher, tf.keras.Model):
+        return Teacher(teacher)
+    raise TypeError(
+        f"Expected a larq_bnext.Teacher or a tf.keras.Model as teacher, got {type(teacher)}."
+    )
+
+
+def distillation_loss(
+    student_logits: tf.Tensor,
+    teacher_logits: Sequence[tf.Tensor],
+    weighting: str = "per_sample",
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """BNext's knowledge-complexity-weighted multi-teacher loss, per example.
+
+    Args:
+        student_logits: ``(batch, classes)`` logits of the student.
+        teacher_logits: one ``(batch, classes)`` logits tensor per active teacher.
+        weighting: ``"per_sample"`` (the paper): ``alpha_t[i] * L_t[i]``; ``"batch_mean"`` (the
+            original code): ``alpha_t[i] * mean_j L_t[j]``.
+
+    Returns:
+        ``(per_example_loss, alpha)``: the ``(batch,)`` loss vector whose mean is the loss, and
+        the ``(batch, teachers)`` teacher weights (no gradient).
+    """
+    if weighting not in ("per_sample", "batch_mean"):
+        raise ValueError(f"weighting must be 'per_sample' or 'batch_mean', not {weighting!r}.")
+    if not teacher_logits:
+        raise ValueError("distillation_loss needs at least one teacher's logits.")
+    z_s = tf.cast(student_logits, tf.float32)
+    log_p_s = tf.nn.log_softmax(z_s, axis=-1)
+    per_teacher = []
+    for z_t in teacher_logits:
+        p_t = tf.stop_gradient(tf.nn.softmax(tf.cast(z_t, tf.float32), axis=-1))
+        per_teacher.append(-tf.reduce_sum(p_t * log_p_s, axis=-1))
+    losses = tf.stack(per_teacher, axis=-1)  # (batch, teachers)
+    alpha = tf.stop_gradient(tf.nn.softmax(losses, axis=-1))
+    if weighting == "batch_mean":
+        losses = tf.broadcast_to(tf.reduce_mean(losses, axis=0, keepdims=True), tf.shape(alpha))
+    per_example = tf.reduce_mean(alpha * losses, axis=-1)
+    return per_example, alpha
+
+
+def curriculum_phase(epoch: int, epochs: int, num_phases: int) -> int:
+    """Index of the curriculum phase that ``epoch`` (0-based) falls in.
+
+    The ``epochs`` are split into ``num_phases`` equal consecutive phases, as in the original
+    (``epoch / (epochs / num_phases)`` rounded down, clamped to the last phase).
+
+    Args:
+        epoch: the 0-based epoch.
+        epochs: total number of epochs of the run.
+        num_phases: number of phases (assistant teachers); ``0`` or ``1`` give phase 0.
+    """
+    if num_phases <= 1:
+        return 0
+    if epochs <= 0:
+        raise ValueError(f"epochs must be positive, got {epochs}.")
+    return min(int(math.floor(epoch * num_phases / epochs)), num_phases - 1)
+
+
+class Distiller(tf.keras.Model):
+    """Trains a BNext student from frozen teachers with the paper's multi-teacher loss.
+
+    ``Distiller(student, teacher=main, assistants=[a0, a1, ...])``: in curriculum phase ``k``
+    the active teachers are ``(assistants[k], main)``; with no assistants only ``main``; with
+    no teacher at all the student learns from the labels (cross-entropy). ``fit`` on batches of
+    ``(images, labels)``; labels are integer class ids or one-hot/soft vectors (mixup, cutmix).
+    Evaluation (``test_step``) scores the student alone against the labels.
+
+    Metrics: ``loss``, ``top1`` and ``top5`` of the student, ``alpha_main`` (the mean weight of
+    the main teacher) and ``teacher_top1`` (the main teacher's top-1 on the training batches).
+
+    Call the distiller like the student (``distiller(x)`` returns the student's logits); save
+    the student with ``distiller.student.save_weights(...)``.
+
+    Args:
+        student: a Keras model that outputs logits (build BNext with
+            ``classifier_activation=None``).
+        teacher: the main teacher: a :class:`Teacher`, a Keras model (fed the student's input
+            unchanged, outputs logits) or ``None`` for label training.
+        assistants: assistant teachers in curriculum order (see :class:`AssistantCurriculum`).
+        clip_norm: clip the gradients to this global norm (5 in BNext; ``None`` disables).
+        weighting: ``"per_sample"`` or ``"batch_mean"`` (see :func:`distillation_loss`).
+        global_batch_size: batch size the per-example loss is averaged over; ``None`` uses the
+            per-replica batch times the number of replicas (the plain batch mean without a
+            distribution strategy).
+        name: model name.
+        **kwargs: passed to :class:`tf.keras.Model`.
+    """
+
+    def __init__(
+        self,
+        student: tf.keras.Model,
+        teacher: Teacher | tf.keras.Model | None = None,
+        assistants: Sequence[Teacher | tf.keras.Model] = (),
+        clip_norm: float | None = 5.0,
+        weighting: str = "per_sample",
+        global_batch_size: int | None = None,
+        name: str = "distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        _check_student_outputs_logits(student)
+        if weighting not in ("per_sample", "batch_mean"):
+            raise ValueError(f"weighting must be 'per_sample' or 'batch_mean', not {weighting!r}.")
+        assistants = [_as_teacher(a) for a in (assistants or ())]
+        if assistants and teacher is None:
+            raise ValueError("Assistant teachers need a main teacher: pass teacher=... as well.")
+        self.student = student
+        self.teacher = _as_teacher(teacher)
+        self.assistants = assistants
+        # Keep the teacher models tracked (for `summary`, device placement, checkpoints).
+        self.teacher_models = [t.model for t in self._all_teachers()]
+        self.clip_norm = clip_norm
+        self.weighting = weighting
+        self.global_batch_size = global_batch_size
+        self._phase = 0
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+        self.top1 = tf.keras.metrics.SparseCategoricalAccuracy(name="top1")
+        num_classes = int(student.output_shape[-1])
+        self.top5 = tf.keras.metrics.SparseTopKCategoricalAccuracy(
+            k=min(5, num_classes), name="top5"
+        )
+        self.alpha_main = tf.keras.metrics.Mean(name="alpha_main")
+        self.teacher_top1 = tf.keras.metrics.SparseCategoricalAccuracy(name="teacher_top1")
+
+    def _all_teachers(self) -> list[Teacher]:
+        seen, out = set(), []
+        for t in [*self.assistants, self.teacher]:
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                out.append(t)
+        return out
+
+    # ----------------------------------------------------------------- curriculum
+    @property
+    def num_phases(self) -> int:
+        """Number of curriculum phases (one per assistant, at least 1)."""
+        return max(1, len(self.assistants))
+
+    @property
+    def phase(self) -> int:
+        """The current curriculum phase (0-based)."""
+        return self._phase
+
+    def set_phase(self, phase: int) -> None:
+        """Switch the curriculum to ``phase``; re-traces the train step when it changes.
+
+        Args:
+            phase: 0-based phase index, ``< num_phases``.
+        """
+        phase = int(phase)
+        if not 0 <= phase < self.num_phases:
+            raise ValueError(f"phase must be in [0, {self.num_phases}), got {phase}.")
+        if phase == self._phase:
+            return
+        self._phase = phase
+        if self.train_function is not None:
+            # Keras reads `self.train_function` at every step: the new graph takes over.
+            self.make_train_function(force=True)
+
+    def active_teachers(self) -> list[Teacher]:
+        """The teachers of the current phase: ``[assistant, main]``, ``[main]`` or ``[]``."""
+        if self.teacher is None:
+            return []
+        if not self.assistants:
+            return [self.teacher]
+        return [self.assistants[self._phase], self.teacher]
+
+    # ----------------------------------------------------------------- keras API
+    def call(self, inputs, training=None):
+        """Run the student: returns its logits."""
+        return self.student(inputs, training=training)
+
+    @property
+    def metrics(self):
+        """The distiller's metrics (reset by Keras at the start of every epoch)."""
+        metrics = [self.loss_tracker, self.top1, self.top5]
+        if self.teacher is not None:
+            metrics += [self.alpha_main, self.teacher_top1]
+        return metrics
+
+    def _average(self, per_example):
+        return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+
+    def train_step(self, data):
+        """One optimisation step of the student on ``(images, labels)``."""
+        images, labels = _unpack(data)
+        teachers = self.active_teachers()
+        computed = {}  # a teacher that is both assistant and main (BNext-L) runs once
+        for t in teachers:
+            if id(t) not in computed:
+                computed[id(t)] = t.logits(images)
+        teacher_logits = [computed[id(t)] for t in teachers]
+        with tf.GradientTape() as tape:
+            logits = tf.cast(self.student(images, training=True), tf.float32)
+            if teacher_logits:
+                per_example, alpha = distillation_loss(logits, teacher_logits, self.weighting)
+            else:
+                per_example = _label_cross_entropy(labels, logits)
+                alpha = None
+            loss = self._average(per_example)
+            if self.student.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.student.losses))
+            scaled = loss
+            if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+                scaled = self.optimizer.get_scaled_loss(loss)
+        variables = self.student.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+            grads = self.optimizer.get_unscaled_gradients(grads)
+        if self.clip_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+        self.optimizer.apply_gradients([(grads[i], v) for i, v in enumerate(variables)])
+
+        sparse = _sparse_labels(labels)
+        self.loss_tracker.update_state(per_example)
+        self.top1.update_state(sparse, logits)
+        self.top5.update_state(sparse, logits)
+        if alpha is not None:
+            self.alpha_main.update_state(alpha[:, -1])
+            self.teacher_top1.update_state(sparse, teacher_logits[-1])
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        """Score the student against the labels (cross-entropy, top-1, top-5)."""
+        images, labels = _unpack(data)
+        logits = tf.cast(self.student(images, training=False), tf.float32)
+        per_example = _label_cross_entropy(labels, logits)
+        sparse = _sparse_labels(labels)
+        self.loss_tracker.update_state(per_example)
+        self.top1.update_state(sparse, logits)
+        self.top5.update_state(sparse, logits)
+        return {m.name: m.result() for m in (self.loss_tracker, self.top1, self.top5)}
+
+
+def _unpack(data):
+    images, labels, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+    if labels is None:
+        raise ValueError("Distiller needs (images, labels) batches; the labels are missing.")
+    return images, labels
+
+
+def _sparse_labels(labels):
+    if labels.shape.rank is not None and labels.shape.rank >= 2 and labels.shape[-1] != 1:
+        return tf.argmax(labels, axis=-1)
+    return tf.reshape(labels, [-1])
+
+
+def _label_cross_entropy(labels, logits):
+    if labels.shape.rank is not None and labels.shape.rank >= 2 and labels.shape[-1] != 1:
+        return tf.keras.losses.categorical_crossentropy(
+            tf.cast(labels, tf.float32), logits, from_logits=True
+        )
+    return tf.keras.losses.sparse_categorical_crossentropy(
+        tf.reshape(labels, [-1]), logits, from_logits=True
+    )
+
+
+def _check_student_outputs_logits(student):
+    if not isinstance(student, tf.keras.Model):
+        raise TypeError(f"student must be a tf.keras.Model, got {type(student).__name__}.")
+    last = student.layers[-1] if student.layers else None
+    activation = getattr(last, "activation", None)
+    if activation in (tf.keras.activations.softmax, tf.nn.softmax):
+        raise ValueError(
+            "The student ends in a softmax, but distillation needs logits. Build it with "
+            "classifier_activation=None, e.g. larq_bnext.BNextT(classifier_activation=None)."
+        )
+
+
+class AssistantCurriculum(tf.keras.callbacks.Callback):
+    """Switches the distiller's assistant teacher in equal consecutive phases over the epochs.
+
+    In phase ``k`` (epochs ``[k * E / n, (k + 1) * E / n)`` for ``n`` assistants and ``E``
+    epochs) the active teachers are ``(assistants[k], main)``. The phase is chosen from the
+    epoch index at the start of every epoch, so a run resumed with ``initial_epoch`` lands in
+    the right phase. The current phase is added to the logs as ``curriculum_phase``.
+
+    Args:
+        epochs: total epochs of the run (defaults to the ``epochs`` given to ``fit``).
+    """
+
+    def __init__(self, epochs: int | None = None):
+        super().__init__()
+        self.epochs = epochs
+
+    def _total_epochs(self) -> int:
+        epochs = self.epochs or (self.params or {}).get("epochs")
+        if not epochs:
+            raise ValueError("AssistantCurriculum needs the total number of epochs.")
+        return int(epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        distiller = self.model
+        if not isinstance(distiller, Distiller):
+            raise TypeError("AssistantCurriculum works on a larq_bnext.Distiller.")
+        distiller.set_phase(curriculum_phase(epoch, self._total_epochs(), distiller.num_phases))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["curriculum_phase"] = float(self.model.phase)
+
+
+# --------------------------------------------------------------------------- teachers
+def imagenet_teacher(
+    name: str, input_shape: tuple = (224, 224, 3), weights: str | None = "imagenet"
+) -> Teacher:
+    """A ``tf.keras.applications`` ImageNet classifier as a frozen teacher.
+
+    The Keras EfficientNets and ConvNeXt normalise internally and expect ``0-255`` RGB, so the
+    teacher's adapter de-normalises the student's mean/std-normalised crop. Every teacher sees
+    the student's crop size (as in the original, which feeds the same 224 crop to all its
+    torchvision teachers); the pretrained weights do not depend on the input size. Under a
+    mixed-precision global policy the teacher is built (and runs) in mixed precision.
+
+    Args:
+        name: one of :data:`KERAS_TEACHERS` (``"efficientnet_b0"``, ``"efficientnet_b2"``,
+            ``"efficientnet_b4"``, ``"convnext_tiny"``).
+        input_shape: the student's input shape.
+        weights: ``"imagenet"`` (downloaded once into ``~/.keras/models``) or ``None`` (random,
+            for tests).
+
+    Raises:
+        ValueError: for an unknown name.
+        RuntimeError: when the ImageNet weights cannot be downloaded (offline).
+    """
+    key = name.strip().lower().replace("-", "_")
+    if key not in KERAS_TEACHERS:
+        raise ValueError(
+            f"Unknown teacher {name!r}; choose from {sorted(KERAS_TEACHERS)} or build a "
+            "larq_bnext.Teacher from your own Keras classifier."
+        )
+    builder = getattr(tf.keras.applications, KERAS_TEACHERS[key])
+    pretrained = None
+    if weights == "imagenet":
+        try:
+            # Keras only loads ImageNet weights at the model's native input size; the weights
+            # do not depend on it, so they are copied into a model at the student's size.
+            pretrained = builder(weights="imagenet", classifier_activation=None)
+        except Exception as error:  # any download failure means the same to the user
+            raise RuntimeError(
+                f"Could not get the ImageNet weights of the teacher {KERAS_TEACHERS[key]} "
+                f"({error}). They are downloaded once from storage.googleapis.com into "
+                "~/.keras/models: connect to the internet (or copy the file there), or train "
+                "without these teachers (--teachers=none, or a teacher of your own)."
+            ) from error
+    model = builder(
+        weights=None, input_shape=tuple(input_shape), classifier_activation=None, classes=1000
+    )
+    if pretrained is not None:
+        model.set_weights(pretrained.get_weights())
+        del pretrained
+    elif weights is not None:
+        model.load_weights(weights)
+    model.trainable = False
+    return Teacher(model, input_adapter=denormalize_to_255, from_logits=True, name=key)
+
+
+def default_teachers(
+    size: str, input_shape: tuple = (224, 224, 3), weights: str | None = "imagenet"
+) -> tuple[list[Teacher], Teacher]:
+    """The original's teachers for a BNext size: ``(assistants, main)``.
+
+    T and S: assistant EfficientNet-B0, main EfficientNet-B2. M: assistants B0 then B2, main
+    B4. L: assistants B0, B4, ConvNeXt-Tiny, main ConvNeXt-Tiny (the last assistant *is* the
+    main teacher, built once).
+
+    Args:
+        size: a BNext size name (``"tiny"``, ``"T"``, ...).
+        input_shape: the student's input shape.
+        weights: passed to :func:`imagenet_teacher`.
+    """
+    assistant_names, main_name = TEACHER_ASSIGNMENTS[canonical_size(size)]
+    built: dict[str, Teacher] = {}
+
+    def get(teacher_name):
+        if teacher_name not in built:
+            built[teacher_name] = imagenet_teacher(teacher_name, input_shape, weights)
+        return built[teacher_name]
+
+    main = get(main_name)
+    return [get(n) for n in assistant_names], main
