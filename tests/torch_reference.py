@@ -110,7 +110,7 @@ class _ProgressiveWeight(torch.autograd.Function):
     def forward(ctx, w, temperature):
         if bool(temperature.reshape(-1)[0] < TEMPERATURE_THRESHOLD):
             return torch.sign(w)
-        return (w / temperature.clamp(min=1e-8)).clamp(-1.0, 1.0)
+        return (w / temperature.clamp(min=1e-8)).clamp_(-1.0, 1.0)
 
     @staticmethod
     def backward(ctx, grad):
@@ -155,7 +155,7 @@ class HardBinaryConv(nn.Module):
         self.stride = stride
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(
-            torch.randn(out_channels, in_channels, kernel_size, kernel_size) * 0.001
+            torch.empty(out_channels, in_channels, kernel_size, kernel_size).normal_(0.0, 0.001)
         )
         self.register_buffer("temperature", torch.ones(1))
 
@@ -462,10 +462,10 @@ def randomize_(
     rng = np.random.default_rng(seed)
 
     def uniform(t, lo, hi):
-        t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float64) * (hi - lo) + lo)
+        t.uniform_(lo, hi, generator=gen)
 
     def normal(t, std, mean=0.0):
-        t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64) * std + mean)
+        t.normal_(mean, std, generator=gen)
 
     with torch.no_grad():
         for module in model.modules():
