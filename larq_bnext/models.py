@@ -88,7 +88,7 @@ def _check_input_size(input_shape, stage_channels, stem_stride: int) -> None:
     """Refuse spatial sizes that the stride-2 blocks cannot halve exactly."""
     n_halvings = sum(1 for *_, s, _ in block_configs(stage_channels) if s == 2)
     reduction = stem_stride * 2**n_halvings
-    for axis, size in zip(("height", "width"), input_shape[:2]):
+    for axis, size in zip(("height", "width"), input_shape[:2], strict=True):
         if size is None:
             continue
         s = -(-int(size) // stem_stride)
@@ -187,9 +187,9 @@ def BNext(
 
     layers = tf.keras.layers
     x = layers.ZeroPadding2D(1, name="stem_pad")(inputs)
-    x = layers.Conv2D(
-        stage_channels[0], 3, strides=stem_stride, use_bias=False, name="stem_conv"
-    )(x)
+    x = layers.Conv2D(stage_channels[0], 3, strides=stem_stride, use_bias=False, name="stem_conv")(
+        x
+    )
     x = batch_norm("stem_bn")(x)
     for i, _, c_out, strides, mode in block_configs(stage_channels):
         x = bnext_block(
