@@ -4,7 +4,16 @@ Models: :func:`BNextT`, :func:`BNextS`, :func:`BNextM`, :func:`BNextL` and the g
 :func:`BNext` builder, with ``keras.applications``-style signatures.
 """
 
-from larq_bnext import blocks, distillation, layers, models, training
+from larq_bnext import (
+    blocks,
+    distillation,
+    layers,
+    models,
+    preprocessing,
+    pretrained,
+    pytorch_reader,
+    training,
+)
 from larq_bnext.distillation import AssistantCurriculum, Distiller, Teacher
 from larq_bnext.layers import (
     BinaryConv2D,
@@ -14,6 +23,7 @@ from larq_bnext.layers import (
     RecouplingMix,
 )
 from larq_bnext.models import BNext, BNextL, BNextM, BNextS, BNextT, get_model
+from larq_bnext.preprocessing import decode_predictions, eval_transform, preprocess_input
 from larq_bnext.training import AdamW, TemperatureScheduler, WarmupCosine
 
 __version__ = "0.1.0"
@@ -39,6 +49,12 @@ __all__ = [
     "AdamW",
     "WarmupCosine",
     "TemperatureScheduler",
+    "preprocess_input",
+    "eval_transform",
+    "decode_predictions",
+    "preprocessing",
+    "pretrained",
+    "pytorch_reader",
     "distillation",
     "training",
 ]

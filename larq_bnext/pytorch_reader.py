@@ -171,7 +171,10 @@ class LazyTensor:
         return int(np.prod(self.shape, dtype=np.int64))
 
     def numpy(self) -> np.ndarray:
-        """Read the tensor: a new C-contiguous NumPy array of :attr:`shape`.
+        """Read the tensor into a NumPy array of :attr:`shape` (C-contiguous).
+
+        The array may be a read-only view of the bytes read from the archive (no copy is made
+        for a contiguous tensor); use ``.copy()`` to modify it.
 
         Raises:
             CheckpointError: when the archive member is missing, truncated or fails its CRC.
@@ -179,6 +182,12 @@ class LazyTensor:
         flat = self._storage.read()
         if self.size == 0:
             return np.zeros(self.shape, dtype=self.dtype)
+        contiguous = tuple(int(np.prod(self.shape[i + 1 :])) for i in range(len(self.shape)))
+        if all(
+            s == c for s, c, n in zip(self._stride, contiguous, self.shape, strict=True) if n > 1
+        ):
+            view = flat[self._offset : self._offset + self.size].reshape(self.shape)
+            return view if view.dtype == self.dtype else view.astype(self.dtype)
         itemsize = flat.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
             flat[self._offset :],
