@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from larq_bnext.models import canonical_size
+from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "Distiller",
@@ -47,13 +48,8 @@ __all__ = [
     "denormalize_to_255",
     "KERAS_TEACHERS",
     "TEACHER_ASSIGNMENTS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
 ]
 
-#: ImageNet normalisation of the student's input (on ``[0, 1]`` RGB).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: ``tf.keras.applications`` teachers by the names the CLI and assignments use.
 KERAS_TEACHERS = {
@@ -230,6 +226,9 @@ class Distiller(tf.keras.Model):
         global_batch_size: batch size the per-example loss is averaged over; ``None`` uses the
             per-replica batch times the number of replicas (the plain batch mean without a
             distribution strategy).
+        augmenter: optional ``(images, labels) -> (images, labels)`` applied at the start of
+            every training step, on the accelerator (the model-side augmentation stage, e.g.
+            :class:`larq_bnext.augmentation.BatchAugmenter`); evaluation batches skip it.
         name: model name.
         **kwargs: passed to :class:`tf.keras.Model`.
     """
@@ -242,6 +241,7 @@ class Distiller(tf.keras.Model):
         clip_norm: float | None = 5.0,
         weighting: str = "per_sample",
         global_batch_size: int | None = None,
+        augmenter: Callable | None = None,
         name: str = "distiller",
         **kwargs,
     ):
@@ -260,6 +260,7 @@ class Distiller(tf.keras.Model):
         self.clip_norm = clip_norm
         self.weighting = weighting
         self.global_batch_size = global_batch_size
+        self.augmenter = augmenter
         self._phase = 0
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         self.top1 = tf.keras.metrics.SparseCategoricalAccuracy(name="top1")
@@ -332,6 +333,8 @@ class Distiller(tf.keras.Model):
     def train_step(self, data):
         """One optimisation step of the student on ``(images, labels)``."""
         images, labels = _unpack(data)
+        if self.augmenter is not None:
+            images, labels = self.augmenter(images, labels)
         teachers = self.active_teachers()
         computed = {}  # a teacher that is both assistant and main (BNext-L) runs once
         for t in teachers:

@@ -126,11 +126,8 @@ class AdamW(tf.keras.optimizers.Adam):
             gradient = tf.convert_to_tensor(gradient)
         dtype = variable.dtype
         lr = tf.cast(self.learning_rate, dtype)
-        wd = self.weight_decay_of(variable)
-        if wd:
-            variable.assign_sub(variable * (lr * tf.cast(wd, dtype)))
         # Bias corrections in float64, as PyTorch computes them in Python: 1 - 0.999 in
-        # float32 is off by 5e-5 (relative), which would show in the first steps.
+        # float32 is off by 1e-5 (relative), which would show in the first steps.
         step = tf.cast(self.iterations + 1, tf.float64)
         bias_1 = tf.cast(1 - tf.pow(tf.constant(self.beta_1, tf.float64), step), dtype)
         bias_2 = tf.cast(1 - tf.pow(tf.constant(self.beta_2, tf.float64), step), dtype)
@@ -139,8 +136,13 @@ class AdamW(tf.keras.optimizers.Adam):
         v = self._velocities[index]
         m.assign_add((gradient - m) * (1 - self.beta_1))
         v.assign_add((tf.square(gradient) - v) * (1 - self.beta_2))
-        denominator = tf.sqrt(v / bias_2) + tf.cast(self.epsilon, dtype)
-        variable.assign_sub(lr * (m / bias_1) / denominator)
+        update = (m / bias_1) / (tf.sqrt(v / bias_2) + self.epsilon)
+        wd = self.weight_decay_of(variable)
+        if wd:
+            # PyTorch decays first (p *= 1 - lr * wd), then subtracts lr * update, which
+            # does not depend on p: one assignment of both is the same step.
+            update += wd * variable
+        variable.assign_sub(lr * update)
 
     def get_config(self):
         config = super().get_config()

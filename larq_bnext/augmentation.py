@@ -1,0 +1,333 @@
+"""BNext's training augmentation (timm's recipe) with keras-cv, and the evaluation transform.
+
+Training, per image (in ``tf.data`` on the CPU, where images still have their own sizes):
+
+1. **Random resized crop** (scale 0.08-1 of the area, aspect ratio 3/4-4/3, bicubic) sampled
+   exactly as timm's ``RandomResizedCropAndInterpolation``: up to 10 tries of a uniform area
+   and a log-uniform aspect ratio, else a central crop clamped to the ratio range. For JPEGs
+   only the crop window is decoded (``tf.image.decode_and_crop_jpeg``). The resize is bicubic
+   with anti-aliasing, like PIL's. (keras-cv's ``RandomCropAndResize`` cannot resize
+   bicubically and samples the ratio uniformly, clipping the box instead of retrying.)
+
+Then per batch (in ``tf.data``, or on the accelerator as a model-side stage of the
+:class:`~larq_bnext.Distiller`, by choice):
+
+2. **Horizontal flip** with probability 0.5 (``keras_cv.layers.RandomFlip``).
+3. **RandAugment** (``keras_cv.layers.RandAugment``) as close to timm's
+   ``rand-m7-mstd0.5-inc1`` as keras-cv allows: 2 ops per image, each applied with
+   probability 0.5, magnitude 7/10 with noise std 0.5/10 (``augmentations_per_image=2,
+   rate=0.5, magnitude=0.7, magnitude_stddev=0.05``). keras-cv draws from 10 ops
+   (AutoContrast, Equalize, Solarize, Color, Contrast, Brightness, ShearX/Y, TranslateX/Y);
+   timm's 15 also have Invert, Rotate, Posterize, SolarizeAdd and Sharpness. keras-cv's
+   magnitudes map onto its own ranges (e.g. translation as a fraction of the image rather
+   than timm's 45 % x 10/10 pixels), and the ops are picked without an explicit identity.
+4. Normalisation with the ImageNet mean and std (on ``[0, 1]`` RGB).
+5. Optional, off in BNext: **mixup** and **cutmix** (``keras_cv.layers.MixUp``/``CutMix``;
+   labels become one-hot) and **random erasing** (``keras_cv.layers.RandomCutout`` with
+   Gaussian noise, applied with a probability).
+
+Evaluation: :func:`eval_transform` (resize the shorter side to ``size / 0.95`` bicubically,
+centre crop ``size``, normalise), the transform of :mod:`larq_bnext.preprocessing`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+from larq_bnext import preprocessing
+from larq_bnext.preprocessing import preprocess_input
+
+__all__ = [
+    "AugmentConfig",
+    "BatchAugmenter",
+    "random_resized_crop_box",
+    "decode_and_random_crop",
+    "random_resized_crop",
+    "normalize",
+    "eval_transform",
+    "IMAGENET_CONFIG",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """The training augmentation's settings (the defaults are BNext's ImageNet recipe).
+
+    Args:
+        image_size: side of the square training crop.
+        crop_scale: range of the crop's area as a fraction of the image's.
+        crop_ratio: range of the crop's aspect ratio (width / height).
+        interpolation: resize method of the crop (``"bicubic"`` in BNext).
+        flip: random horizontal flips.
+        randaugment: apply RandAugment.
+        randaugment_ops: ops per image.
+        randaugment_rate: probability that each op is applied.
+        randaugment_magnitude: mean magnitude on keras-cv's ``[0, 1]`` scale (timm's m7 = 0.7).
+        randaugment_magnitude_stddev: magnitude noise (timm's mstd0.5 = 0.05).
+        mixup_alpha: Beta parameter of mixup; 0 disables it.
+        cutmix_alpha: Beta parameter of cutmix; 0 disables it.
+        random_erasing: probability of erasing a random rectangle; 0 disables it.
+    """
+
+    image_size: int = 224
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    interpolation: str = "bicubic"
+    flip: bool = True
+    randaugment: bool = True
+    randaugment_ops: int = 2
+    randaugment_rate: float = 0.5
+    randaugment_magnitude: float = 0.7
+    randaugment_magnitude_stddev: float = 0.05
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    random_erasing: float = 0.0
+
+    def __post_init__(self):
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}.")
+        lo, hi = self.crop_ratio
+        if not 0 < lo <= hi:
+            raise ValueError(f"crop_ratio must satisfy 0 < min <= max, got {self.crop_ratio}.")
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}.")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0 <= self.random_erasing <= 1:
+            raise ValueError(f"random_erasing must be in [0, 1], got {self.random_erasing}.")
+
+    @property
+    def mixes_labels(self) -> bool:
+        """Whether mixup or cutmix is on (labels become one-hot vectors)."""
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+#: BNext's ImageNet recipe.
+IMAGENET_CONFIG = AugmentConfig()
+
+
+def random_resized_crop_box(
+    height: tf.Tensor,
+    width: tf.Tensor,
+    scale=(0.08, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> tf.Tensor:
+    """Sample a random-resized-crop window as timm does: ``[top, left, crop_h, crop_w]``.
+
+    Up to ``attempts`` candidates with area uniform in ``scale x area`` and aspect ratio
+    log-uniform in ``ratio``; the first that fits in the image wins, at a uniform position.
+    If none fits, a central crop of the whole image clamped to the ratio range.
+
+    Args:
+        height: image height (scalar int tensor).
+        width: image width (scalar int tensor).
+        scale: range of the crop area as a fraction of the image area.
+        ratio: range of the aspect ratio (width / height).
+        attempts: number of tries before the fallback.
+
+    Returns:
+        An int32 tensor ``[top, left, crop_height, crop_width]``.
+    """
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    area = h * w
+    target_area = area * tf.random.uniform([attempts], scale[0], scale[1])
+    log_ratio = tf.random.uniform([attempts], math.log(ratio[0]), math.log(ratio[1]))
+    aspect = tf.exp(log_ratio)
+    crop_w = tf.cast(tf.round(tf.sqrt(target_area * aspect)), tf.int32)
+    crop_h = tf.cast(tf.round(tf.sqrt(target_area / aspect)), tf.int32)
+    height = tf.cast(height, tf.int32)
+    width = tf.cast(width, tf.int32)
+    fits = (crop_w > 0) & (crop_h > 0) & (crop_w <= width) & (crop_h <= height)
+    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+
+    def sampled():
+        ch, cw = crop_h[first], crop_w[first]
+        top = tf.random.uniform([], 0, height - ch + 1, dtype=tf.int32)
+        left = tf.random.uniform([], 0, width - cw + 1, dtype=tf.int32)
+        return tf.stack([top, left, ch, cw])
+
+    def fallback():
+        in_ratio = w / h
+        cw = tf.where(
+            in_ratio < ratio[0],
+            w,
+            tf.where(in_ratio > ratio[1], tf.round(h * ratio[1]), w),
+        )
+        ch = tf.where(
+            in_ratio < ratio[0],
+            tf.round(w / ratio[0]),
+            tf.where(in_ratio > ratio[1], h, h),
+        )
+        ch = tf.cast(ch, tf.int32)
+        cw = tf.cast(cw, tf.int32)
+        return tf.stack([(height - ch) // 2, (width - cw) // 2, ch, cw])
+
+    return tf.cond(tf.reduce_any(fits), sampled, fallback)
+
+
+def _resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
+    out = tf.image.resize(
+        tf.cast(image, tf.float32), [size, size], method=interpolation, antialias=True
+    )
+    # Whole values, like the uint8 image PIL's resize gives timm.
+    return tf.round(tf.clip_by_value(out, 0.0, 255.0))
+
+
+def random_resized_crop(image: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG) -> tf.Tensor:
+    """Random resized crop of a decoded ``(H, W, 3)`` image; returns float32 on ``[0, 255]``.
+
+    Args:
+        image: a decoded image (uint8 or float on ``[0, 255]``).
+        config: the crop's settings.
+    """
+    shape = tf.shape(image)
+    top, left, ch, cw = tf.unstack(
+        random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio)
+    )
+    crop = image[top : top + ch, left : left + cw]
+    return _resize(crop, config.image_size, config.interpolation)
+
+
+def decode_and_random_crop(encoded: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG):
+    """Decode an encoded image (JPEG, PNG, GIF, BMP) straight into a random resized crop.
+
+    JPEGs decode only the crop window; other formats decode fully, then crop.
+
+    Args:
+        encoded: a scalar string tensor holding the file's bytes.
+        config: the crop's settings.
+
+    Returns:
+        A ``(size, size, 3)`` float32 image on ``[0, 255]``.
+    """
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        window = random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio)
+        return tf.image.decode_and_crop_jpeg(
+            encoded, window, channels=3, dct_method="INTEGER_ACCURATE"
+        )
+
+    def other():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        shape = tf.shape(image)
+        top, left, ch, cw = tf.unstack(
+            random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio)
+        )
+        return image[top : top + ch, left : left + cw]
+
+    crop = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    crop.set_shape([None, None, 3])
+    return _resize(crop, config.image_size, config.interpolation)
+
+
+def normalize(images: tf.Tensor) -> tf.Tensor:
+    """ImageNet mean/std normalisation of ``[0, 255]`` RGB images (float32 out).
+
+    ``(x / 255 - mean) / std``: :func:`larq_bnext.preprocessing.preprocess_input`.
+
+    Args:
+        images: ``(..., 3)`` images on ``[0, 255]``.
+    """
+    return preprocess_input(tf.cast(images, tf.float32))
+
+
+def eval_transform(image: tf.Tensor, image_size: int = 224, crop_fraction: float = 0.95):
+    """The evaluation transform: shorter side to ``image_size / crop_fraction`` (bicubic),
+    centre crop ``image_size``, normalise. Delegates to :mod:`larq_bnext.preprocessing`.
+
+    Args:
+        image: one decoded ``(H, W, 3)`` image on ``[0, 255]``.
+        image_size: side of the output.
+        crop_fraction: ``image_size`` over the resized shorter side (0.95 in BNext).
+    """
+    return preprocessing.eval_transform(image, image_size=image_size, crop_fraction=crop_fraction)
+
+
+class BatchAugmenter:
+    """The batch stage of the training augmentation: flip, RandAugment, normalise, mix, erase.
+
+    Call it on ``(images, labels)`` with images on ``[0, 255]`` (float, ``(B, S, S, 3)``) and
+    integer labels; it returns normalised images and labels (one-hot when mixup or cutmix is
+    on). It runs inside ``tf.data`` (``dataset.map(augmenter)``) or inside the Distiller's
+    train step on the accelerator (``Distiller(..., augmenter=augmenter)``).
+
+    Args:
+        config: the augmentation settings.
+        num_classes: number of classes (needed for one-hot labels with mixup/cutmix).
+        seed: optional seed of the keras-cv layers.
+    """
+
+    def __init__(self, config: AugmentConfig, num_classes: int, seed: int | None = None):
+        import keras_cv
+
+        self.config = config
+        self.num_classes = int(num_classes)
+        self.flip = keras_cv.layers.RandomFlip("horizontal", seed=seed) if config.flip else None
+        self.randaugment = None
+        if config.randaugment:
+            self.randaugment = keras_cv.layers.RandAugment(
+                value_range=(0, 255),
+                augmentations_per_image=config.randaugment_ops,
+                magnitude=config.randaugment_magnitude,
+                magnitude_stddev=config.randaugment_magnitude_stddev,
+                rate=config.randaugment_rate,
+                seed=seed,
+            )
+        self.mixup = (
+            keras_cv.layers.MixUp(config.mixup_alpha, seed=seed) if config.mixup_alpha else None
+        )
+        self.cutmix = (
+            keras_cv.layers.CutMix(config.cutmix_alpha, seed=seed) if config.cutmix_alpha else None
+        )
+        self.erasing = None
+        if config.random_erasing:
+            # timm's erasing covers 2 %-33 % of the area: sides of ~14 %-58 % of the image.
+            self.erasing = keras_cv.layers.RandomApply(
+                keras_cv.layers.RandomCutout(
+                    (0.14, 0.58), (0.14, 0.58), fill_mode="gaussian_noise", seed=seed
+                ),
+                rate=config.random_erasing,
+                batchwise=False,
+                seed=seed,
+            )
+
+    def __call__(self, images, labels):
+        """Augment a batch; returns ``(normalised images, labels)``."""
+        images = tf.cast(images, tf.float32)
+        if self.flip is not None:
+            images = self.flip(images, training=True)
+        if self.randaugment is not None:
+            images = self.randaugment(images, training=True)
+        images = normalize(images)
+        if self.config.mixes_labels:
+            labels = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
+            use_cutmix = self.cutmix is not None and (
+                self.mixup is None or tf.random.uniform([]) < 0.5
+            )
+            # keras-cv mixes within the batch; one of the two per batch, like timm's switch.
+            if self.mixup is not None and self.cutmix is not None:
+                images, labels = tf.cond(
+                    use_cutmix,
+                    lambda: _mix(self.cutmix, images, labels),
+                    lambda: _mix(self.mixup, images, labels),
+                )
+            elif self.cutmix is not None:
+                images, labels = _mix(self.cutmix, images, labels)
+            else:
+                images, labels = _mix(self.mixup, images, labels)
+        if self.erasing is not None:
+            images = self.erasing(images, training=True)
+        return images, labels
+
+
+def _mix(layer, images, labels):
+    out = layer({"images": images, "labels": labels}, training=True)
+    return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)

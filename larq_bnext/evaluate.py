@@ -1,0 +1,135 @@
+r"""Top-1/top-5 of a BNext model and weights on a dataset: ``python -m larq_bnext.evaluate``.
+
+Examples::
+
+    # The official BNext-T on the ImageNet validation folder (val/<wnid>/*.JPEG):
+    python -m larq_bnext.evaluate --model=tiny --weights=imagenet \
+        --dataset=folder --data_dir=/data/imagenet
+
+    # A student trained by `python -m larq_bnext.train` (the demo's defaults):
+    python -m larq_bnext.evaluate --weights=runs/demo/student/best.weights.h5
+
+The evaluation transform is BNext's (shorter side to ``image_size / 0.95`` bicubic, centre
+crop, ImageNet normalisation); the digits images are only normalised. Prints the scores and,
+with ``--output``, writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model", "custom", "BNext size (tiny/small/middle/large or T/S/M/L) or custom.")
+flags.DEFINE_list("stage_channels", ["16", "32", "64", "128"], "Channels of --model=custom.")
+flags.DEFINE_integer("stem_stride", None, "Stem stride; default 1 for images <= 64 px, else 2.")
+flags.DEFINE_string("weights", None, "'imagenet', an official .pth checkpoint or Keras weights.")
+flags.DEFINE_string("dataset", "digits", "digits, folder (--data_dir) or a TFDS name.")
+flags.DEFINE_string("data_dir", None, "Image-folder root (with val/) or TFDS data_dir.")
+flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual download dir.")
+flags.DEFINE_integer("image_size", None, "Input side; default 32 for digits, else 224.")
+flags.DEFINE_float("eval_crop_fraction", 0.95, "Centre crop / resized shorter side.")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_string("output", None, "Write the scores to this JSON file.")
+
+
+def evaluate(
+    model_name: str,
+    weights: str | None,
+    dataset: str = "digits",
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    stage_channels=(16, 32, 64, 128),
+    stem_stride: int | None = None,
+    crop_fraction: float = 0.95,
+    tfds_manual_dir: str | None = None,
+) -> dict:
+    """Evaluate a BNext model on the evaluation split of a dataset.
+
+    Args:
+        model_name: ``"custom"`` or a size name.
+        weights: ``None``, ``"imagenet"`` or a weights file.
+        dataset: ``"digits"``, ``"folder"`` or a TFDS name.
+        data_dir: the folder root or TFDS data dir.
+        image_size: the model's input side (default 32 for digits, else 224).
+        batch_size: evaluation batch size.
+        stage_channels: channels of a custom model.
+        stem_stride: stem stride (default 1 for images up to 64 px, else 2).
+        crop_fraction: the evaluation transform's crop fraction.
+        tfds_manual_dir: TFDS manual download directory.
+
+    Returns:
+        ``{"top1", "top5", "loss", "examples", "skipped_files"}``.
+    """
+    import larq_bnext
+    from larq_bnext import data
+    from larq_bnext.models import canonical_size
+
+    image_size = image_size or (32 if dataset == "digits" else 224)
+    kwargs = {}
+    if dataset not in ("digits", "folder"):
+        kwargs["manual_dir"] = tfds_manual_dir
+    _, source = data.load_dataset(dataset, data_dir, image_size=image_size, **kwargs)
+    size = None if model_name.lower() == "custom" else canonical_size(model_name)
+    common = dict(
+        input_shape=(image_size, image_size, 3),
+        num_classes=source.num_classes,
+        classifier_activation=None,
+        stem_stride=stem_stride or (1 if image_size <= 64 else 2),
+    )
+    if size is None:
+        model = larq_bnext.BNext([int(c) for c in stage_channels], **common)
+    else:
+        model = larq_bnext.get_model(size, **common)
+    if weights:
+        from larq_bnext.pretrained import load_weights
+
+        load_weights(model, weights, size=size)
+    distiller = larq_bnext.Distiller(model)
+    distiller.compile()
+    ds = data.eval_dataset(source, batch_size, image_size, crop_fraction)
+    scores = distiller.evaluate(ds, return_dict=True, verbose=1)
+    return {
+        "top1": float(scores["top1"]),
+        "top5": float(scores["top5"]),
+        "loss": float(scores["loss"]),
+        "examples": source.num_examples,
+        "skipped_files": source.skipped,
+    }
+
+
+def main(argv):
+    """absl entry point."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        scores = evaluate(
+            FLAGS.model,
+            FLAGS.weights,
+            FLAGS.dataset,
+            FLAGS.data_dir,
+            FLAGS.image_size,
+            FLAGS.batch_size,
+            FLAGS.stage_channels,
+            FLAGS.stem_stride,
+            FLAGS.eval_crop_fraction,
+            FLAGS.tfds_manual_dir,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(
+        f"top-1 {scores['top1']:.4f}  top-5 {scores['top5']:.4f}  loss {scores['loss']:.4f}  "
+        f"({scores['examples']} images, {len(scores['skipped_files'])} unreadable skipped)"
+    )
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as f:
+            json.dump(scores, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

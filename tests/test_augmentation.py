@@ -1,0 +1,120 @@
+"""The training augmentation: crop sampling, decoding, keras-cv stages, output ranges."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import larq_bnext
+from larq_bnext.augmentation import (
+    AugmentConfig,
+    BatchAugmenter,
+    decode_and_random_crop,
+    normalize,
+    random_resized_crop,
+    random_resized_crop_box,
+)
+from larq_bnext.preprocessing import preprocess_input
+
+LOW = (0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+HIGH = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+
+
+def test_crop_boxes_follow_timm_sampling():
+    tf.random.set_seed(0)
+    height, width = 120, 200
+    sample = tf.function(lambda: random_resized_crop_box(height, width))
+    boxes = np.array([sample().numpy() for _ in range(300)])
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+    area = h * w / (height * width)
+    ratio = w / h
+    # Rounding to whole pixels moves area and ratio slightly off the sampled values.
+    assert area.min() >= 0.08 * 0.9 and area.max() <= 1.0
+    assert ratio.min() >= 0.75 * 0.95 and ratio.max() <= 4 / 3 * 1.05
+    assert area.std() > 0.15 and len(set(map(tuple, boxes))) > 250  # really random
+
+    # No candidate can fit (the whole area at ratio 1 needs a 155-pixel square): timm's
+    # fallback, a central crop clamped to the ratio range: 120 x 120 at left (200-120)/2.
+    box = random_resized_crop_box(height, width, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    np.testing.assert_array_equal(box.numpy(), [0, 40, 120, 120])
+    box = random_resized_crop_box(200, 120, scale=(1.0, 1.0), ratio=(0.75, 0.75))
+    np.testing.assert_array_equal(box.numpy(), [20, 0, 160, 120])  # w/h 0.6 < 0.75
+
+
+def test_decoded_crops_have_the_right_shape_and_range():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(60, 90, 3), dtype=np.uint8)
+    config = AugmentConfig(image_size=32)
+    for encoded in (tf.io.encode_jpeg(image), tf.io.encode_png(image)):
+        crop = decode_and_random_crop(encoded, config).numpy()
+        assert crop.shape == (32, 32, 3) and crop.dtype == np.float32
+        assert crop.min() >= 0 and crop.max() <= 255
+        np.testing.assert_array_equal(crop, np.round(crop))
+    crop = random_resized_crop(tf.constant(image), config).numpy()
+    assert crop.shape == (32, 32, 3) and 0 <= crop.min() and crop.max() <= 255
+    # The whole image at scale 1 and its own ratio: a bicubic resize of the image itself.
+    whole = AugmentConfig(image_size=60, crop_scale=(1.0, 1.0), crop_ratio=(1.5, 1.5))
+    out = random_resized_crop(tf.constant(image), whole).numpy()
+    expected = tf.image.resize(image.astype(np.float32), (60, 60), "bicubic", antialias=True)
+    np.testing.assert_allclose(out, np.clip(np.round(expected.numpy()), 0, 255), atol=1)
+
+
+def test_normalisation_is_the_pretrained_models_preprocessing():
+    mean = np.array([0.485, 0.456, 0.406]) * 255
+    np.testing.assert_allclose(normalize(tf.constant(mean[None], tf.float32)), 0, atol=1e-5)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    np.testing.assert_allclose(normalize(x), preprocess_input(x), rtol=1e-6)
+
+
+def test_batch_stage_flip_randaugment_mixup_cutmix_erasing():
+    config = AugmentConfig(
+        image_size=32, randaugment=False, mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.5
+    )
+    augmenter = BatchAugmenter(config, num_classes=5, seed=1)
+    images = np.random.default_rng(2).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 0])
+    out, soft = augmenter(tf.constant(images), tf.constant(labels))
+    assert out.shape == (6, 32, 32, 3) and out.dtype == tf.float32
+    assert soft.shape == (6, 5)
+    np.testing.assert_allclose(soft.numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+    plain = BatchAugmenter(AugmentConfig(image_size=32), num_classes=5, seed=1)
+    ra = plain.randaugment
+    # timm's rand-m7-mstd0.5-inc1 in keras-cv's units.
+    assert ra.augmentations_per_image == 2 and ra.rate == 0.5
+    assert ra.magnitude == 0.7 and ra.magnitude_stddev == 0.05
+    out, same = plain(tf.constant(images), tf.constant(labels))
+    np.testing.assert_array_equal(same.numpy(), labels)
+    # Flip and RandAugment stay on [0, 255], so the normalised values stay in range.
+    assert (out.numpy() >= LOW - 1e-4).all() and (out.numpy() <= HIGH + 1e-4).all()
+    flip_only = BatchAugmenter(
+        AugmentConfig(image_size=32, randaugment=False), num_classes=5, seed=3
+    )
+    out, _ = flip_only(tf.constant(images), tf.constant(labels))
+    expected = preprocess_input(images)
+    for i in range(6):
+        assert np.allclose(out[i], expected[i], atol=1e-5) or np.allclose(
+            out[i], expected[i, :, ::-1], atol=1e-5
+        )
+
+
+def test_model_side_stage_runs_inside_the_train_step():
+    inputs = tf.keras.Input((32, 32, 3))
+    x = tf.keras.layers.GlobalAveragePooling2D()(inputs)
+    student = tf.keras.Model(inputs, tf.keras.layers.Dense(5)(x))
+    config = AugmentConfig(image_size=32, randaugment=False, cutmix_alpha=1.0)
+    distiller = larq_bnext.Distiller(student, augmenter=BatchAugmenter(config, 5, seed=0))
+    distiller.compile(optimizer=larq_bnext.AdamW(1e-3))
+    crops = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    logs = distiller.train_on_batch(crops, np.arange(4), return_dict=True)
+    assert math.isfinite(logs["loss"])
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="crop_scale"):
+        AugmentConfig(crop_scale=(0.5, 0.1))
+    with pytest.raises(ValueError, match="random_erasing"):
+        AugmentConfig(random_erasing=2)
