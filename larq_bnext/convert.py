@@ -54,7 +54,11 @@ def run(size: str, checkpoint: str, output: str) -> str:
 
 
 def main(argv):
-    """absl entry point: parse the flags and convert."""
+    """absl entry point: parse the flags and convert.
+
+    Args:
+        argv: the command line left after absl parsed the flags (ignored).
+    """
     del argv
     if not FLAGS.checkpoint or not FLAGS.output:
         raise app.UsageError("Both --checkpoint and --output are required.")

@@ -103,7 +103,11 @@ def evaluate(
 
 
 def main(argv):
-    """absl entry point."""
+    """absl entry point.
+
+    Args:
+        argv: the command line left after absl parsed the flags (must hold no arguments).
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:

@@ -132,6 +132,12 @@ class _Storage:
 class LazyTensor:
     """A tensor of a checkpoint whose data is read on demand.
 
+    Args:
+        storage: the archive storage holding the data.
+        offset: offset of the first element in the storage, in elements.
+        shape: the tensor's size.
+        stride: the tensor's strides, in elements.
+
     Attributes:
         shape: tuple of ints.
         dtype: NumPy dtype of the values (``float32`` for PyTorch ``bfloat16``, upcast on read).
@@ -306,7 +312,11 @@ class _SafeUnpickler(pickle.Unpickler):
 # The archive
 # ------------------------------------------------------------------------------------------
 def is_zip_file(path) -> bool:
-    """Whether ``path`` starts with the zip magic bytes (a ``torch.save`` file since 1.6)."""
+    """Whether ``path`` starts with the zip magic bytes (a ``torch.save`` file since 1.6).
+
+    Args:
+        path: the file to check.
+    """
     with open(path, "rb") as f:
         return f.read(4) == ZIP_MAGIC
 
@@ -428,7 +438,11 @@ class TorchCheckpoint:
             raise
 
     def state_dict(self, strip_prefix: str = "module.") -> dict[str, LazyTensor]:
-        """The model state dict (see :func:`extract_state_dict`)."""
+        """The model state dict (see :func:`extract_state_dict`).
+
+        Args:
+            strip_prefix: prefix removed from every key that has it (``""`` keeps the keys).
+        """
         return extract_state_dict(self.object, strip_prefix=strip_prefix, source=self.path)
 
     def close(self) -> None:

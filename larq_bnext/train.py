@@ -254,7 +254,12 @@ def build_datasets():
 
 
 def build_student(info, name: str = "student"):
-    """The BNext student of the flags (logits output)."""
+    """The BNext student of the flags (logits output).
+
+    Args:
+        info: the dataset description from :func:`build_datasets` (image size, classes).
+        name: the model's name.
+    """
     import larq_bnext
 
     size = _size()
@@ -282,7 +287,11 @@ def build_student(info, name: str = "student"):
 
 
 def build_float_teacher(info):
-    """A small float CNN (the digits demo's teacher), outputting logits."""
+    """A small float CNN (the digits demo's teacher), outputting logits.
+
+    Args:
+        info: the dataset description from :func:`build_datasets` (image size, classes).
+    """
     import tensorflow as tf
 
     layers = tf.keras.layers
@@ -301,7 +310,11 @@ def build_float_teacher(info):
 
 
 def build_teachers(info):
-    """The teachers of ``--teachers``: ``(assistants, main)`` or ``([], None)``."""
+    """The teachers of ``--teachers``: ``(assistants, main)`` or ``([], None)``.
+
+    Args:
+        info: the dataset description from :func:`build_datasets` (the image size).
+    """
     from larq_bnext.distillation import default_teachers, imagenet_teacher
 
     spec = FLAGS.teachers.strip().lower()
@@ -321,7 +334,13 @@ def build_teachers(info):
 
 
 def build_optimizer(info, epochs: int, base_lr: float | None = None):
-    """AdamW with the warm-up cosine schedule of the flags."""
+    """AdamW with the warm-up cosine schedule of the flags.
+
+    Args:
+        info: the dataset description from :func:`build_datasets` (steps per epoch).
+        epochs: epochs of the run (the length of the schedule).
+        base_lr: peak learning rate; defaults to ``--lr``.
+    """
     from larq_bnext.training import AdamW, WarmupCosine
 
     schedule = WarmupCosine(
@@ -372,6 +391,12 @@ def build_callbacks(directory: str, epochs: int, anneal: bool, curriculum: bool)
 
     Order matters: the callbacks that add ``temperature``/``lr``/``curriculum_phase`` to the
     logs and anneal the weights run before the checkpoint and the loggers.
+
+    Args:
+        directory: run directory of this model (checkpoints, ``history.csv``, ``logs/``).
+        epochs: epochs of the run.
+        anneal: add the temperature annealing (binary students).
+        curriculum: add the assistant-teacher curriculum.
     """
     import tensorflow as tf
 
@@ -393,7 +418,18 @@ def build_callbacks(directory: str, epochs: int, anneal: bool, curriculum: bool)
 
 
 def fit(distiller, train_ds, eval_ds, info, directory, epochs, anneal, title):
-    """Train ``distiller`` for ``epochs`` and evaluate its final student on ``eval_ds``."""
+    """Train ``distiller`` for ``epochs`` and evaluate its final student on ``eval_ds``.
+
+    Args:
+        distiller: the :class:`~larq_bnext.distillation.Distiller` to train.
+        train_ds: the training dataset.
+        eval_ds: the evaluation dataset.
+        info: the dataset description from :func:`build_datasets` (steps per epoch).
+        directory: run directory of this model.
+        epochs: epochs to train.
+        anneal: anneal the temperatures (binary students).
+        title: heading printed before the run.
+    """
     print(f"\n== {title} ==", flush=True)
     os.makedirs(directory, exist_ok=True)
     callbacks = build_callbacks(
@@ -522,7 +558,11 @@ def run() -> dict:
 
 
 def main(argv):
-    """absl entry point."""
+    """absl entry point.
+
+    Args:
+        argv: the command line left after absl parsed the flags (must hold no arguments).
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
