@@ -21,15 +21,38 @@ from absl import app, flags
 from larq_bnext.pretrained import _sha256, convert_checkpoint
 
 FLAGS = flags.FLAGS
+SIZES = ["auto", "tiny", "small", "middle", "large", "T", "S", "M", "L"]
 
-flags.DEFINE_enum(
-    "size",
-    "auto",
-    ["auto", "tiny", "small", "middle", "large", "T", "S", "M", "L"],
-    "BNext size of the checkpoint; 'auto' detects it from the tensor shapes.",
-)
-flags.DEFINE_string("checkpoint", None, "The official PyTorch checkpoint (.pth.tar) to read.")
-flags.DEFINE_string("output", None, "The Keras weights file to write (must end in .h5).")
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
+    """Define ``--size``, ``--checkpoint`` and ``--output`` on ``flag_values``.
+
+    Called when the module runs as a program, so that importing it (for :func:`run`) does
+    not claim these common flag names in absl's global registry.
+
+    Args:
+        flag_values: the registry to define them on (absl's global ``FLAGS`` by default).
+    """
+    flags.DEFINE_enum(
+        "size",
+        "auto",
+        SIZES,
+        "BNext size of the checkpoint; 'auto' detects it from the tensor shapes.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        "The official PyTorch checkpoint (.pth.tar) to read.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "output",
+        None,
+        "The Keras weights file to write (must end in .h5).",
+        flag_values=flag_values,
+    )
+    return flag_values
 
 
 def run(size: str, checkpoint: str, output: str) -> str:
@@ -53,17 +76,20 @@ def run(size: str, checkpoint: str, output: str) -> str:
     )
 
 
-def main(argv):
-    """absl entry point: parse the flags and convert.
+def main(argv, flag_values: flags.FlagValues = FLAGS):
+    """absl entry point: convert with the parsed ``--size``, ``--checkpoint`` and ``--output``.
 
     Args:
-        argv: the command line left after absl parsed the flags (ignored).
+        argv: the command line left after absl parsed the flags (must hold no more arguments).
+        flag_values: the parsed flags (absl's global ``FLAGS`` by default).
     """
-    del argv
-    if not FLAGS.checkpoint or not FLAGS.output:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not flag_values.checkpoint or not flag_values.output:
         raise app.UsageError("Both --checkpoint and --output are required.")
-    print(run(FLAGS.size, FLAGS.checkpoint, FLAGS.output))
+    print(run(flag_values.size, flag_values.checkpoint, flag_values.output))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

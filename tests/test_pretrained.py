@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import torch
+from absl import flags as absl_flags
 
 import larq_bnext
 from larq_bnext import convert, models, pretrained
@@ -540,11 +541,8 @@ def test_convert_command_line(narrow_tiny, tmp_path, capsys):
     ref, source, _ = narrow_tiny
     output = tmp_path / "out" / "bnext_tiny_imagenet.h5"
     argv = ["convert", "--size=auto", f"--checkpoint={source}", f"--output={output}"]
-    convert.FLAGS(argv)
-    try:
-        convert.main(argv)
-    finally:
-        convert.FLAGS.unparse_flags()
+    flag_values = convert.define_flags(absl_flags.FlagValues())
+    convert.main(flag_values(argv), flag_values)
     printed = capsys.readouterr().out
     assert "BNext-T checkpoint: converted" in printed
     assert str(output) in printed
