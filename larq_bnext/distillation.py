@@ -21,9 +21,10 @@ reduces ``L_t`` to its batch mean and then weights that mean by the per-sample `
 Without teachers the student is trained with plain cross-entropy on the labels.
 
 The step is written for ``tf.distribute``: it computes a per-example loss vector, reduces it
-with :func:`tf.nn.compute_average_loss` (the plain mean under the default strategy), clips the
-gradients to a global norm of 5 and applies them; metrics are Keras metrics, aggregated over
-replicas. Under a mixed-precision policy the logits are cast to float32 before the loss, and a
+with :func:`tf.nn.compute_average_loss` (the plain mean under the default strategy), sums the
+gradients over the replicas, clips that global-batch gradient to a global norm of 5 and applies
+it; metrics are Keras metrics, aggregated over replicas. Under a mixed-precision policy the
+logits are cast to float32 before the loss, and a
 :class:`tf.keras.mixed_precision.LossScaleOptimizer` is honoured.
 """
 
@@ -356,11 +357,18 @@ class Distiller(tf.keras.Model):
                 scaled = self.optimizer.get_scaled_loss(loss)
         variables = self.student.trainable_variables
         grads = tape.gradient(scaled, variables)
+        # Sum the replicas' gradients *before* clipping, so that the clip sees the gradient
+        # of the global batch (each replica's loss is already divided by the global batch);
+        # the optimizer then applies them without aggregating again.
+        grads = _all_reduce_gradients(grads)
         if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
             grads = self.optimizer.get_unscaled_gradients(grads)
         if self.clip_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
-        self.optimizer.apply_gradients([(grads[i], v) for i, v in enumerate(variables)])
+        self.optimizer.apply_gradients(
+            [(grads[i], v) for i, v in enumerate(variables)],
+            experimental_aggregate_gradients=False,
+        )
 
         sparse = _sparse_labels(labels)
         self.loss_tracker.update_state(per_example)
@@ -381,6 +389,21 @@ class Distiller(tf.keras.Model):
         self.top1.update_state(sparse, logits)
         self.top5.update_state(sparse, logits)
         return {m.name: m.result() for m in (self.loss_tracker, self.top1, self.top5)}
+
+
+def _all_reduce_gradients(grads):
+    """Sum gradients over the replicas in sync (identity with a single replica)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return grads
+    present = [i for i, g in enumerate(grads) if g is not None]
+    summed = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(grads[i]) for i in present]
+    )
+    grads = list(grads)
+    for i, g in zip(present, summed, strict=True):
+        grads[i] = g
+    return grads
 
 
 def _unpack(data):

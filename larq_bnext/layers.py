@@ -48,6 +48,12 @@ ACTIVATION_CLIP = 1.5
 
 _register = tf.keras.utils.register_keras_serializable(package="larq_bnext")
 
+_HALF_DTYPES = (tf.float16, tf.bfloat16)
+
+
+def _computes_in_half(layer: tf.keras.layers.Layer) -> bool:
+    return tf.as_dtype(layer.compute_dtype) in _HALF_DTYPES
+
 
 def _register_quantizer(cls):
     # Larq looks quantizers up by bare class name when it deserializes a quantized layer.
@@ -88,13 +94,17 @@ def progressive_sign(
     Returns:
         A tensor of ``w``'s shape and dtype with values in ``[-1, 1]``.
     """
-    temperature = tf.cast(tf.stop_gradient(temperature), w.dtype)
+    # Under mixed precision the comparison with the 1e-7 threshold and w / T run in float32
+    # (float16 cannot represent temperatures near 1e-7); the result is cast back.
+    dtype = tf.float32 if w.dtype in _HALF_DTYPES else w.dtype
+    temperature = tf.cast(tf.stop_gradient(temperature), dtype)
 
     @tf.custom_gradient
     def _quantize(x):
-        hard = lq.math.sign(x)
-        soft = tf.clip_by_value(x / tf.maximum(temperature, 1e-8), -1.0, 1.0)
-        out = tf.where(temperature < threshold, hard, soft)
+        x32 = tf.cast(x, dtype)
+        hard = lq.math.sign(x32)
+        soft = tf.clip_by_value(x32 / tf.maximum(temperature, 1e-8), -1.0, 1.0)
+        out = tf.cast(tf.where(temperature < threshold, hard, soft), x.dtype)
         return out, lambda dy: dy
 
     return _quantize(w)
@@ -134,9 +144,7 @@ class ProgressiveSign(lq.quantizers.Quantizer):
 
     def call(self, inputs):
         temperature = (
-            self._temperature_source()
-            if self._temperature_source is not None
-            else self.temperature
+            self._temperature_source() if self._temperature_source is not None else self.temperature
         )
         return progressive_sign(inputs, temperature, self.threshold)
 
@@ -210,6 +218,13 @@ class BinaryConv2D(lq.layers.QuantConv2D):
             kernel_constraint=kernel_constraint or lq.constraints.WeightClip(WEIGHT_CLIP),
             **kwargs,
         )
+        self._half = _computes_in_half(self)
+        if self._half:
+            # Mixed precision: binarize the (float32) input in float32, then convolve the
+            # exact +-1 values in the compute dtype.
+            self._autocast = False
+            if isinstance(self.input_quantizer, tf.keras.layers.Layer):
+                self.input_quantizer._set_dtype_policy("float32")
 
     def build(self, input_shape):
         if self._explicit_padding:
@@ -240,13 +255,16 @@ class BinaryConv2D(lq.layers.QuantConv2D):
             self.kernel_quantizer.link(lambda: self.temperature)
 
     def call(self, inputs):
-        if not self._explicit_padding:
+        if not self._explicit_padding and not self._half:
             return super().call(inputs)
         x = self.input_quantizer(inputs)
-        x = tf.pad(x, _symmetric_padding(self.kernel_size[0]))
+        if self._half:
+            x = tf.cast(x, self.compute_dtype)
+        if self._explicit_padding:
+            x = tf.pad(x, _symmetric_padding(self.kernel_size[0]))
         with lq.context.quantized_scope(True):
             # use_bias is False and activation is linear, so the convolution is the output.
-            return self.convolution_op(x, self.kernel)
+            return self.convolution_op(x, tf.cast(self.kernel, x.dtype))
 
     def compute_output_shape(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -261,9 +279,17 @@ class BinaryConv2D(lq.layers.QuantConv2D):
 class LearnableBias(tf.keras.layers.Layer):
     """Adds a learnable per-channel bias (BNext's ``move``), initialised to zero.
 
+    Under a mixed-precision policy the layer computes in float32 (its output feeds the sign
+    quantizer, whose threshold is ``-bias``).
+
     Args:
         **kwargs: passed to :class:`tf.keras.layers.Layer`.
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if _computes_in_half(self):
+            self._set_dtype_policy("float32")
 
     def build(self, input_shape):
         self.bias = self.add_weight(

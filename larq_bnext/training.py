@@ -358,7 +358,10 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
     """Saves the student's weights after every epoch (``last``) and at the best score (``best``).
 
     Works on a :class:`~larq_bnext.Distiller` (saving only its student, not the teachers) or
-    a plain model. Files: ``{directory}/last.weights.h5`` and ``{directory}/best.weights.h5``.
+    a plain model. Files: ``{directory}/last.weights.h5`` and ``{directory}/best.weights.h5``,
+    each written atomically (a temporary file renamed over the old one, so a kill during a
+    save leaves the previous file intact); under a multi-worker strategy only the chief
+    writes them (:func:`larq_bnext.distribute.save_weights_atomic`).
 
     Args:
         directory: where to write the weights.
@@ -390,13 +393,18 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
     def _target(self):
         return getattr(self.model, "student", self.model)
 
+    def _save(self, target, path):
+        from larq_bnext.distribute import save_weights_atomic
+
+        save_weights_atomic(target, path, self.model.distribute_strategy)
+
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.directory, exist_ok=True)
         target = self._target()
-        target.save_weights(self.last_path)
+        self._save(target, self.last_path)
         value = (logs or {}).get(self.monitor)
         if value is None:
-            target.save_weights(self.best_path)
+            self._save(target, self.best_path)
             self.best_epoch = epoch
             return
         value = float(value)
@@ -407,4 +415,4 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         )
         if better and np.isfinite(value):
             self.best, self.best_epoch = value, epoch
-            target.save_weights(self.best_path)
+            self._save(target, self.best_path)
