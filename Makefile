@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= test,deploy,docs,notebooks,datasets
-LINT_PATHS := larq_bnext tests experiments benchmarks
+LINT_PATHS := larq_bnext tests experiments benchmarks notebooks
 
 .PHONY: install demo test lint unit notebooks docs docs-serve clean
 
@@ -26,13 +26,18 @@ lint: $(STAMP)
 unit: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/pytest
 
-test: lint unit
+# The tutorials, executed top to bottom (offline; a few minutes on a laptop CPU).
+notebooks: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/pytest --nbmake --nbmake-timeout=600 -p no:cacheprovider notebooks
 
+test: lint unit notebooks docs
+
+# The documentation site (site/): a broken link or a missing docstring fails the build.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict
+	TF_CPP_MIN_LOG_LEVEL=2 NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 docs-serve: $(STAMP)
-	$(VENV)/bin/mkdocs serve
+	TF_CPP_MIN_LOG_LEVEL=2 NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:
 	rm -rf $(VENV) site build *.egg-info .pytest_cache

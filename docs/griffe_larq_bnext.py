@@ -120,9 +120,13 @@ class LarqBNextDocs(griffe.Extension):
                 self._visit_module(member, loader)
                 continue
             if member.is_attribute:
-                if runtime is None:
-                    runtime = importlib.import_module(module.path)
-                value = getattr(runtime, name, None)
+                value = None
+                if member.is_public and isinstance(member.value, griffe.ExprCall):
+                    # Possibly a factory-made function: import the module to see it. (Only
+                    # then: the CLI modules define absl flags on import.)
+                    if runtime is None:
+                        runtime = importlib.import_module(module.path)
+                    value = getattr(runtime, name, None)
                 if inspect.isfunction(value):
                     member = _function_from_runtime(member, value, loader)
                     module.set_member(name, member)
