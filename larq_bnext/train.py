@@ -61,7 +61,11 @@ flags.DEFINE_bool("verify_images", True, "Folder datasets: skip and count unread
 flags.DEFINE_integer("epochs", None, "Epochs; default 30 on digits, 512 otherwise.")
 flags.DEFINE_integer("batch_size", None, "Global batch; default 64 on digits, 512 (L: 128).")
 flags.DEFINE_integer("steps_per_epoch", None, "Limit the steps per epoch (for smoke runs).")
-flags.DEFINE_integer("initial_epoch", 0, "Resume at this epoch (with --init_weights).")
+flags.DEFINE_integer(
+    "initial_epoch",
+    0,
+    "Resume the student at this epoch (with --init_weights=.../last.weights.h5).",
+)
 flags.DEFINE_float("lr", 1e-3, "Peak learning rate (AdamW).")
 flags.DEFINE_float("weight_decay", 1e-3, "AdamW decay of all but 4-D conv kernels.")
 flags.DEFINE_float("conv_weight_decay", 1e-8, "AdamW decay of the 4-D conv kernels.")
@@ -84,7 +88,7 @@ flags.DEFINE_string(
     "a comma list of Keras teachers, assistants first and the main teacher last, e.g. "
     "efficientnet_b0,efficientnet_b2.",
 )
-flags.DEFINE_integer("teacher_epochs", 15, "Epochs of the float teacher on digits.")
+flags.DEFINE_integer("teacher_epochs", 30, "Epochs of the float teacher on digits.")
 flags.DEFINE_bool(
     "baseline", None, "Also train the student without distillation (default: on for digits)."
 )
@@ -525,6 +529,10 @@ def run() -> dict:
 
     distiller = build_models(info, teacher=teacher, assistants=assistants)
     distiller.compile(optimizer=build_optimizer(info, epochs))
+    if FLAGS.initial_epoch:
+        # Resuming: the schedule continues where it was (the temperatures come with the
+        # weights, the curriculum phase from the epoch index).
+        distiller.optimizer.iterations.assign(FLAGS.initial_epoch * info["steps_per_epoch"])
     title = "binary student (distilled)" if teacher is not None else "binary student (labels)"
     metrics["student"] = fit(
         distiller, train_ds, eval_ds, info, os.path.join(out, "student"), epochs, True, title
@@ -550,7 +558,8 @@ def run() -> dict:
     print("\nTest top-1:")
     if "teacher" in metrics:
         print(f"  float teacher:                {metrics['teacher']['top1']:.4f}")
-    print(f"  binary student, distilled:    {metrics['student']['top1']:.4f}")
+    kind = "distilled:  " if teacher is not None else "labels only:"
+    print(f"  binary student, {kind}  {metrics['student']['top1']:.4f}")
     if "baseline" in metrics:
         print(f"  binary student, undistilled:  {metrics['baseline']['top1']:.4f}")
     print(f"Wall time {metrics['wall_seconds']:.0f} s; results in {out}/metrics.json")
