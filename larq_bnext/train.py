@@ -114,6 +114,42 @@ flags.DEFINE_bool(
 flags.DEFINE_string("output_dir", "runs/demo", "Run directory.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity (1: progress bar, 2: one line per epoch).")
+# --------------------------------------------------------------------------- scale-out
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    ["auto", "mirrored", "multi_worker", "tpu", "one_device", "default"],
+    "tf.distribute strategy; auto: tpu if a TPU is configured, multi_worker if TF_CONFIG names "
+    "a cluster, mirrored if several GPUs are visible, else default.",
+)
+flags.DEFINE_list("devices", None, "Devices of --strategy=mirrored/one_device (/gpu:0,/gpu:1).")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address ('local' on a TPU VM).")
+flags.DEFINE_enum("collective", "auto", ["auto", "ring", "nccl"], "multi_worker all-reduce.")
+flags.DEFINE_bool("sync_batchnorm", False, "BatchNorm statistics over the global batch.")
+flags.DEFINE_enum(
+    "mixed_precision",
+    "float32",
+    ["float32", "mixed_float16", "mixed_bfloat16"],
+    "Compute dtype policy (quantizers and loss stay float32; float16 uses loss scaling).",
+)
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_enum(
+    "lr_scaling",
+    "none",
+    ["none", "linear", "sqrt"],
+    "Scale --lr by (global batch / --lr_reference_batch) or its square root; none: as written.",
+)
+flags.DEFINE_integer(
+    "lr_reference_batch", None, "Global batch --lr is meant for; default the recipe's batch."
+)
+flags.DEFINE_bool(
+    "backup",
+    True,
+    "Back up the whole training state every epoch (<output_dir>/<model>/backup); the same "
+    "command run again after a kill resumes there. Deleted when the run completes.",
+)
+flags.DEFINE_string("backup_freq", "epoch", "'epoch' or a number of steps between backups.")
+flags.DEFINE_bool("deterministic", False, "Deterministic TF ops (bitwise-reproducible runs).")
 
 _OWN_FLAGS = sorted(set(FLAGS) - _FLAGS_BEFORE)
 
@@ -207,6 +243,8 @@ def build_datasets():
     ``info`` holds ``num_classes``, ``image_size``, ``steps_per_epoch``, ``train_examples``,
     ``eval_examples``, ``skipped_files`` and the sources themselves.
     """
+    import tensorflow as tf
+
     from larq_bnext import data
 
     config = augment_config()
@@ -227,14 +265,23 @@ def build_datasets():
             "images: use a smaller batch."
         )
     steps = min(full_steps, FLAGS.steps_per_epoch or full_steps)
-    train_ds = data.train_dataset(
-        train_src,
-        batch_size,
-        config,
-        augment_on_device=FLAGS.augment_on_device,
-        seed=FLAGS.seed,
-        repeat=True,
-    )
+    from larq_bnext import distribute
+
+    def pipeline(per_replica_batch, context):
+        # One pipeline per worker, on its own shard, batching for one replica at a time.
+        shard = distribute.shard_source(
+            train_src, context.num_input_pipelines, context.input_pipeline_id
+        )
+        return data.train_dataset(
+            shard,
+            per_replica_batch,
+            config,
+            augment_on_device=FLAGS.augment_on_device,
+            seed=FLAGS.seed + context.input_pipeline_id,
+            repeat=True,
+        )
+
+    train_ds = distribute.distributed_dataset(tf.distribute.get_strategy(), pipeline, batch_size)
     eval_ds = data.eval_dataset(eval_src, batch_size, image_size, FLAGS.eval_crop_fraction)
     skipped = len(train_src.skipped) + len(eval_src.skipped)
     if skipped:
@@ -287,6 +334,10 @@ def build_student(info, name: str = "student"):
         from larq_bnext.pretrained import load_weights
 
         load_weights(model, FLAGS.init_weights, size=size)
+    if FLAGS.sync_batchnorm:
+        from larq_bnext.distribute import convert_to_sync_batchnorm
+
+        model = convert_to_sync_batchnorm(model)
     return model
 
 
@@ -337,6 +388,13 @@ def build_teachers(info):
     return [built[n] for n in names[:-1]], built[names[-1]]
 
 
+def _recipe_batch_size() -> int:
+    """The global batch of the recipe (512; 128 for BNext-L; 64 for digits)."""
+    if FLAGS.dataset == "digits":
+        return PRESETS["digits"]["batch_size"]
+    return 128 if _size() == "large" else PRESETS["imagenet"]["batch_size"]
+
+
 def build_optimizer(info, epochs: int, base_lr: float | None = None):
     """AdamW with the warm-up cosine schedule of the flags.
 
@@ -345,12 +403,17 @@ def build_optimizer(info, epochs: int, base_lr: float | None = None):
         epochs: epochs of the run (the length of the schedule).
         base_lr: peak learning rate; defaults to ``--lr``.
     """
+    from larq_bnext.distribute import scaled_learning_rate
     from larq_bnext.training import AdamW, WarmupCosine
 
+    reference = FLAGS.lr_reference_batch or _recipe_batch_size()
+    peak = scaled_learning_rate(
+        base_lr or FLAGS.lr, info["batch_size"], reference, FLAGS.lr_scaling
+    )
     schedule = WarmupCosine(
         steps_per_epoch=info["steps_per_epoch"],
         epochs=epochs,
-        base_lr=base_lr or FLAGS.lr,
+        base_lr=peak,
         warmup_epochs=min(FLAGS.warmup_epochs, max(epochs - 1, 0)),
         warmup_lr=FLAGS.warmup_lr,
         min_lr=FLAGS.min_lr,
@@ -412,13 +475,29 @@ def build_callbacks(directory: str, epochs: int, anneal: bool, curriculum: bool)
         callbacks.append(AssistantCurriculum(epochs))
     if anneal:
         callbacks.append(TemperatureScheduler(temperature_decay(epochs)))
+    from larq_bnext.distribute import ResumableBackup
+
+    backup_dir = _backup_dir(directory)
+    resuming = FLAGS.backup and tf.io.gfile.exists(os.path.join(backup_dir, "chief"))
     callbacks += [
         LearningRateLogger(),
         StudentCheckpoint(directory, monitor="val_top1"),
-        tf.keras.callbacks.CSVLogger(os.path.join(directory, "history.csv")),
+        tf.keras.callbacks.CSVLogger(os.path.join(directory, "history.csv"), append=resuming),
         tf.keras.callbacks.TensorBoard(os.path.join(directory, "logs"), profile_batch=0),
     ]
+    if FLAGS.backup:
+        # Last: it backs up the weights the callbacks above annealed at the epoch's end.
+        freq = FLAGS.backup_freq
+        callbacks.append(ResumableBackup(backup_dir, int(freq) if freq.isdigit() else freq))
     return callbacks
+
+
+def _backup_dir(directory: str) -> str:
+    """The backup directory of a model's run directory: the same path on every worker."""
+    from larq_bnext.distribute import worker_directory
+
+    relative = os.path.relpath(directory, worker_directory(FLAGS.output_dir))
+    return os.path.join(FLAGS.output_dir, relative, "backup")
 
 
 def fit(distiller, train_ds, eval_ds, info, directory, epochs, anneal, title):
@@ -481,11 +560,41 @@ def _write_flags(directory: str) -> None:
 
 
 def run() -> dict:
-    """The whole run of the parsed flags; returns (and writes) the metrics."""
+    """The whole run of the parsed flags; returns (and writes) the metrics.
+
+    The strategy is created first (multi-worker needs that), then the mixed-precision policy;
+    datasets, models, teachers, optimizers and metrics are all built in the strategy's scope.
+    """
     import tensorflow as tf
 
-    tf.keras.utils.set_random_seed(FLAGS.seed)
-    out = FLAGS.output_dir
+    from larq_bnext import distribute
+
+    strategy = distribute.create_strategy(
+        FLAGS.strategy, FLAGS.devices, FLAGS.tpu, FLAGS.collective
+    )
+    distribute.set_mixed_precision(FLAGS.mixed_precision)
+    if FLAGS.deterministic:
+        distribute.enable_determinism(FLAGS.seed)
+    else:
+        tf.keras.utils.set_random_seed(FLAGS.seed)
+    if strategy.num_replicas_in_sync > 1:
+        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas", flush=True)
+    try:
+        with strategy.scope():
+            metrics = _run_in_scope()
+    finally:
+        distribute.set_mixed_precision("float32")
+    if FLAGS.backup and distribute.is_chief(strategy):
+        for model_dir in ("teacher", "student", "baseline"):
+            distribute.remove_backup(os.path.join(FLAGS.output_dir, model_dir, "backup"))
+    return metrics
+
+
+def _run_in_scope() -> dict:
+    from larq_bnext import distribute
+
+    # Other workers of a cluster write their files (logs, metrics) in a private sub-directory.
+    out = distribute.worker_directory(FLAGS.output_dir)
     _write_flags(out)
     start = time.time()
     train_ds, eval_ds, info = build_datasets()
@@ -502,7 +611,9 @@ def run() -> dict:
     assistants, teacher = [], None
     if FLAGS.dataset == "digits" and FLAGS.teachers.strip().lower() == "auto":
         trainer = build_models(info, with_student=False)
-        trainer.compile(optimizer=build_optimizer(info, FLAGS.teacher_epochs))
+        trainer.compile(
+            optimizer=build_optimizer(info, FLAGS.teacher_epochs), jit_compile=FLAGS.jit_compile
+        )
         saved_initial = FLAGS.initial_epoch
         FLAGS.initial_epoch = 0
         metrics["teacher"] = fit(
@@ -528,7 +639,7 @@ def run() -> dict:
             }
 
     distiller = build_models(info, teacher=teacher, assistants=assistants)
-    distiller.compile(optimizer=build_optimizer(info, epochs))
+    distiller.compile(optimizer=build_optimizer(info, epochs), jit_compile=FLAGS.jit_compile)
     if FLAGS.initial_epoch:
         # Resuming: the schedule continues where it was (the temperatures come with the
         # weights, the curriculum phase from the epoch index).
@@ -541,7 +652,7 @@ def run() -> dict:
 
     if resolved("baseline") and teacher is not None:
         baseline = build_models(info, name="baseline")
-        baseline.compile(optimizer=build_optimizer(info, epochs))
+        baseline.compile(optimizer=build_optimizer(info, epochs), jit_compile=FLAGS.jit_compile)
         metrics["baseline"] = fit(
             baseline,
             train_ds,
