@@ -1,0 +1,230 @@
+"""Images per second of BNext's distillation training step: Keras (eager, tf.function, XLA)
+against a PyTorch reference of the same network on the same machine.
+
+One step = student forward in training mode, the knowledge-complexity distillation loss
+against the teacher's logits, backward, gradient clip at global norm 5, and the AdamW update
+with the recipe's two decay groups. Both frameworks use the same cheap stand-in teacher
+(global average pool + linear, frozen), so the figures compare the BNext step itself; the
+cost of a real teacher's forward pass (``--teacher efficientnet_b2``) is measured on its own
+(TensorFlow only: torchvision is not a dependency).
+
+    python benchmarks/train_throughput.py                     # BNext-T, 224x224, batch 16
+    python benchmarks/train_throughput.py --modes function,torch --steps 5 --json out.json
+    python benchmarks/train_throughput.py --size large --batch 64 --modes function,xla \\
+        --mixed_precision mixed_float16          # on a GPU (see docs/distributed.md)
+
+The PyTorch side imports ``tests/torch_reference.py`` (run from the repository root); the
+``larq_bnext`` package itself never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+MODES = ("eager", "function", "xla", "torch")
+
+
+def _timed(step, warmup: int, steps: int):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _summary(name, times, batch, **extra):
+    median = sorted(times)[len(times) // 2]
+    return {
+        "mode": name,
+        "step_seconds_median": median,
+        "step_seconds": times,
+        "images_per_second": batch / median,
+        **extra,
+    }
+
+
+def keras_step(size, batch, image_size, mode, mixed_precision, classes):
+    import numpy as np
+    import tensorflow as tf
+
+    import larq_bnext
+    from larq_bnext import distribute
+    from larq_bnext.distillation import Distiller
+    from larq_bnext.training import AdamW
+
+    distribute.set_mixed_precision(mixed_precision)
+    tf.keras.utils.set_random_seed(0)
+    student = larq_bnext.get_model(
+        size,
+        input_shape=(image_size, image_size, 3),
+        num_classes=classes,
+        classifier_activation=None,
+    )
+    inputs = tf.keras.Input((image_size, image_size, 3))
+    pooled = tf.keras.layers.GlobalAveragePooling2D()(inputs)
+    teacher = tf.keras.Model(inputs, tf.keras.layers.Dense(classes)(pooled), name="stand_in")
+    distiller = Distiller(student, teacher=teacher, clip_norm=5.0)
+    distiller.compile(
+        optimizer=AdamW(1e-3),
+        run_eagerly=mode == "eager",
+        jit_compile=mode == "xla",
+    )
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(batch, image_size, image_size, 3)).astype("float32"))
+    y = tf.constant(rng.integers(0, classes, size=(batch,)))
+    compile_start = time.perf_counter()
+    distiller.train_on_batch(x, y)
+    first = time.perf_counter() - compile_start
+
+    def step():
+        distiller.train_on_batch(x, y)
+
+    return step, first
+
+
+def teacher_forward(name, batch, image_size, mixed_precision):
+    import numpy as np
+    import tensorflow as tf
+
+    from larq_bnext import distribute
+    from larq_bnext.distillation import imagenet_teacher
+
+    distribute.set_mixed_precision(mixed_precision)
+    teacher = imagenet_teacher(name, input_shape=(image_size, image_size, 3), weights=None)
+    x = tf.constant(np.random.default_rng(0).normal(size=(batch, image_size, image_size, 3)))
+    x = tf.cast(x, tf.float32)
+    call = tf.function(teacher.logits)
+    call(x)
+    return lambda: call(x).numpy()
+
+
+def torch_step(size, batch, image_size, classes, threads):
+    import torch
+
+    from larq_bnext.models import STAGE_CHANNELS, canonical_size
+    from tests.torch_reference import TorchBNext
+
+    torch.manual_seed(0)
+    if threads:
+        torch.set_num_threads(threads)
+    model = TorchBNext(STAGE_CHANNELS[canonical_size(size)], num_classes=classes).train()
+    teacher = torch.nn.Linear(3, classes).eval()
+    decay = [p for p in model.parameters() if p.dim() == 4]
+    other = [p for p in model.parameters() if p.dim() != 4]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 1e-8}, {"params": other, "weight_decay": 1e-3}],
+        lr=1e-3,
+    )
+    x = torch.randn(batch, 3, image_size, image_size)
+    y = torch.randint(0, classes, (batch,))
+    del y  # the distillation loss needs no labels
+
+    def step():
+        with torch.no_grad():
+            teacher_logits = teacher(x.mean(dim=(2, 3)))
+        logits = model(x)
+        log_p = torch.log_softmax(logits, dim=-1)
+        per_teacher = -(torch.softmax(teacher_logits, -1) * log_p).sum(-1, keepdim=True)
+        alpha = torch.softmax(per_teacher.detach(), dim=-1)
+        loss = (alpha * per_teacher).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    start = time.perf_counter()
+    step()
+    return step, time.perf_counter() - start, torch.__version__, torch.get_num_threads()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="tiny", help="BNext size (tiny, small, middle, large).")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=3, help="Timed steps per mode.")
+    parser.add_argument("--warmup", type=int, default=1, help="Untimed steps after the first.")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"Any of {MODES}.")
+    parser.add_argument("--teacher", default="efficientnet_b2", help="'none' to skip.")
+    parser.add_argument("--mixed_precision", default="float32")
+    parser.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: default).")
+    parser.add_argument("--json", default=None, help="Write the results here.")
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown modes {sorted(unknown)}; use {MODES}")
+
+    import tensorflow as tf
+
+    results = {
+        "model": f"BNext-{args.size}",
+        "batch": args.batch,
+        "image_size": args.image_size,
+        "mixed_precision": args.mixed_precision,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+            "tensorflow": tf.__version__,
+        },
+        "rows": [],
+    }
+    for mode in modes:
+        if mode == "torch":
+            step, first, version, threads = torch_step(
+                args.size, args.batch, args.image_size, args.classes, args.threads
+            )
+            results["machine"]["torch"] = version
+            extra = {"first_step_seconds": first, "threads": threads}
+        else:
+            step, first = keras_step(
+                args.size,
+                args.batch,
+                args.image_size,
+                mode,
+                args.mixed_precision,
+                args.classes,
+            )
+            extra = {"first_step_seconds": first}
+        row = _summary(mode, _timed(step, args.warmup, args.steps), args.batch, **extra)
+        results["rows"].append(row)
+        print(
+            f"{mode:9s} {row['images_per_second']:8.2f} img/s  "
+            f"(median step {row['step_seconds_median']:.2f} s, first {first:.1f} s)",
+            flush=True,
+        )
+        tf.keras.backend.clear_session()
+    if args.teacher != "none":
+        call = teacher_forward(args.teacher, args.batch, args.image_size, args.mixed_precision)
+        row = _summary(f"teacher:{args.teacher}", _timed(call, 1, args.steps), args.batch)
+        results["rows"].append(row)
+        print(f"{row['mode']} forward {row['images_per_second']:.2f} img/s", flush=True)
+    by_mode = {row["mode"]: row["images_per_second"] for row in results["rows"]}
+    if "torch" in by_mode:
+        results["ratio_to_torch"] = {
+            mode: by_mode[mode] / by_mode["torch"] for mode in modes if mode != "torch"
+        }
+        for mode, ratio in results["ratio_to_torch"].items():
+            print(f"{mode:9s} / torch = {ratio:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
