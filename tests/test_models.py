@@ -12,7 +12,8 @@ import larq_bnext
 from larq_bnext.layers import BinaryConv2D
 from tests.test_serialization import check_round_trip, set_distinct_temperatures
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# A copy of shared/reference/official_state_dicts.json: the official state-dict keys and shapes.
+OFFICIAL = Path(__file__).resolve().parent / "data" / "official_state_dicts.json"
 
 # Published / measured on the original (shared/bnext-facts.md).
 FORWARD_PARAMS = {
@@ -34,10 +35,7 @@ def narrow(**kwargs):
 
 
 def _official_entries(size):
-    path = REFERENCE / "official_state_dicts.json"
-    if not path.exists():  # a checkout without ../shared: use the copy of the published table
-        return None
-    return json.loads(path.read_text())[size]
+    return json.loads(OFFICIAL.read_text())[size]
 
 
 def _unused_prelu(key: str, size: str) -> bool:
@@ -66,27 +64,23 @@ def test_parameter_counts_match_the_original(sized_model):
     assert trainable == FORWARD_PARAMS[size]
 
     entries = _official_entries(size)
-    if entries is not None:
-        buffers = ("running_mean", "running_var", "num_batches_tracked", "temperature")
-        params = {
-            k: int(np.prod(shape))
-            for k, shape, _ in entries["state_dict"]
-            if not k.endswith(buffers)
-        }
-        assert sum(params.values()) == entries["parameters_total"]
-        used = sum(n for k, n in params.items() if not _unused_prelu(k, size))
-        assert trainable == used
+    buffers = ("running_mean", "running_var", "num_batches_tracked", "temperature")
+    params = {
+        k: int(np.prod(shape)) for k, shape, _ in entries["state_dict"] if not k.endswith(buffers)
+    }
+    assert sum(params.values()) == entries["parameters_total"]
+    used = sum(n for k, n in params.items() if not _unused_prelu(k, size))
+    assert trainable == used
 
-        # Non-trainable weights: BN moving statistics and the two temperatures per binary conv.
-        bn_stats = sum(
-            int(np.prod(s))
-            for k, s, _ in entries["state_dict"]
-            if k.endswith(("running_mean", "running_var"))
-        )
-        temperatures = sum(1 for k, *_ in entries["state_dict"] if k.endswith("temperature"))
-        non_trainable = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
-        # The original builds norm2 for every sub-block; only FFN without recoupling skips it.
-        assert non_trainable == bn_stats + temperatures
+    # Non-trainable weights: BN moving statistics and the two temperatures per binary conv.
+    bn_stats = sum(
+        int(np.prod(s))
+        for k, s, _ in entries["state_dict"]
+        if k.endswith(("running_mean", "running_var"))
+    )
+    temperatures = sum(1 for k, *_ in entries["state_dict"] if k.endswith("temperature"))
+    non_trainable = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    assert non_trainable == bn_stats + temperatures
 
 
 def test_binary_convolutions_and_macs(sized_model):
@@ -94,9 +88,7 @@ def test_binary_convolutions_and_macs(sized_model):
     binary = [layer for layer in model.layers if isinstance(layer, BinaryConv2D)]
     assert len(binary) == BINARY_CONVS[size]
     binary_params = sum(int(np.prod(layer.kernel.shape)) for layer in binary)
-    entries = _official_entries(size)
-    if entries is not None:
-        assert binary_params == entries["parameters_binary_conv"]
+    assert binary_params == _official_entries(size)["parameters_binary_conv"]
 
     profile = lq.models.ModelProfile(model)
     binary_macs = profile.op_count("mac", 1)
