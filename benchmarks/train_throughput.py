@@ -149,6 +149,14 @@ def torch_step(size, batch, image_size, classes, threads):
     return step, time.perf_counter() - start, torch.__version__, torch.get_num_threads()
 
 
+def _report(row):
+    print(
+        f"{row['mode']:9s} {row['images_per_second']:8.2f} img/s  (median step "
+        f"{row['step_seconds_median']:.2f} s, first {row['first_step_seconds']:.1f} s)",
+        flush=True,
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", help="BNext size (tiny, small, middle, large).")
@@ -162,6 +170,11 @@ def main(argv=None):
     parser.add_argument("--mixed_precision", default="float32")
     parser.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: default).")
     parser.add_argument("--json", default=None, help="Write the results here.")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="Build every mode first, then time them round-robin (fairer on a shared machine).",
+    )
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = set(modes) - set(MODES)
@@ -183,6 +196,7 @@ def main(argv=None):
         },
         "rows": [],
     }
+    built = {}
     for mode in modes:
         if mode == "torch":
             step, first, version, threads = torch_step(
@@ -200,14 +214,29 @@ def main(argv=None):
                 args.classes,
             )
             extra = {"first_step_seconds": first}
-        row = _summary(mode, _timed(step, args.warmup, args.steps), args.batch, **extra)
-        results["rows"].append(row)
-        print(
-            f"{mode:9s} {row['images_per_second']:8.2f} img/s  "
-            f"(median step {row['step_seconds_median']:.2f} s, first {first:.1f} s)",
-            flush=True,
-        )
-        tf.keras.backend.clear_session()
+        if not args.interleave:
+            row = _summary(mode, _timed(step, args.warmup, args.steps), args.batch, **extra)
+            results["rows"].append(row)
+            _report(row)
+            tf.keras.backend.clear_session()
+        else:
+            built[mode] = (step, extra)
+    if args.interleave:
+        # Round-robin: every mode runs once per round, so a change in the machine's load
+        # (a shared machine) hits all modes alike.
+        times = {mode: [] for mode in built}
+        for _ in range(args.warmup):
+            for step, _ in built.values():
+                step()
+        for _ in range(args.steps):
+            for mode, (step, _) in built.items():
+                start = time.perf_counter()
+                step()
+                times[mode].append(time.perf_counter() - start)
+        for mode, (_, extra) in built.items():
+            row = _summary(mode, times[mode], args.batch, interleaved=True, **extra)
+            results["rows"].append(row)
+            _report(row)
     if args.teacher != "none":
         call = teacher_forward(args.teacher, args.batch, args.image_size, args.mixed_precision)
         row = _summary(f"teacher:{args.teacher}", _timed(call, 1, args.steps), args.batch)

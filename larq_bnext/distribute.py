@@ -762,8 +762,9 @@ class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
         self.restored_from = None
 
     def on_train_begin(self, logs=None):
+        supported = (*self._supported_strategies, tf.distribute.OneDeviceStrategy)
         if self.model._distribution_strategy and not isinstance(
-            self.model.distribute_strategy, self._supported_strategies
+            self.model.distribute_strategy, supported
         ):
             raise ValueError(
                 f"ResumableBackup does not support {type(self.model.distribute_strategy)}."

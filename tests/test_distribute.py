@@ -111,7 +111,7 @@ def test_auto_strategy_follows_tpu_then_cluster_then_gpus(clean_env):
         distribute.strategy_kind("auto", tf_config="{cluster")
 
 
-def test_create_strategy_on_this_cpu_and_clear_errors(clean_env):
+def test_create_strategy_on_this_cpu_and_clear_errors(clean_env, tmp_path):
     default = distribute.create_strategy("auto")
     assert default is tf.distribute.get_strategy()
     assert default.num_replicas_in_sync == 1
@@ -119,6 +119,12 @@ def test_create_strategy_on_this_cpu_and_clear_errors(clean_env):
     one = distribute.create_strategy("one_device")
     assert isinstance(one, tf.distribute.OneDeviceStrategy)
     assert distribute.worker_directory("/runs/x", one) == "/runs/x"
+    with one.scope():  # backups work under every strategy the CLI can pick
+        model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
+        model.compile("sgd", "mse")
+    backup = distribute.ResumableBackup(str(tmp_path))
+    model.fit(np.zeros((4, 3)), np.zeros((4, 2)), epochs=2, callbacks=[backup], verbose=0)
+    assert distribute.backup_initial_epoch(str(tmp_path)) == 2
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         distribute.create_strategy("multi_worker")
     with pytest.raises(ValueError, match="--devices needs"):
