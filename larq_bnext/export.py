@@ -1,0 +1,153 @@
+"""Export a BNext model as a Larq Compute Engine TFLite flatbuffer.
+
+    python -m larq_bnext.export --model bnext_tiny --weights imagenet --output bnext_tiny.tflite
+
+``--weights`` is ``imagenet`` (the official checkpoint, downloaded once), the path of a
+checkpoint or Keras weights file, or omitted for random weights whose temperatures are set
+below the binarization threshold (a demo / latency model). The model is rebuilt in its
+inference form and every binary convolution becomes an ``LceBconv2d`` op; see
+:mod:`larq_bnext.deploy`. A checkpoint whose temperatures are still ``>= 1e-7`` is refused
+unless ``--allow_float_binary_layers`` is given (those layers then stay float convolutions).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
+    """Define this command's flags on ``flag_values``.
+
+    Called when the module runs as a program, so that importing it does not claim common
+    flag names (``--model``, ``--input_size``, ...) in absl's global registry.
+
+    Args:
+        flag_values: the registry to define them on (absl's global ``FLAGS`` by default).
+
+    Returns:
+        ``flag_values``.
+    """
+    flags.DEFINE_string(
+        "model",
+        "bnext_tiny",
+        "bnext_tiny, bnext_small, bnext_middle or bnext_large.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "weights",
+        None,
+        "'imagenet', the path of a checkpoint/Keras weights file, or empty for random weights "
+        "with kernel temperatures set to 0 (demo).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "output",
+        None,
+        "Where to write the .tflite file (default: <model>.tflite).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "input_size", 224, "Square input resolution of the exported model.", flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "num_classes", 1000, "Classifier size (1000 for ImageNet weights).", flag_values=flag_values
+    )
+    flags.DEFINE_bool(
+        "softmax",
+        True,
+        "End with a softmax (probabilities); --nosoftmax exports logits.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "allow_float_binary_layers",
+        False,
+        "Convert a model whose kernel temperatures are still >= 1e-7: those binary layers stay "
+        "float convolutions on binarized inputs (correct outputs, no binary speed-up).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_enum(
+        "target", "arm", ["arm", "xcore"], "Larq Compute Engine target.", flag_values=flag_values
+    )
+    return flag_values
+
+
+def export(
+    model: str,
+    output: str | os.PathLike,
+    weights: str | None = None,
+    input_size: int = 224,
+    num_classes: int = 1000,
+    softmax: bool = True,
+    allow_float_binary_layers: bool = False,
+    target: str = "arm",
+) -> dict:
+    """Build, convert and write a BNext flatbuffer.
+
+    Args:
+        model: a BNext size name (``"bnext_tiny"``, ``"T"``, ``"small"``, ...).
+        output: path of the ``.tflite`` file to write (parent directories are created).
+        weights: ``None`` (random, temperatures set below threshold), ``"imagenet"`` or a path.
+        input_size: square input resolution.
+        num_classes: classifier size.
+        softmax: end with a softmax; ``False`` exports logits.
+        allow_float_binary_layers: see :func:`larq_bnext.deploy.inference_model`.
+        target: LCE target, ``"arm"`` or ``"xcore"``.
+
+    Returns:
+        ``{"path", "bytes", "ops"}`` with the op counts of the written flatbuffer.
+    """
+    from larq_bnext import deploy, models
+
+    size = models.canonical_size(model)
+    keras_model = models.get_model(
+        size,
+        input_shape=(input_size, input_size, 3),
+        weights=weights or None,
+        num_classes=num_classes,
+        classifier_activation="softmax" if softmax else None,
+    )
+    if not weights:
+        deploy.binarize_for_demo(keras_model)
+    flatbuffer = deploy.convert(
+        keras_model, allow_float_kernels=allow_float_binary_layers, target=target
+    )
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(flatbuffer)
+    return {"path": output, "bytes": len(flatbuffer), "ops": deploy.op_counts(flatbuffer)}
+
+
+def main(argv):
+    """absl entry point: export ``--model`` to ``--output``."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from larq_bnext import models
+
+    name = f"bnext_{models.canonical_size(FLAGS.model)}"
+    output = FLAGS.output or f"{name}.tflite"
+    result = export(
+        FLAGS.model,
+        output,
+        weights=FLAGS.weights,
+        input_size=FLAGS.input_size,
+        num_classes=FLAGS.num_classes,
+        softmax=FLAGS.softmax,
+        allow_float_binary_layers=FLAGS.allow_float_binary_layers,
+        target=FLAGS.target,
+    )
+    ops = result["ops"]
+    print(
+        f"Wrote {result['path']} ({result['bytes'] / 1e6:.2f} MB): "
+        f"{ops.get('LceBconv2d', 0)} binary convolutions (LceBconv2d), "
+        f"{ops.get('CONV_2D', 0)} float convolutions (stem and squeeze-excitation)."
+    )
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
