@@ -23,17 +23,63 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("model", "custom", "BNext size (tiny/small/middle/large or T/S/M/L) or custom.")
-flags.DEFINE_list("stage_channels", ["16", "32", "64", "128"], "Channels of --model=custom.")
-flags.DEFINE_integer("stem_stride", None, "Stem stride; default 1 for images <= 64 px, else 2.")
-flags.DEFINE_string("weights", None, "'imagenet', an official .pth checkpoint or Keras weights.")
-flags.DEFINE_string("dataset", "digits", "digits, folder (--data_dir) or a TFDS name.")
-flags.DEFINE_string("data_dir", None, "Image-folder root (with val/) or TFDS data_dir.")
-flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual download dir.")
-flags.DEFINE_integer("image_size", None, "Input side; default 32 for digits, else 224.")
-flags.DEFINE_float("eval_crop_fraction", 0.95, "Centre crop / resized shorter side.")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_string("output", None, "Write the scores to this JSON file.")
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
+    """Define this program's flags on ``flag_values``.
+
+    Called when the module runs as a program, so that importing it (e.g. beside
+    :mod:`larq_bnext.train`, which also has ``--model``) claims no global flag names.
+
+    Args:
+        flag_values: the absl flag registry to define the flags on.
+
+    Returns:
+        ``flag_values``.
+    """
+    flags.DEFINE_string(
+        "model",
+        "custom",
+        "BNext size (tiny/small/middle/large or T/S/M/L) or custom.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "stage_channels",
+        ["16", "32", "64", "128"],
+        "Channels of --model=custom.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "stem_stride",
+        None,
+        "Stem stride; default 1 for images <= 64 px, else 2.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "weights",
+        None,
+        "'imagenet', an official .pth checkpoint or Keras weights.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "dataset", "digits", "digits, folder (--data_dir) or a TFDS name.", flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "data_dir", None, "Image-folder root (with val/) or TFDS data_dir.", flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "tfds_manual_dir", None, "TFDS manual download dir.", flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "image_size", None, "Input side; default 32 for digits, else 224.", flag_values=flag_values
+    )
+    flags.DEFINE_float(
+        "eval_crop_fraction", 0.95, "Centre crop / resized shorter side.", flag_values=flag_values
+    )
+    flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "output", None, "Write the scores to this JSON file.", flag_values=flag_values
+    )
+    return flag_values
 
 
 def evaluate(
@@ -136,4 +182,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -10,8 +10,12 @@ import tensorflow as tf  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
+    # A global dtype policy (even "float32") set by one test would override set_floatx in the
+    # next: reset it to the default, which follows floatx.
+    tf.keras.mixed_precision.set_global_policy(None)
     tf.keras.backend.set_floatx("float32")
     tf.keras.utils.set_random_seed(0)
     yield
+    tf.keras.mixed_precision.set_global_policy(None)
     tf.keras.backend.set_floatx("float32")
     tf.keras.backend.clear_session()

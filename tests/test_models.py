@@ -116,9 +116,11 @@ def test_h5_round_trip(sized_model, tmp_path):
     model.save(tmp_path / f"{size}.h5")
     restored = tf.keras.models.load_model(tmp_path / f"{size}.h5")  # no custom_objects needed
     x = tf.random.uniform((1, 224, 224, 3), -1, 1, seed=2)
-    # Training the restored model is checked on small models (test_serialization.py): tracing
-    # a training step of a full-size BNext takes minutes on this CPU.
-    check_round_trip(model, restored, values, x, train=False)
+    # Every weight comes back bit for bit. Outputs and training after a round trip are compared
+    # on narrow models (test_serialization.py): an untrained full-size BNext in float32 has
+    # logits of order 1e7, where oneDNN's run-to-run rounding flips binary signs, and tracing a
+    # training step of it takes minutes on this CPU.
+    check_round_trip(model, restored, values, x, train=False, outputs=False)
 
 
 def test_summary_separates_binary_and_float(sized_model):

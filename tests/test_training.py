@@ -93,7 +93,7 @@ def test_optimizer_applies_variable_constraints_through_the_distiller():
     distiller.compile(optimizer=AdamW(learning_rate=10.0, weight_decay=0.0, conv_weight_decay=0.0))
     x = np.random.default_rng(0).normal(size=(8, 4, 4, 2)).astype(np.float32)
     distiller.train_on_batch(x, np.arange(8) % 3)
-    kernel, scale = conv.kernel.numpy(), mix.scale.numpy()
+    kernel, scale = conv.kernel.latent_variable.numpy(), mix.scale.numpy()
     # Adam's first step moves every weight by ~lr = 10: far outside the allowed ranges.
     assert np.abs(kernel).max() <= 1.5 + 1e-6 and np.isclose(np.abs(kernel).max(), 1.5)
     assert scale.min() >= 0.0 and scale.max() <= 1.0 and set(np.round(scale, 6)) <= {0.0, 1.0}
