@@ -84,7 +84,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
 
 
 def main(argv):
-    """absl entry point: run :func:`larq_bnext.deploy.benchmark` with the flags."""
+    """absl entry point: run :func:`larq_bnext.deploy.benchmark` with the flags.
+
+    Args:
+        argv: the command line left after absl parsed the flags (must hold no arguments).
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from larq_bnext import deploy

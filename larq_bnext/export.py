@@ -123,7 +123,11 @@ def export(
 
 
 def main(argv):
-    """absl entry point: export ``--model`` to ``--output``."""
+    """absl entry point: export ``--model`` to ``--output``.
+
+    Args:
+        argv: the command line left after absl parsed the flags (must hold no arguments).
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from larq_bnext import models
