@@ -49,6 +49,7 @@ import collections
 import csv
 import gc
 import os
+import platform
 import statistics
 import time
 import warnings
@@ -100,6 +101,15 @@ PUBLISHED_TOP1 = {
     "quicknet_large": 66.9,
 }
 
+_DISPLAY_NAMES = {
+    "bnext_tiny": "BNext-T",
+    "bnext_small": "BNext-S",
+    "bnext_middle": "BNext-M",
+    "bnext_large": "BNext-L",
+    "quicknet_small": "QuickNet-S",
+    "quicknet": "QuickNet",
+    "quicknet_large": "QuickNet-L",
+}
 _BNEXT_NAMES = ("bnext_tiny", "bnext_small", "bnext_middle", "bnext_large")
 _QUICKNET_NAMES = ("quicknet_small", "quicknet", "quicknet_large")
 
@@ -859,10 +869,11 @@ def benchmark(
     """Convert and time models; optionally write a table (CSV + markdown) and PNG plots.
 
     Every model is built with random weights (:func:`build_model`), converted with LCE
-    (:func:`convert`; binary layers as ``LceBconv2d``) and timed with LCE's interpreter
-    (:func:`measure_latency`) for each thread count. Models in ``float_models`` are also
-    converted in float (:func:`convert_float`) and timed with TFLite's float kernels
-    (XNNPACK), as the "same network without binarization" baseline.
+    (:func:`convert`; binary layers as ``LceBconv2d``) and timed with LCE's interpreter for
+    each thread count: warm single-image runs, taken round-robin over all the models
+    (``repeats`` rounds) so that other load on the machine affects them alike. Models in
+    ``float_models`` are also converted in float (:func:`convert_float`) and timed with
+    TFLite's float kernels (XNNPACK), as the "same network without binarization" baseline.
 
     Args:
         models: names from :data:`PUBLISHED_TOP1` (BNext size aliases accepted).
@@ -886,8 +897,8 @@ def benchmark(
         One dict per (model, form): ``model``, ``form`` (``"lce"`` or ``"float"``),
         ``top1`` (published, ``None`` for float forms), ``size_mb`` (the flatbuffer),
         ``ideal_mb`` (:func:`ideal_size`), ``keras_float32_mb`` (all Keras weights at 4 bytes),
-        ``binary_convs``, ``float_convs``, ``convert_s``, and ``latency_ms_<n>t`` (median)
-        / ``latency_min_ms_<n>t`` per thread count.
+        ``binary_convs``, ``float_convs``, ``convert_s`` (``None`` for a reused file), and
+        ``latency_ms_<n>t`` (median) / ``latency_min_ms_<n>t`` per thread count.
     """
     log = log or (lambda *a, **k: None)
     threads = tuple(threads or sorted({1, os.cpu_count() or 1}))
@@ -896,7 +907,7 @@ def benchmark(
     unknown = float_names - set(_BNEXT_NAMES)
     if unknown:
         raise ValueError(f"float_models must be BNext models, got {sorted(unknown)}.")
-    rows = []
+    rows, flatbuffers = [], []
     for name in names + [n for n in _BNEXT_NAMES if n in float_names and n not in names]:
         forms = (["lce"] if name in names else []) + (["float"] if name in float_names else [])
         model = (build_fn or build_model)(name, input_size)
@@ -905,7 +916,8 @@ def benchmark(
             cached = None
             if flatbuffer_dir is not None:
                 cached = Path(flatbuffer_dir) / f"{name}_{form}_{input_size}.tflite"
-            if cached is not None and cached.exists():
+            reused = cached is not None and cached.exists()
+            if reused:
                 log(f"[{name} / {form}] reusing {cached}")
                 flatbuffer = cached.read_bytes()
             else:
@@ -915,34 +927,52 @@ def benchmark(
                     cached.parent.mkdir(parents=True, exist_ok=True)
                     cached.write_bytes(flatbuffer)
             counts = op_counts(flatbuffer)
-            row = {
-                "model": name,
-                "form": form,
-                "top1": PUBLISHED_TOP1[name] if form == "lce" else None,
-                "size_mb": len(flatbuffer) / 1e6,
-                "ideal_mb": ideal_size(model)["bytes"] / 1e6 if form == "lce" else None,
-                "keras_float32_mb": 4 * model.count_params() / 1e6,
-                "binary_convs": counts.get(BINARY_CONV_OP, 0),
-                "float_convs": counts.get("CONV_2D", 0) + counts.get("DEPTHWISE_CONV_2D", 0),
-                "convert_s": time.perf_counter() - start,
-            }
-            for n in threads:
-                lat = measure_latency(
-                    flatbuffer,
-                    num_threads=n,
-                    repeats=repeats,
-                    warmup=warmup,
-                    use_indirect_bgemm=use_indirect_bgemm and form == "lce",
-                    use_xnnpack=form == "float",
-                )
-                row[f"latency_ms_{n}t"] = lat["median_ms"]
-                row[f"latency_min_ms_{n}t"] = lat["min_ms"]
-                log(f"    {n} thread(s): median {lat['median_ms']:.1f} ms")
-            log(f"    size {row['size_mb']:.2f} MB, {row['binary_convs']} LceBconv2d")
-            rows.append(row)
-            del flatbuffer
+            rows.append(
+                {
+                    "model": name,
+                    "form": form,
+                    "top1": PUBLISHED_TOP1[name] if form == "lce" else None,
+                    "size_mb": len(flatbuffer) / 1e6,
+                    "ideal_mb": ideal_size(model)["bytes"] / 1e6 if form == "lce" else None,
+                    "keras_float32_mb": 4 * model.count_params() / 1e6,
+                    "binary_convs": counts.get(BINARY_CONV_OP, 0),
+                    "float_convs": counts.get("CONV_2D", 0) + counts.get("DEPTHWISE_CONV_2D", 0),
+                    # None when the flatbuffer came from flatbuffer_dir.
+                    "convert_s": None if reused else time.perf_counter() - start,
+                }
+            )
+            flatbuffers.append(flatbuffer)
+            log(f"    {rows[-1]['size_mb']:.2f} MB, {rows[-1]['binary_convs']} LceBconv2d")
         del model
         tf.keras.backend.clear_session()
+    # Timing round-robin over all models, so that a busy machine slows them all alike.
+    for n in threads:
+        log(f"timing with {n} thread(s): {repeats} rounds over {len(rows)} flatbuffers ...")
+        runners, images = [], []
+        for row, flatbuffer in zip(rows, flatbuffers, strict=True):
+            interpreter = lce_interpreter(
+                flatbuffer,
+                num_threads=n,
+                use_indirect_bgemm=use_indirect_bgemm and row["form"] == "lce",
+                use_xnnpack=row["form"] == "float",
+            )
+            shape = (1, *interpreter.input_shapes[0][1:])
+            images.append(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+            runners.append(interpreter.interpreter.predict)
+        for run, image in zip(runners, images, strict=True):
+            for _ in range(warmup):
+                run([image])
+        times = [[] for _ in rows]
+        for _ in range(repeats):
+            for run, image, record in zip(runners, images, times, strict=True):
+                start = time.perf_counter()
+                run([image])
+                record.append((time.perf_counter() - start) * 1e3)
+        for row, record in zip(rows, times, strict=True):
+            row[f"latency_ms_{n}t"] = statistics.median(record)
+            row[f"latency_min_ms_{n}t"] = min(record)
+            log(f"    {row['model']} / {row['form']}: median {statistics.median(record):.1f} ms")
+        del runners
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -956,7 +986,11 @@ def benchmark(
             ]
             table = kept + list(rows)
         write_table(table, output_dir)
-        plot_benchmark(table, output_dir)
+        plot_benchmark(
+            table,
+            output_dir,
+            title=f"LCE, {input_size}x{input_size}, batch 1, {platform.machine()} CPU",
+        )
     return rows
 
 
@@ -1038,7 +1072,9 @@ def write_table(rows: Sequence[dict], output_dir: str | os.PathLike) -> tuple[Pa
     return csv_path, md_path
 
 
-def plot_benchmark(rows: Sequence[dict], output_dir: str | os.PathLike) -> list[Path]:
+def plot_benchmark(
+    rows: Sequence[dict], output_dir: str | os.PathLike, title: str | None = None
+) -> list[Path]:
     """Plot published top-1 against latency and against file size (PNG, matplotlib Agg).
 
     Only rows with a published top-1 (LCE forms) are plotted.
@@ -1046,6 +1082,7 @@ def plot_benchmark(rows: Sequence[dict], output_dir: str | os.PathLike) -> list[
     Args:
         rows: the output of :func:`benchmark`.
         output_dir: target directory.
+        title: a title for both plots (e.g. the machine and input size).
 
     Returns:
         The paths of ``top1_vs_latency.png`` and ``top1_vs_size.png``.
@@ -1057,7 +1094,10 @@ def plot_benchmark(rows: Sequence[dict], output_dir: str | os.PathLike) -> list[
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    import matplotlib.ticker  # noqa: F401  (loads matplotlib.ticker for the formatters)
+
     rows = [r for r in rows if r["top1"] is not None]
+    order = {name: i for i, name in enumerate(PUBLISHED_TOP1)}
     latency_key = next((k for k in rows[0] if k.startswith("latency_ms_")), None) if rows else None
     paths = []
     for key, label, fname in [
@@ -1068,23 +1108,34 @@ def plot_benchmark(rows: Sequence[dict], output_dir: str | os.PathLike) -> list[
         ),
         ("size_mb", "flatbuffer size (MB, log scale)", "top1_vs_size.png"),
     ]:
-        fig, ax = plt.subplots(figsize=(6, 4.2))
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for family, marker in (("bnext", "o"), ("quicknet", "s")):
+            # In the order of PUBLISHED_TOP1 (model size), not sorted by the measured value.
             pts = sorted(
-                (r[key], r["top1"], r["model"])
+                (order.get(r["model"], len(order)), r[key], r["top1"], r["model"])
                 for r in rows
                 if key and r["model"].startswith(family)
             )
             if not pts:
                 continue
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=family)
-            for x, y, name in pts:
-                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+            ax.plot([p[1] for p in pts], [p[2] for p in pts], marker=marker, label=family)
+            for _, x, y, name in pts:
+                ax.annotate(
+                    _DISPLAY_NAMES.get(name, name),
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(5, -11),
+                    fontsize=8,
+                )
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("ImageNet top-1 (%, published)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+        if title:
+            ax.set_title(title, fontsize=10)
         fig.tight_layout()
         path = output_dir / fname
         fig.savefig(path, dpi=120)
