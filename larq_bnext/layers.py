@@ -96,6 +96,7 @@ def progressive_sign(
     """
     # Under mixed precision the comparison with the 1e-7 threshold and w / T run in float32
     # (float16 cannot represent temperatures near 1e-7); the result is cast back.
+    w = tf.convert_to_tensor(w)  # also accept a (quantized) variable called eagerly
     dtype = tf.float32 if w.dtype in _HALF_DTYPES else w.dtype
     temperature = tf.cast(tf.stop_gradient(temperature), dtype)
 
