@@ -339,6 +339,7 @@ def train_dataset(
     augment_on_device: bool = False,
     seed: int | None = None,
     repeat: bool = False,
+    deterministic: bool | None = None,
 ):
     """The training pipeline: shuffle, decode + random resized crop, batch, augment.
 
@@ -351,6 +352,12 @@ def train_dataset(
             pipeline then yields crops on ``[0, 255]``.
         seed: shuffle seed.
         repeat: repeat forever (then pass ``steps_per_epoch`` to ``fit``).
+        deterministic: keep the element order of the parallel stages fixed. ``None`` (the
+            default) follows TensorFlow's op determinism: deterministic once
+            ``tf.config.experimental.enable_op_determinism()`` was called (``--deterministic``
+            of the train CLI), else free (faster: a slow image does not hold up the batch).
+            Bitwise-reproducible runs need both this and op determinism, which also runs
+            map functions with random ops one element at a time in a fixed order.
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, labels)``, ``drop_remainder`` batches.
@@ -373,8 +380,16 @@ def train_dataset(
         augmenter = BatchAugmenter(config, source.num_classes, seed=seed)
         ds = ds.map(augmenter, num_parallel_calls=autotune)
     options = tf.data.Options()
-    options.deterministic = False
+    if deterministic is None:
+        deterministic = _op_determinism_enabled()
+    options.deterministic = bool(deterministic)
     return ds.with_options(options).prefetch(autotune)
+
+
+def _op_determinism_enabled() -> bool:
+    from tensorflow.python.framework import config as tf_config  # no public getter in TF 2.15
+
+    return bool(tf_config.is_op_determinism_enabled())
 
 
 def eval_dataset(source: DataSource, batch_size: int, image_size: int, crop_fraction: float = 0.95):
