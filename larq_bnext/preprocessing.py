@@ -32,6 +32,8 @@ from importlib import resources
 import numpy as np
 import tensorflow as tf
 
+from larq_bnext import registry
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -44,14 +46,16 @@ __all__ = [
     "decode_predictions",
 ]
 
+# Read from the registry: every published BNext shares this preprocessing.
+_PREPROCESSING = registry.IMAGENET_PREPROCESSING
 #: Per-channel mean of ImageNet RGB images scaled to [0, 1].
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_MEAN = _PREPROCESSING.mean
 #: Per-channel standard deviation of ImageNet RGB images scaled to [0, 1].
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_STD = _PREPROCESSING.std
 #: Side of the evaluated crop.
-EVAL_IMAGE_SIZE = 224
+EVAL_IMAGE_SIZE = _PREPROCESSING.image_size
 #: Fraction of the resized shorter side that the centre crop keeps (timm's ``crop_pct``).
-EVAL_CROP_FRACTION = 0.95
+EVAL_CROP_FRACTION = _PREPROCESSING.crop_fraction
 
 
 def preprocess_input(x, data_format: str | None = None):
@@ -161,7 +165,9 @@ def eval_transform(
     long_side = tf.cast(tf.floor(resize * tf.maximum(height, width) / short), tf.int32)
     new_h = tf.where(height <= width, resize, long_side)
     new_w = tf.where(height <= width, long_side, resize)
-    image = tf.image.resize(image, tf.stack([new_h, new_w]), method="bicubic", antialias=True)
+    image = tf.image.resize(
+        image, tf.stack([new_h, new_w]), method=_PREPROCESSING.interpolation, antialias=True
+    )
     image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
 
     top = tf.cast(tf.round(tf.cast(new_h - image_size, tf.float64) / 2.0), tf.int32)

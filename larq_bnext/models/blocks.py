@@ -2,7 +2,7 @@
 
 Each function takes a Keras tensor and returns one, naming every layer
 ``{name}_{part}`` so that the official PyTorch checkpoint keys map onto the Keras layers
-one-to-one (see :mod:`larq_bnext.pretrained`). Parts, as in the original module names:
+one-to-one (see :mod:`larq_bnext.weights.mapping`). Parts, as in the original module names:
 
 ``move`` (learnable bias), ``binary_conv`` (HardSign + progressive binary convolution),
 ``norm1``, ``activation2`` (PReLU), ``mix`` (recoupling scale), ``se_reduce``/``se_expand``
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from larq_bnext.layers import BinaryConv2D, LearnableBias, RecouplingMix
+from larq_bnext.models.layers import BinaryConv2D, LearnableBias, RecouplingMix
 
 __all__ = [
     "binary_unit",

@@ -1,11 +1,11 @@
-"""BNext's quantizers and layers, written with Larq.
+"""BNext's layers, written with Larq.
 
 The binary unit of every BNext sub-block is
 
     x -> LearnableBias -> HardSign -> BinaryConv2D (progressive kernel) -> BN -> PReLU
 
 and is followed by *information recoupling* (`RecouplingMix` plus a squeeze-and-excitation
-branch built from standard Keras layers in :mod:`larq_bnext.blocks`).
+branch built from standard Keras layers in :mod:`larq_bnext.models.blocks`).
 
 Everything here follows the original PyTorch code (``hpi-xnor/BNext``, ``src/bnext.py``):
 
@@ -27,134 +27,22 @@ from __future__ import annotations
 import larq as lq
 import tensorflow as tf
 
+from larq_bnext.models.quantizers import (
+    WEIGHT_CLIP,
+    HardSign,
+    ProgressiveSign,
+    _computes_in_half,
+)
+
 __all__ = [
-    "HardSign",
-    "ProgressiveSign",
-    "progressive_sign",
     "BinaryConv2D",
     "LearnableBias",
     "RecouplingMix",
-    "TEMPERATURE_THRESHOLD",
-    "WEIGHT_CLIP",
-    "ACTIVATION_CLIP",
+    "binary_conv_layers",
 ]
 
-#: Below this kernel temperature the binary convolution uses ``sign(w)`` exactly.
-TEMPERATURE_THRESHOLD = 1e-7
-#: Latent binary weights are kept in ``[-WEIGHT_CLIP, WEIGHT_CLIP]`` during training.
-WEIGHT_CLIP = 1.5
-#: The HardSign straight-through gradient is 1 for ``|x| <= ACTIVATION_CLIP``.
-ACTIVATION_CLIP = 1.5
 
 _register = tf.keras.utils.register_keras_serializable(package="larq_bnext")
-
-_HALF_DTYPES = (tf.float16, tf.bfloat16)
-
-
-def _computes_in_half(layer: tf.keras.layers.Layer) -> bool:
-    return tf.as_dtype(layer.compute_dtype) in _HALF_DTYPES
-
-
-def _register_quantizer(cls):
-    # Larq looks quantizers up by bare class name when it deserializes a quantized layer.
-    return lq.utils.register_keras_custom_object(_register(cls))
-
-
-@_register_quantizer
-class HardSign(lq.quantizers.SteSign):
-    """BNext's activation quantizer: ``sign(x)`` with a straight-through gradient.
-
-    The gradient passes unchanged where ``|x| <= clip_value`` (1.5 in BNext) and is zero
-    elsewhere. ``sign(0)`` is ``+1`` (Larq's convention).
-
-    Args:
-        clip_value: half-width of the straight-through gradient window.
-        **kwargs: passed to :class:`larq.quantizers.SteSign`.
-    """
-
-    precision = 1
-
-    def __init__(self, clip_value: float = ACTIVATION_CLIP, **kwargs):
-        super().__init__(clip_value=clip_value, **kwargs)
-
-
-def progressive_sign(
-    w: tf.Tensor, temperature: tf.Tensor, threshold: float = TEMPERATURE_THRESHOLD
-) -> tf.Tensor:
-    """Binarize ``w`` progressively: ``clip(w / T, -1, 1)`` while ``T >= threshold``, else sign.
-
-    The gradient with respect to ``w`` is the identity (straight-through), in both regimes;
-    no gradient flows to the temperature.
-
-    Args:
-        w: latent weights.
-        temperature: scalar temperature ``T`` (same dtype as ``w`` or castable to it).
-        threshold: temperature below which the output is exactly ``sign(w)``.
-
-    Returns:
-        A tensor of ``w``'s shape and dtype with values in ``[-1, 1]``.
-    """
-    # Under mixed precision the comparison with the 1e-7 threshold and w / T run in float32
-    # (float16 cannot represent temperatures near 1e-7); the result is cast back.
-    w = tf.convert_to_tensor(w)  # also accept a (quantized) variable called eagerly
-    dtype = tf.float32 if w.dtype in _HALF_DTYPES else w.dtype
-    temperature = tf.cast(tf.stop_gradient(temperature), dtype)
-
-    @tf.custom_gradient
-    def _quantize(x):
-        x32 = tf.cast(x, dtype)
-        hard = lq.math.sign(x32)
-        soft = tf.clip_by_value(x32 / tf.maximum(temperature, 1e-8), -1.0, 1.0)
-        out = tf.cast(tf.where(temperature < threshold, hard, soft), x.dtype)
-        return out, lambda dy: dy
-
-    return _quantize(w)
-
-
-@_register_quantizer
-class ProgressiveSign(lq.quantizers.Quantizer):
-    """BNext's kernel quantizer, tied to the temperature of the layer that owns it.
-
-    :class:`BinaryConv2D` links the quantizer to its ``temperature`` weight when it is built;
-    used on its own, the quantizer reads the fixed ``temperature`` given here.
-
-    Args:
-        threshold: temperature below which the kernel is ``sign(w)``.
-        temperature: fixed temperature for stand-alone use (ignored once linked to a layer).
-        **kwargs: passed to :class:`tf.keras.layers.Layer`.
-    """
-
-    precision = 1
-
-    def __init__(
-        self, threshold: float = TEMPERATURE_THRESHOLD, temperature: float = 1.0, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.threshold = threshold
-        self.temperature = temperature
-        self._temperature_source = None
-
-    def link(self, temperature_source) -> None:
-        """Read the temperature from ``temperature_source()`` from now on.
-
-        Args:
-            temperature_source: a zero-argument callable returning the scalar temperature
-                (``BinaryConv2D`` passes one that reads its ``temperature`` weight).
-        """
-        self._temperature_source = temperature_source
-
-    def call(self, inputs):
-        temperature = (
-            self._temperature_source() if self._temperature_source is not None else self.temperature
-        )
-        return progressive_sign(inputs, temperature, self.threshold)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "threshold": self.threshold,
-            "temperature": self.temperature,
-        }
 
 
 def _symmetric_padding(kernel_size: int):
@@ -338,3 +226,16 @@ class RecouplingMix(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "initial_scale": self.initial_scale}
+
+
+def binary_conv_layers(model: tf.keras.Model) -> list[BinaryConv2D]:
+    """All :class:`BinaryConv2D` layers of ``model`` (of its ``student`` for a Distiller).
+
+    Args:
+        model: a BNext model or a :class:`larq_bnext.Distiller`.
+    """
+    root = getattr(model, "student", model)
+    layers = [m for m in root.submodules if isinstance(m, BinaryConv2D)]
+    if isinstance(root, BinaryConv2D):
+        layers.append(root)
+    return layers

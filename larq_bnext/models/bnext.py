@@ -12,12 +12,16 @@ dense classifier. PReLUs that the original builds but never applies are left out
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 
 import tensorflow as tf
 
-from larq_bnext.blocks import batch_norm, bnext_block, prelu
+from larq_bnext import registry
+from larq_bnext.models.blocks import batch_norm, bnext_block, prelu
+from larq_bnext.registry import block_configs, canonical_size
+from larq_bnext.weights.loading import load_weights
 
 __all__ = [
     "BNext",
@@ -25,63 +29,9 @@ __all__ = [
     "BNextS",
     "BNextM",
     "BNextL",
-    "STAGE_CHANNELS",
-    "SIZE_ALIASES",
     "get_model",
-    "canonical_size",
-    "block_configs",
+    "apply_weights",
 ]
-
-#: Stage channel lists of the four published sizes (entry 0 is the stem).
-STAGE_CHANNELS = {
-    "tiny": (32, 64) + (128,) * 2 + (256,) * 2 + (512,) * 6 + (1024,) * 2,
-    "small": (48, 96) + (192,) * 2 + (384,) * 2 + (768,) * 6 + (1536,) * 2,
-    "middle": (48, 96) + (192,) * 4 + (384,) * 4 + (768,) * 8 + (1536,) * 4,
-    "large": (64, 128) + (256,) * 4 + (512,) * 4 + (1024,) * 16 + (2048,) * 4,
-}
-
-#: Accepted spellings of each size name.
-SIZE_ALIASES = {
-    "tiny": "tiny", "t": "tiny", "bnext_tiny": "tiny", "bnext-t": "tiny", "bnextt": "tiny",
-    "small": "small", "s": "small", "bnext_small": "small", "bnext-s": "small", "bnexts": "small",
-    "middle": "middle", "medium": "middle", "m": "middle", "bnext_middle": "middle",
-    "bnext_medium": "middle", "bnext-m": "middle", "bnextm": "middle",
-    "large": "large", "l": "large", "bnext_large": "large", "bnext-l": "large", "bnextl": "large",
-}  # fmt: skip
-
-
-def canonical_size(size: str) -> str:
-    """Return ``"tiny"``, ``"small"``, ``"middle"`` or ``"large"`` for any accepted alias.
-
-    Args:
-        size: a size name or alias, any case (see :data:`SIZE_ALIASES`).
-
-    Raises:
-        ValueError: for an unknown size name.
-    """
-    key = str(size).strip().lower()
-    if key not in SIZE_ALIASES:
-        raise ValueError(
-            f"Unknown BNext size {size!r}. Use one of 'tiny', 'small', 'middle', 'large' "
-            "(or T/S/M/L), or call larq_bnext.BNext(stage_channels=...) for a custom width."
-        )
-    return SIZE_ALIASES[key]
-
-
-def block_configs(stage_channels: Sequence[int]):
-    """Yield ``(index, in_channels, out_channels, strides, mode)`` for blocks 1..n-1.
-
-    Stride 2 where the channel count changes, except into block 1; the first sub-block is
-    ELM-Attention ("scale") for even indices and FFN-3x3 ("bias") for odd ones and block 1.
-
-    Args:
-        stage_channels: the stem's channels followed by each block's.
-    """
-    for i in range(1, len(stage_channels)):
-        c_in, c_out = stage_channels[i - 1], stage_channels[i]
-        strides = 2 if (c_in != c_out and c_out != stage_channels[1] and i > 1) else 1
-        mode = "bias" if i == 1 else ("scale" if i % 2 == 0 else "bias")
-        yield i, c_in, c_out, strides, mode
 
 
 def _check_input_size(input_shape, stage_channels, stem_stride: int) -> None:
@@ -142,7 +92,7 @@ def BNext(
 
     Args:
         stage_channels: channels of the stem followed by those of each block; consecutive
-            entries must be equal or double (see :data:`STAGE_CHANNELS`).
+            entries must be equal or double (see :mod:`larq_bnext.registry`).
         input_shape: ``(height, width, channels)``; defaults to ``(224, 224, 3)``. Use
             ``None`` entries for a variable size.
         input_tensor: optional Keras tensor (output of ``tf.keras.Input``) to build on.
@@ -218,10 +168,33 @@ def BNext(
     model = tf.keras.Model(model_inputs, x, name=name)
 
     if weights is not None:
-        from larq_bnext.pretrained import load_weights
-
-        load_weights(model, weights, size=size)
+        apply_weights(model, weights, size=size)
     return model
+
+
+def _full_model(size: str | None):
+    """Builds the float32 published model with its top, for the ImageNet weights cache."""
+    if size is None:
+        return None
+    info = registry.get(size)
+    return lambda: BNext(
+        info.stage_channels,
+        input_shape=(None, None, 3),
+        classifier_activation=None,
+        name=info.model_name,
+    )
+
+
+def apply_weights(model: tf.keras.Model, weights, size: str | None = None) -> None:
+    """Load ``weights`` into a BNext built beforehand (what ``BNext(weights=...)`` does).
+
+    Args:
+        model: a BNext Keras model.
+        weights: ``"imagenet"``, or the path of an official PyTorch checkpoint or of Keras
+            HDF5 weights (see :func:`larq_bnext.weights.load_weights`).
+        size: the published size of the model (required for ``"imagenet"``).
+    """
+    load_weights(model, weights, size=size, full_model=_full_model(size))
 
 
 def _check_weights_argument(weights, size, input_shape, input_tensor, include_top, num_classes):
@@ -251,46 +224,32 @@ def _check_weights_argument(weights, size, input_shape, input_tensor, include_to
 
 
 def _sized(size: str):
-    size = canonical_size(size)
-    doc_name = {"tiny": "T", "small": "S", "middle": "M", "large": "L"}[size]
+    """A keras.applications-style builder of a published size: BNext's signature without
+    ``stage_channels`` and ``size``, which come from :mod:`larq_bnext.registry`."""
+    info = registry.get(size)
 
-    def builder(
-        *,
-        input_shape: tuple | None = None,
-        input_tensor=None,
-        weights: str | None = None,
-        include_top: bool = True,
-        num_classes: int = 1000,
-        pooling: str | None = None,
-        classifier_activation: str | None = "softmax",
-        elm_attention: bool = True,
-        info_recoupling: bool = True,
-        stem_stride: int = 2,
-        name: str = f"bnext_{size}",
-    ) -> tf.keras.Model:
-        return BNext(
-            STAGE_CHANNELS[size],
-            input_shape=input_shape,
-            input_tensor=input_tensor,
-            weights=weights,
-            include_top=include_top,
-            num_classes=num_classes,
-            pooling=pooling,
-            classifier_activation=classifier_activation,
-            elm_attention=elm_attention,
-            info_recoupling=info_recoupling,
-            stem_stride=stem_stride,
-            name=name,
-            size=size,
-        )
+    def builder(**kwargs) -> tf.keras.Model:
+        current = registry.get(info.name)  # read at call time: the registry is the truth
+        kwargs.setdefault("name", current.model_name)
+        return BNext(current.stage_channels, size=current.name, **kwargs)
 
-    builder.__name__ = builder.__qualname__ = f"BNext{doc_name}"
-    builder.__doc__ = f"""BNext-{doc_name} (``{size}``, stage channels {STAGE_CHANNELS[size]}).
+    signature = inspect.signature(BNext)
+    parameters = [
+        p.replace(default=info.model_name) if p.name == "name" else p
+        for p in signature.parameters.values()
+        if p.name not in ("stage_channels", "size")
+    ]
+    builder.__signature__ = signature.replace(parameters=parameters)
+    builder.__name__ = builder.__qualname__ = f"BNext{info.letter}"
+    builder.__module__ = __name__
+    builder.__doc__ = f"""{info.display_name}: stage channels {info.stage_channels}.
+
+    Published ImageNet top-1 {info.top1}% (:func:`larq_bnext.registry.get`).
 
     Args:
         input_shape: ``(height, width, channels)``, default ``(224, 224, 3)``.
         input_tensor: optional Keras tensor to build the model on.
-        weights: ``None``, ``"imagenet"`` (the official BNext-{doc_name} checkpoint) or a path.
+        weights: ``None``, ``"imagenet"`` (the official {info.display_name} checkpoint) or a path.
         include_top: whether to add the pooling and dense classifier.
         num_classes: classifier size (1000 with ImageNet weights and a top).
         pooling: ``None``, ``"avg"`` or ``"max"`` when ``include_top=False``.
@@ -318,7 +277,7 @@ def get_model(size: str, **kwargs) -> tf.keras.Model:
     """Build the BNext of the named size (``"tiny"``, ``"T"``, ``"bnext_small"``, ...).
 
     Args:
-        size: a size name or alias (see :data:`SIZE_ALIASES`).
+        size: a size name or alias (see :func:`larq_bnext.registry.canonical_size`).
         **kwargs: the keyword arguments of :func:`BNextT`.
 
     Raises:

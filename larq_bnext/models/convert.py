@@ -1,0 +1,82 @@
+"""Convert an official BNext checkpoint into Keras HDF5 weights of the matching model.
+
+The size is detected from the tensor shapes (:func:`larq_bnext.weights.detect_size`), the
+model built at float32 from :mod:`larq_bnext.registry`, the state dict mapped onto it
+(:mod:`larq_bnext.weights.mapping`) and the weights written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from larq_bnext import registry
+from larq_bnext.models.bnext import BNext
+from larq_bnext.registry import canonical_size
+from larq_bnext.weights.loading import _floatx, _save_weights_atomically
+from larq_bnext.weights.mapping import (
+    ConversionReport,
+    WeightsMismatchError,
+    load_state_dict_into_model,
+)
+from larq_bnext.weights.pytorch_reader import (
+    TorchCheckpoint,
+)
+from larq_bnext.weights.spec import _guess_size, detect_size
+
+__all__ = [
+    "convert_checkpoint",
+]
+
+
+def convert_checkpoint(checkpoint, output, size: str | None = None) -> ConversionReport:
+    """Convert an official checkpoint file to Keras HDF5 weights (full model, float32).
+
+    Args:
+        checkpoint: the PyTorch checkpoint file.
+        output: the ``.h5`` file to write (loadable with ``weights=output`` or
+            ``model.load_weights(output, by_name=True)``).
+        size: the official size; detected from the checkpoint when ``None``.
+
+    Returns:
+        A :class:`ConversionReport`.
+
+    Raises:
+        WeightsMismatchError: the checkpoint is not of ``size`` (or of no official size).
+    """
+
+    output = Path(output)
+    if output.suffix != ".h5" or output.name.endswith(".weights.h5"):
+        raise ValueError(
+            f"The output must end in '.h5' (Keras HDF5 weights, loadable by layer name), not "
+            f"{output.name!r}; e.g. bnext_tiny_imagenet.h5."
+        )
+    with TorchCheckpoint(checkpoint) as ckpt:
+        state = ckpt.state_dict()
+        shapes = {k: v.shape for k, v in state.items()}
+        detected = detect_size(shapes)
+        if size is None:
+            if detected is None:
+                guess = _guess_size(shapes)
+                raise WeightsMismatchError(
+                    f"{checkpoint} is not an official BNext checkpoint"
+                    + (f" (it resembles BNext-{registry.get(guess).letter})" if guess else "")
+                    + "; pass the size explicitly to see which tensors differ."
+                )
+            size = detected
+        size = canonical_size(size)
+        num_classes = shapes.get("fc.bias", (1000,))[0]
+        with _floatx("float32"):
+            model = BNext(
+                registry.get(size).stage_channels,
+                input_shape=(None, None, 3),
+                num_classes=num_classes,
+                classifier_activation=None,
+                name=f"bnext_{size}",
+            )
+            report = load_state_dict_into_model(model, state, size=size, source=str(checkpoint))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _save_weights_atomically(
+        model, output, {"larq_bnext_size": size, "larq_bnext_source": Path(checkpoint).name}
+    )
+    report.checkpoint_size = report.checkpoint_size or size
+    return report
