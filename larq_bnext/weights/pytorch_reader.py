@@ -19,7 +19,7 @@ the tensors actually used.
 
 Example::
 
-    from larq_bnext.pytorch_reader import TorchCheckpoint
+    from larq_bnext.weights.pytorch_reader import TorchCheckpoint
 
     with TorchCheckpoint("model_best.pth.tar") as ckpt:
         state = ckpt.state_dict()                        # keys without "module."

@@ -1,0 +1,245 @@
+"""Load weights into a BNext: ``weights="imagenet"`` (download, convert once, cache), an official
+PyTorch checkpoint or Keras HDF5 weights (told apart by their first bytes).
+
+``larq_bnext.BNextL(weights="imagenet")`` downloads the authors' PyTorch checkpoint of that size
+(:mod:`larq_bnext.weights.download`), converts it once to Keras weights
+(:mod:`larq_bnext.weights.mapping`) and caches both; later calls load the cached Keras weights.
+PyTorch is not needed: checkpoints are read by :mod:`larq_bnext.weights.pytorch_reader`, which
+never executes code from the file. This module builds no model: the caller passes one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import tensorflow as tf
+
+from larq_bnext import registry
+from larq_bnext.registry import canonical_size
+from larq_bnext.weights.download import converted_weights_path, download_checkpoint
+from larq_bnext.weights.mapping import (
+    WeightsMismatchError,
+    _Target,
+    keras_weight_map,
+    load_official_checkpoint,
+)
+from larq_bnext.weights.pytorch_reader import (
+    ZIP_MAGIC,
+)
+from larq_bnext.weights.spec import _published_keys
+
+__all__ = [
+    "HDF5_MAGIC",
+    "load_keras_weights",
+    "load_weights",
+]
+
+
+#: First bytes of an HDF5 file (Keras ``.h5`` weights).
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Keras weight files
+# --------------------------------------------------------------------------------------------
+def _file_magic(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)
+
+
+def load_keras_weights(model: tf.keras.Model, path) -> None:
+    """Load Keras HDF5 weights (``model.save_weights(".h5")``) into ``model``, by layer name.
+
+    Every layer of ``model`` that has weights must be in the file (layers of the file that the
+    model lacks, such as the classifier for ``include_top=False``, are ignored). Files in the
+    Keras 3 ``.weights.h5`` layout are handed to ``model.load_weights``.
+
+    Args:
+        model: the Keras model.
+        path: the ``.h5`` file.
+
+    Raises:
+        WeightsMismatchError: a layer of the model is missing from the file or its weights differ.
+    """
+    import h5py
+
+    path = os.fspath(path)
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in group.attrs:
+            legacy = False
+        else:
+            legacy = True
+            names = {_as_str(n) for n in group.attrs["layer_names"]}
+            problems = []
+            for layer in model.layers:
+                if not layer.weights:
+                    continue
+                if layer.name not in names:
+                    problems.append(f"missing layer {layer.name!r}")
+                    continue
+                stored = [_as_str(n) for n in group[layer.name].attrs.get("weight_names", [])]
+                for variable, name in zip(layer.weights, stored, strict=False):
+                    shape = tuple(group[layer.name][name].shape)
+                    if shape != tuple(variable.shape):
+                        problems.append(
+                            f"{name}: file has shape {shape}, model {tuple(variable.shape)}"
+                        )
+                if len(stored) != len(layer.weights):
+                    problems.append(
+                        f"layer {layer.name!r}: file has {len(stored)} weights, "
+                        f"model {len(layer.weights)}"
+                    )
+            if problems:
+                raise WeightsMismatchError(
+                    f"{path} does not fit the model {model.name!r}:\n  "
+                    + "\n  ".join(problems[:25])
+                    + "\nUse weights saved from a model of the same architecture."
+                )
+    if legacy:
+        model.load_weights(path, by_name=True)
+    else:
+        model.load_weights(path)
+
+
+def _as_str(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+@contextlib.contextmanager
+def _floatx(dtype: str):
+    previous = tf.keras.backend.floatx()
+    tf.keras.backend.set_floatx(dtype)
+    try:
+        yield
+    finally:
+        tf.keras.backend.set_floatx(previous)
+
+
+def _check_published_architecture(model: tf.keras.Model, size: str) -> list[_Target]:
+    """Refuse ``weights="imagenet"`` for ablation variants; return the model's targets."""
+    targets = keras_weight_map(model)
+    mapped = {t.key for t in targets}
+    published = _published_keys(size)
+    without_top = {k for k in published if not k.startswith("fc.")}
+    if mapped - {"fc.weight", "fc.bias"} != without_top:
+        raise WeightsMismatchError(
+            f"weights='imagenet' holds the published BNext-{registry.get(size).letter}, with "
+            "ELM-Attention and information recoupling; this model differs from it "
+            f"({len(mapped ^ published)} weights differ). Build it with elm_attention=True and "
+            "info_recoupling=True, or use weights=None."
+        )
+    return targets
+
+
+def _save_weights_atomically(model: tf.keras.Model, dest: Path, attrs: Mapping[str, str]) -> None:
+    import h5py
+
+    tmp = dest.with_name(f"{dest.stem}.tmp{os.getpid()}.h5")
+    try:
+        model.save_weights(str(tmp), save_format="h5")
+        with h5py.File(tmp, "a") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _load_imagenet(
+    model: tf.keras.Model, size: str, full_model: Callable[[], tf.keras.Model]
+) -> None:
+    _check_published_architecture(model, size)
+    cached = converted_weights_path(size)
+    if cached.exists():
+        try:
+            load_keras_weights(model, cached)
+            return
+        except (OSError, KeyError, ValueError) as err:
+            if isinstance(err, WeightsMismatchError):
+                raise
+            warnings.warn(
+                f"Removing the unreadable converted weights {cached} ({err}); converting again.",
+                stacklevel=3,
+            )
+            cached.unlink()
+    ckpt = download_checkpoint(size)
+    sha = Path(str(ckpt) + ".sha256")
+    attrs = {
+        "larq_bnext_size": size,
+        "larq_bnext_source": registry.get(size).url,
+        "larq_bnext_source_sha256": sha.read_text().split()[0] if sha.exists() else "",
+    }
+    targets = _check_published_architecture(model, size)
+    has_top = any(t.key == "fc.weight" for t in targets)
+    if has_top and all(t.variable.dtype == tf.float32 for t in targets):
+        load_official_checkpoint(model, ckpt, size=size)
+        _save_weights_atomically(model, cached, attrs)
+        return
+    # The model lacks part of the weights (no top) or is not float32: convert into a full
+    # float32 model once, cache that, and load by name.
+    if full_model is None:
+        raise ValueError(
+            "Loading weights='imagenet' into a model without a top or not in float32 needs "
+            "full_model, a callable that builds the float32 model with its top; "
+            "larq_bnext.BNext passes it."
+        )
+    with _floatx("float32"):
+        full = full_model()
+        load_official_checkpoint(full, ckpt, size=size)
+    _save_weights_atomically(full, cached, attrs)
+    del full
+    load_keras_weights(model, cached)
+
+
+def load_weights(
+    model: tf.keras.Model,
+    weights,
+    size: str | None = None,
+    full_model: Callable[[], tf.keras.Model] | None = None,
+) -> None:
+    """Load ``weights`` into a BNext model (what ``larq_bnext.BNext(weights=...)`` calls).
+
+    Args:
+        model: the Keras model.
+        weights: ``"imagenet"`` (the official checkpoint of ``size``: downloaded, converted and
+            cached on first use), or the path of an official PyTorch checkpoint (zip file) or
+            of Keras HDF5 weights (told apart by their first bytes).
+        size: the official size of the model (required for ``"imagenet"``).
+        full_model: builds the float32 BNext of ``size`` with its top, for ``"imagenet"``
+            into a model that lacks part of the weights or is not float32 (the builder of
+            :mod:`larq_bnext.models` passes it; this package builds no models).
+
+    Raises:
+        ValueError: ``"imagenet"`` without a size, or a file of neither kind.
+        WeightsMismatchError: the weights do not fit the model.
+        OSError: the download failed (the message says which URL to fetch and where to put it).
+        larq_bnext.weights.pytorch_reader.CheckpointError: a corrupt, truncated or unsafe
+            checkpoint.
+    """
+    if isinstance(weights, str) and weights == "imagenet":
+        if size is None:
+            raise ValueError(
+                "weights='imagenet' needs one of the official sizes: use larq_bnext.BNextT/S/M/L."
+            )
+        _load_imagenet(model, canonical_size(size), full_model)
+        return
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise ValueError(f"weights={path!r}: no such file.")
+    magic = _file_magic(path)
+    if magic.startswith(ZIP_MAGIC):
+        load_official_checkpoint(model, path, size=size)
+    elif magic == HDF5_MAGIC:
+        load_keras_weights(model, path)
+    else:
+        raise ValueError(
+            f"weights={path!r} is neither a PyTorch checkpoint (a zip archive from torch.save) "
+            f"nor Keras HDF5 weights (first bytes {magic!r}). Pass the official .pth.tar file, "
+            "a file written by `python -m larq_bnext.convert`, or model.save_weights('x.h5')."
+        )
