@@ -10,7 +10,7 @@
 
 Each returns a :class:`DataSource`; :func:`train_dataset` and :func:`eval_dataset` turn one
 into batched ``tf.data`` pipelines with the training augmentation or the evaluation transform
-of :mod:`larq_bnext.augmentation`.
+of :mod:`larq_bnext.training.augmentation`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext.augmentation import (
+from larq_bnext.training.augmentation import (
     AugmentConfig,
     BatchAugmenter,
     decode_and_random_crop,
@@ -395,7 +395,7 @@ def _op_determinism_enabled() -> bool:
 def eval_dataset(source: DataSource, batch_size: int, image_size: int, crop_fraction: float = 0.95):
     """The evaluation pipeline: decode, resize + centre crop (or just resize), normalise, batch.
 
-    Files and TFDS images get :func:`larq_bnext.augmentation.eval_transform`; in-memory
+    Files and TFDS images get :func:`larq_bnext.training.augmentation.eval_transform`; in-memory
     arrays (digits) are resized to ``image_size`` if needed and normalised.
 
     Args:

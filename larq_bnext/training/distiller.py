@@ -5,7 +5,8 @@ The paper trains every BNext size by distilling from ImageNet-pretrained float n
 and the frozen teachers and implements that loss in its own ``train_step``:
 
 * the teachers active in a step are the *main* teacher plus the *assistant* of the current
-  curriculum phase (:class:`AssistantCurriculum` switches phases over the epochs);
+  curriculum phase (:class:`~larq_bnext.training.callbacks.AssistantCurriculum` switches
+  phases over the epochs);
 * the distribution loss per teacher is ``L_t = -sum_c softmax(z_t)_c * log_softmax(z_s)_c``;
 * the knowledge-complexity weights are ``alpha = softmax_t(stop_gradient(CE(z_s, softmax(z_t))))``
   per sample: the teacher the student disagrees with more weighs more. (The cross-entropy of
@@ -35,117 +36,13 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from larq_bnext.models import canonical_size
-from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from larq_bnext.training.teachers import Teacher, _as_teacher
 
 __all__ = [
-    "Distiller",
-    "Teacher",
-    "AssistantCurriculum",
     "distillation_loss",
     "curriculum_phase",
-    "imagenet_teacher",
-    "default_teachers",
-    "denormalize_to_255",
-    "KERAS_TEACHERS",
-    "TEACHER_ASSIGNMENTS",
+    "Distiller",
 ]
-
-
-#: ``tf.keras.applications`` teachers by the names the CLI and assignments use.
-KERAS_TEACHERS = {
-    "efficientnet_b0": "EfficientNetB0",
-    "efficientnet_b2": "EfficientNetB2",
-    "efficientnet_b4": "EfficientNetB4",
-    "convnext_tiny": "ConvNeXtTiny",
-}
-
-#: The original's per-size teachers: ``(assistants in curriculum order, main teacher)``.
-TEACHER_ASSIGNMENTS = {
-    "tiny": (("efficientnet_b0",), "efficientnet_b2"),
-    "small": (("efficientnet_b0",), "efficientnet_b2"),
-    "middle": (("efficientnet_b0", "efficientnet_b2"), "efficientnet_b4"),
-    "large": (("efficientnet_b0", "efficientnet_b4", "convnext_tiny"), "convnext_tiny"),
-}
-
-
-def denormalize_to_255(
-    images: tf.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> tf.Tensor:
-    """Map mean/std-normalised images back to ``[0, 255]`` RGB.
-
-    This is the input adapter of the Keras EfficientNet and ConvNeXt teachers, which normalise
-    internally and expect raw ``0-255`` pixels.
-
-    Args:
-        images: ``(..., 3)`` tensor normalised as ``(x / 255 - mean) / std``.
-        mean: per-channel mean on ``[0, 1]``.
-        std: per-channel standard deviation on ``[0, 1]``.
-
-    Returns:
-        A tensor of the same shape and dtype with values on the ``0-255`` scale.
-    """
-    dtype = images.dtype
-    mean = tf.constant(mean, dtype)
-    std = tf.constant(std, dtype)
-    return (images * std + mean) * tf.constant(255.0, dtype)
-
-
-class Teacher:
-    """A frozen teacher: a Keras classifier and the adapter that prepares its input.
-
-    Every teacher sees the same (augmented) batch as the student; ``input_adapter`` maps it to
-    the range the teacher expects (for example :func:`denormalize_to_255` for the Keras
-    ImageNet models). The teacher runs in inference mode (``training=False``), its weights are
-    frozen, and no gradient flows through it.
-
-    Args:
-        model: a Keras model mapping images to class scores.
-        input_adapter: callable applied to the student's input before the teacher; ``None``
-            feeds the student's input unchanged.
-        from_logits: whether ``model`` outputs logits (``True``) or probabilities.
-        name: a name for logs; defaults to the model's name.
-    """
-
-    def __init__(
-        self,
-        model: tf.keras.Model,
-        input_adapter: Callable[[tf.Tensor], tf.Tensor] | None = None,
-        from_logits: bool = True,
-        name: str | None = None,
-    ):
-        if not isinstance(model, tf.keras.Model):
-            raise TypeError(f"A teacher must be a tf.keras.Model, got {type(model).__name__}.")
-        self.model = model
-        self.model.trainable = False
-        self.input_adapter = input_adapter
-        self.from_logits = from_logits
-        self.name = name or model.name
-
-    def logits(self, images: tf.Tensor) -> tf.Tensor:
-        """The teacher's float32 logits for ``images`` (no gradient).
-
-        Args:
-            images: a batch in the student's input format.
-        """
-        x = self.input_adapter(images) if self.input_adapter is not None else images
-        out = tf.cast(self.model(x, training=False), tf.float32)
-        if not self.from_logits:
-            out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
-        return tf.stop_gradient(out)
-
-    def __repr__(self):
-        return f"Teacher({self.name!r})"
-
-
-def _as_teacher(teacher) -> Teacher:
-    if teacher is None or isinstance(teacher, Teacher):
-        return teacher
-    if isinstance(teacher, tf.keras.Model):
-        return Teacher(teacher)
-    raise TypeError(
-        f"Expected a larq_bnext.Teacher or a tf.keras.Model as teacher, got {type(teacher)}."
-    )
 
 
 def distillation_loss(
@@ -229,7 +126,7 @@ class Distiller(tf.keras.Model):
             distribution strategy).
         augmenter: optional ``(images, labels) -> (images, labels)`` applied at the start of
             every training step, on the accelerator (the model-side augmentation stage, e.g.
-            :class:`larq_bnext.augmentation.BatchAugmenter`); evaluation batches skip it.
+            :class:`larq_bnext.training.augmentation.BatchAugmenter`); evaluation batches skip it.
         name: model name.
         **kwargs: passed to :class:`tf.keras.Model`.
     """
@@ -439,117 +336,3 @@ def _check_student_outputs_logits(student):
             "The student ends in a softmax, but distillation needs logits. Build it with "
             "classifier_activation=None, e.g. larq_bnext.BNextT(classifier_activation=None)."
         )
-
-
-class AssistantCurriculum(tf.keras.callbacks.Callback):
-    """Switches the distiller's assistant teacher in equal consecutive phases over the epochs.
-
-    In phase ``k`` (epochs ``[k * E / n, (k + 1) * E / n)`` for ``n`` assistants and ``E``
-    epochs) the active teachers are ``(assistants[k], main)``. The phase is chosen from the
-    epoch index at the start of every epoch, so a run resumed with ``initial_epoch`` lands in
-    the right phase. The current phase is added to the logs as ``curriculum_phase``.
-
-    Args:
-        epochs: total epochs of the run (defaults to the ``epochs`` given to ``fit``).
-    """
-
-    def __init__(self, epochs: int | None = None):
-        super().__init__()
-        self.epochs = epochs
-
-    def _total_epochs(self) -> int:
-        epochs = self.epochs or (self.params or {}).get("epochs")
-        if not epochs:
-            raise ValueError("AssistantCurriculum needs the total number of epochs.")
-        return int(epochs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        distiller = self.model
-        if not isinstance(distiller, Distiller):
-            raise TypeError("AssistantCurriculum works on a larq_bnext.Distiller.")
-        distiller.set_phase(curriculum_phase(epoch, self._total_epochs(), distiller.num_phases))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["curriculum_phase"] = float(self.model.phase)
-
-
-# --------------------------------------------------------------------------- teachers
-def imagenet_teacher(
-    name: str, input_shape: tuple = (224, 224, 3), weights: str | None = "imagenet"
-) -> Teacher:
-    """A ``tf.keras.applications`` ImageNet classifier as a frozen teacher.
-
-    The Keras EfficientNets and ConvNeXt normalise internally and expect ``0-255`` RGB, so the
-    teacher's adapter de-normalises the student's mean/std-normalised crop. Every teacher sees
-    the student's crop size (as in the original, which feeds the same 224 crop to all its
-    torchvision teachers); the pretrained weights do not depend on the input size. Under a
-    mixed-precision global policy the teacher is built (and runs) in mixed precision.
-
-    Args:
-        name: one of :data:`KERAS_TEACHERS` (``"efficientnet_b0"``, ``"efficientnet_b2"``,
-            ``"efficientnet_b4"``, ``"convnext_tiny"``).
-        input_shape: the student's input shape.
-        weights: ``"imagenet"`` (downloaded once into ``~/.keras/models``) or ``None`` (random,
-            for tests).
-
-    Raises:
-        ValueError: for an unknown name.
-        RuntimeError: when the ImageNet weights cannot be downloaded (offline).
-    """
-    key = name.strip().lower().replace("-", "_")
-    if key not in KERAS_TEACHERS:
-        raise ValueError(
-            f"Unknown teacher {name!r}; choose from {sorted(KERAS_TEACHERS)} or build a "
-            "larq_bnext.Teacher from your own Keras classifier."
-        )
-    builder = getattr(tf.keras.applications, KERAS_TEACHERS[key])
-    pretrained = None
-    if weights == "imagenet":
-        try:
-            # Keras only loads ImageNet weights at the model's native input size; the weights
-            # do not depend on it, so they are copied into a model at the student's size.
-            pretrained = builder(weights="imagenet", classifier_activation=None)
-        except Exception as error:  # any download failure means the same to the user
-            raise RuntimeError(
-                f"Could not get the ImageNet weights of the teacher {KERAS_TEACHERS[key]} "
-                f"({error}). They are downloaded once from storage.googleapis.com into "
-                "~/.keras/models: connect to the internet (or copy the file there), or train "
-                "without these teachers (--teachers=none, or a teacher of your own)."
-            ) from error
-    model = builder(
-        weights=None, input_shape=tuple(input_shape), classifier_activation=None, classes=1000
-    )
-    if pretrained is not None:
-        model.set_weights(pretrained.get_weights())
-        del pretrained
-    elif weights is not None:
-        model.load_weights(weights)
-    model.trainable = False
-    return Teacher(model, input_adapter=denormalize_to_255, from_logits=True, name=key)
-
-
-def default_teachers(
-    size: str, input_shape: tuple = (224, 224, 3), weights: str | None = "imagenet"
-) -> tuple[list[Teacher], Teacher]:
-    """The original's teachers for a BNext size: ``(assistants, main)``.
-
-    T and S: assistant EfficientNet-B0, main EfficientNet-B2. M: assistants B0 then B2, main
-    B4. L: assistants B0, B4, ConvNeXt-Tiny, main ConvNeXt-Tiny (the last assistant *is* the
-    main teacher, built once).
-
-    Args:
-        size: a BNext size name (``"tiny"``, ``"T"``, ...).
-        input_shape: the student's input shape.
-        weights: passed to :func:`imagenet_teacher`.
-    """
-    assistant_names, main_name = TEACHER_ASSIGNMENTS[canonical_size(size)]
-    built: dict[str, Teacher] = {}
-
-    def get(teacher_name):
-        if teacher_name not in built:
-            built[teacher_name] = imagenet_teacher(teacher_name, input_shape, weights)
-        return built[teacher_name]
-
-    main = get(main_name)
-    return [get(n) for n in assistant_names], main

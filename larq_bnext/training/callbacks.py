@@ -1,0 +1,198 @@
+"""The training callbacks of the recipe.
+
+* :class:`TemperatureScheduler`: multiplies every :class:`~larq_bnext.models.layers.BinaryConv2D`'s
+  ``temperature`` and ``input_temperature`` by 0.9 after each epoch.
+* :class:`AssistantCurriculum`: switches the Distiller's assistant teacher by phase.
+* :class:`LearningRateLogger` and :class:`StudentCheckpoint` for the logs and the weights.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from larq_bnext.models.layers import binary_conv_layers
+from larq_bnext.training.checkpoints import save_weights_atomic
+from larq_bnext.training.distiller import Distiller, curriculum_phase
+from larq_bnext.training.schedules import current_learning_rate
+
+__all__ = [
+    "TemperatureScheduler",
+    "LearningRateLogger",
+    "StudentCheckpoint",
+    "AssistantCurriculum",
+]
+
+
+class TemperatureScheduler(tf.keras.callbacks.Callback):
+    """Multiplies every binary convolution's temperatures by ``factor`` after each epoch.
+
+    Both ``temperature`` (the kernel's: ``clip(w / T, -1, 1)``, exactly ``sign(w)`` below
+    1e-7) and ``input_temperature`` are annealed, as in the original (``T = 0.9^epoch``).
+
+    The temperatures are weights, so a resumed run restores them. The callback never
+    accumulates: at the first epoch of ``fit`` it records each layer's temperatures and the
+    epoch, and after epoch ``e`` sets ``T = T_start * factor^(e + 1 - first_epoch)``, so calling
+    it twice for an epoch, or resuming with ``initial_epoch``, cannot apply the factor twice.
+    Place it *before* checkpoint callbacks so that saved weights hold the annealed values.
+
+    The temperature in effect during the epoch is added to the logs as ``temperature``
+    (TensorBoard and CSV loggers placed after this callback record it).
+
+    Args:
+        factor: multiplier per epoch (0.9 in BNext).
+    """
+
+    def __init__(self, factor: float = 0.9):
+        super().__init__()
+        if not 0.0 < factor <= 1.0:
+            raise ValueError(f"factor must be in (0, 1], got {factor}.")
+        self.factor = float(factor)
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self._start = None
+
+    def _record(self, epoch):
+        layers = binary_conv_layers(self.model)
+        self._start = (
+            int(epoch),
+            [
+                (layer, float(layer.temperature.numpy()), float(layer.input_temperature.numpy()))
+                for layer in layers
+            ],
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._start is None:
+            self._record(epoch)
+
+    def temperature(self) -> float:
+        """The current kernel temperature of the first binary convolution (1.0 if none)."""
+        layers = binary_conv_layers(self.model)
+        return float(layers[0].temperature.numpy()) if layers else 1.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._start is None:
+            self._record(epoch)
+        if logs is not None:
+            logs["temperature"] = self.temperature()
+        first, records = self._start
+        scale = self.factor ** (int(epoch) + 1 - first)
+        for layer, kernel_t, input_t in records:
+            layer.temperature.assign(kernel_t * scale)
+            layer.input_temperature.assign(input_t * scale)
+
+
+class LearningRateLogger(tf.keras.callbacks.Callback):
+    """Adds the learning rate of each epoch (its value at the epoch's first step) as ``lr``."""
+
+    def __init__(self):
+        super().__init__()
+        self._lr = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._lr = current_learning_rate(self.model.optimizer)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = (
+                self._lr if self._lr is not None else current_learning_rate(self.model.optimizer)
+            )
+
+
+class StudentCheckpoint(tf.keras.callbacks.Callback):
+    """Saves the student's weights after every epoch (``last``) and at the best score (``best``).
+
+    Works on a :class:`~larq_bnext.Distiller` (saving only its student, not the teachers) or
+    a plain model. Files: ``{directory}/last.weights.h5`` and ``{directory}/best.weights.h5``,
+    each written atomically (a temporary file renamed over the old one, so a kill during a
+    save leaves the previous file intact); under a multi-worker strategy only the chief
+    writes them (:func:`larq_bnext.training.checkpoints.save_weights_atomic`).
+
+    Args:
+        directory: where to write the weights.
+        monitor: the log key to maximise for ``best`` (``val_top1`` by default); when absent
+            (no validation), ``best`` follows ``last``.
+        mode: ``"max"`` or ``"min"``.
+    """
+
+    def __init__(self, directory: str, monitor: str = "val_top1", mode: str = "max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', not {mode!r}.")
+        self.directory = str(directory)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = None
+        self.best_epoch = None
+
+    @property
+    def last_path(self) -> str:
+        """Path of the last weights."""
+        return os.path.join(self.directory, "last.weights.h5")
+
+    @property
+    def best_path(self) -> str:
+        """Path of the best weights."""
+        return os.path.join(self.directory, "best.weights.h5")
+
+    def _target(self):
+        return getattr(self.model, "student", self.model)
+
+    def _save(self, target, path):
+        save_weights_atomic(target, path, self.model.distribute_strategy)
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        target = self._target()
+        self._save(target, self.last_path)
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            self._save(target, self.best_path)
+            self.best_epoch = epoch
+            return
+        value = float(value)
+        better = (
+            self.best is None
+            or (self.mode == "max" and value > self.best)
+            or (self.mode == "min" and value < self.best)
+        )
+        if better and np.isfinite(value):
+            self.best, self.best_epoch = value, epoch
+            self._save(target, self.best_path)
+
+
+class AssistantCurriculum(tf.keras.callbacks.Callback):
+    """Switches the distiller's assistant teacher in equal consecutive phases over the epochs.
+
+    In phase ``k`` (epochs ``[k * E / n, (k + 1) * E / n)`` for ``n`` assistants and ``E``
+    epochs) the active teachers are ``(assistants[k], main)``. The phase is chosen from the
+    epoch index at the start of every epoch, so a run resumed with ``initial_epoch`` lands in
+    the right phase. The current phase is added to the logs as ``curriculum_phase``.
+
+    Args:
+        epochs: total epochs of the run (defaults to the ``epochs`` given to ``fit``).
+    """
+
+    def __init__(self, epochs: int | None = None):
+        super().__init__()
+        self.epochs = epochs
+
+    def _total_epochs(self) -> int:
+        epochs = self.epochs or (self.params or {}).get("epochs")
+        if not epochs:
+            raise ValueError("AssistantCurriculum needs the total number of epochs.")
+        return int(epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        distiller = self.model
+        if not isinstance(distiller, Distiller):
+            raise TypeError("AssistantCurriculum works on a larq_bnext.Distiller.")
+        distiller.set_phase(curriculum_phase(epoch, self._total_epochs(), distiller.num_phases))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["curriculum_phase"] = float(self.model.phase)

@@ -1,0 +1,132 @@
+"""AdamW with the original's two weight-decay groups: 1e-3 for every parameter except the 4-D
+convolution kernels, which get 1e-8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+__all__ = [
+    "is_conv_kernel",
+    "AdamW",
+]
+
+
+def is_conv_kernel(variable: tf.Variable) -> bool:
+    """The original's weight-decay predicate: ``True`` for 4-D tensors (convolution kernels).
+
+    In BNext that is every binary convolution, the stem convolution and the SE 1x1
+    convolutions; biases, BatchNorm, PReLU, ``move``, ``scale`` and the classifier are not.
+
+    Args:
+        variable: a model variable.
+    """
+    return variable.shape.rank == 4
+
+
+class AdamW(tf.keras.optimizers.Adam):
+    """AdamW exactly as PyTorch's ``torch.optim.AdamW``, with a per-variable weight decay.
+
+    Each step, for a variable ``p`` with gradient ``g``, learning rate ``lr`` (the scheduled
+    one) and decay ``wd`` (``conv_weight_decay`` where ``decay_predicate(p)``, else
+    ``weight_decay``)::
+
+        p <- p - lr * wd * p                                  # decoupled decay, x lr
+        m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
+        p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+    Variable constraints (the binary weight clip at 1.5, the recoupling scale in ``[0, 1]``)
+    are applied after every step by Keras' optimizer.
+
+    Why not ``tfa.optimizers.AdamW`` inside a ``larq.optimizers.CaseOptimizer``: TensorFlow
+    Addons is end-of-life, its AdamW is a legacy optimizer whose ``weight_decay`` is *not*
+    multiplied by the learning rate (it would need a callable tied to the schedule), and two
+    wrapped optimizers mean two step counters and two slot sets. This single Keras optimizer
+    keeps one step counter and one schedule, works under ``tf.distribute`` and inside
+    :class:`tf.keras.mixed_precision.LossScaleOptimizer`, and places epsilon where PyTorch does
+    (Keras' ``Adam`` adds it to ``sqrt(v)`` before the bias correction).
+
+    Args:
+        learning_rate: a float or a :class:`tf.keras.optimizers.schedules.LearningRateSchedule`.
+        weight_decay: decay of the variables the predicate rejects (1e-3 in BNext).
+        conv_weight_decay: decay of the variables the predicate accepts (1e-8 in BNext).
+        beta_1: first-moment decay.
+        beta_2: second-moment decay.
+        epsilon: PyTorch's ``eps`` (added to the bias-corrected ``sqrt(v)``).
+        decay_predicate: ``variable -> bool`` choosing ``conv_weight_decay``; defaults to
+            :func:`is_conv_kernel`.
+        name: optimizer name.
+        **kwargs: other :class:`tf.keras.optimizers.Optimizer` arguments (``jit_compile``, ...).
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        weight_decay: float = 1e-3,
+        conv_weight_decay: float = 1e-8,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        decay_predicate: Callable[[tf.Variable], bool] | None = None,
+        name: str = "AdamW",
+        **kwargs,
+    ):
+        kwargs.pop("amsgrad", None)
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            amsgrad=False,
+            name=name,
+            **kwargs,
+        )
+        if weight_decay < 0 or conv_weight_decay < 0:
+            raise ValueError("Weight decays must be non-negative.")
+        self.other_weight_decay = float(weight_decay)
+        self.conv_weight_decay = float(conv_weight_decay)
+        self.decay_predicate = decay_predicate or is_conv_kernel
+
+    def weight_decay_of(self, variable: tf.Variable) -> float:
+        """The weight decay this optimizer applies to ``variable``.
+
+        Args:
+            variable: a trainable variable.
+        """
+        if self.decay_predicate(variable):
+            return self.conv_weight_decay
+        return self.other_weight_decay
+
+    def update_step(self, gradient, variable):
+        """One AdamW update of ``variable`` (PyTorch's formula)."""
+        if isinstance(gradient, tf.IndexedSlices):
+            gradient = tf.convert_to_tensor(gradient)
+        dtype = variable.dtype
+        lr = tf.cast(self.learning_rate, dtype)
+        # Bias corrections in float64, as PyTorch computes them in Python: 1 - 0.999 in
+        # float32 is off by 1e-5 (relative), which would show in the first steps.
+        step = tf.cast(self.iterations + 1, tf.float64)
+        bias_1 = tf.cast(1 - tf.pow(tf.constant(self.beta_1, tf.float64), step), dtype)
+        bias_2 = tf.cast(1 - tf.pow(tf.constant(self.beta_2, tf.float64), step), dtype)
+        index = self._index_dict[self._var_key(variable)]
+        m = self._momentums[index]
+        v = self._velocities[index]
+        m.assign_add((gradient - m) * (1 - self.beta_1))
+        v.assign_add((tf.square(gradient) - v) * (1 - self.beta_2))
+        update = (m / bias_1) / (tf.sqrt(v / bias_2) + self.epsilon)
+        wd = self.weight_decay_of(variable)
+        if wd:
+            # PyTorch decays first (p *= 1 - lr * wd), then subtracts lr * update, which
+            # does not depend on p: one assignment of both is the same step.
+            update += wd * variable
+        variable.assign_sub(lr * update)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            weight_decay=self.other_weight_decay, conv_weight_decay=self.conv_weight_decay
+        )
+        config.pop("amsgrad", None)
+        return config
