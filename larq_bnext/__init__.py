@@ -1,30 +1,39 @@
 """larq_bnext: BNext binary neural networks in Keras with Larq.
 
 Models: :func:`BNextT`, :func:`BNextS`, :func:`BNextM`, :func:`BNextL` and the general
-:func:`BNext` builder, with ``keras.applications``-style signatures.
+:func:`BNext` builder, with ``keras.applications``-style signatures; the facts of each
+published model (channels, top-1, checkpoint, preprocessing, recipe) are in
+:mod:`larq_bnext.registry`.
+
+Subpackages: :mod:`larq_bnext.models`, :mod:`larq_bnext.weights`, :mod:`larq_bnext.training`,
+:mod:`larq_bnext.deploy`; command-line programs ``python -m larq_bnext.<train|evaluate|convert|
+export|benchmark>``.
 """
 
-from larq_bnext import (
-    blocks,
-    distillation,
-    layers,
-    models,
-    preprocessing,
-    pretrained,
-    pytorch_reader,
-    training,
-)
-from larq_bnext.distillation import AssistantCurriculum, Distiller, Teacher
-from larq_bnext.layers import (
+from larq_bnext import models, preprocessing, registry, training, weights
+from larq_bnext.models import (
     BinaryConv2D,
+    BNext,
+    BNextL,
+    BNextM,
+    BNextS,
+    BNextT,
     HardSign,
     LearnableBias,
     ProgressiveSign,
     RecouplingMix,
+    get_model,
 )
-from larq_bnext.models import BNext, BNextL, BNextM, BNextS, BNextT, get_model
 from larq_bnext.preprocessing import decode_predictions, eval_transform, preprocess_input
-from larq_bnext.training import AdamW, TemperatureScheduler, WarmupCosine
+from larq_bnext.registry import list_models
+from larq_bnext.training import (
+    AdamW,
+    AssistantCurriculum,
+    Distiller,
+    Teacher,
+    TemperatureScheduler,
+    WarmupCosine,
+)
 
 __version__ = "0.1.0"
 
@@ -35,14 +44,12 @@ __all__ = [
     "BNextM",
     "BNextL",
     "get_model",
+    "list_models",
     "BinaryConv2D",
     "HardSign",
     "ProgressiveSign",
     "LearnableBias",
     "RecouplingMix",
-    "blocks",
-    "layers",
-    "models",
     "Distiller",
     "Teacher",
     "AssistantCurriculum",
@@ -52,9 +59,9 @@ __all__ = [
     "preprocess_input",
     "eval_transform",
     "decode_predictions",
-    "preprocessing",
-    "pretrained",
-    "pytorch_reader",
-    "distillation",
+    "models",
+    "weights",
     "training",
+    "registry",
+    "preprocessing",
 ]

@@ -16,6 +16,8 @@ import os
 
 from absl import app, flags
 
+from larq_bnext._cli import no_arguments
+
 FLAGS = flags.FLAGS
 
 
@@ -89,8 +91,7 @@ def main(argv):
     Args:
         argv: the command line left after absl parsed the flags (must hold no arguments).
     """
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    no_arguments(argv)
     from larq_bnext import deploy
 
     threads = [int(t) for t in FLAGS.threads] if FLAGS.threads else None

@@ -9,7 +9,7 @@ Usage::
 weights of the full model (``model.save_weights``), loadable with
 ``larq_bnext.BNextT(weights="bnext_tiny_imagenet.h5")`` or
 ``model.load_weights(path, by_name=True)``. The checkpoint is read with
-:mod:`larq_bnext.pytorch_reader`, which refuses pickles that could run code.
+:mod:`larq_bnext.weights.pytorch_reader`, which refuses pickles that could run code.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import time
 
 from absl import app, flags
 
-from larq_bnext.pretrained import _sha256, convert_checkpoint
+from larq_bnext._cli import no_arguments
+from larq_bnext.models.convert import convert_checkpoint
+from larq_bnext.weights.download import sha256
 
 FLAGS = flags.FLAGS
 SIZES = ["auto", "tiny", "small", "middle", "large", "T", "S", "M", "L"]
@@ -68,7 +70,7 @@ def run(size: str, checkpoint: str, output: str) -> str:
     elapsed = time.perf_counter() - start
     return "\n".join(
         [
-            f"Read {checkpoint} (sha256 {_sha256(checkpoint)})",
+            f"Read {checkpoint} (sha256 {sha256(checkpoint)})",
             report.summary(),
             f"Wrote Keras weights to {output} in {elapsed:.1f} s; load them with "
             f"larq_bnext.get_model({report.checkpoint_size!r}, weights={str(output)!r}).",
@@ -83,8 +85,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
         argv: the command line left after absl parsed the flags (must hold no more arguments).
         flag_values: the parsed flags (absl's global ``FLAGS`` by default).
     """
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    no_arguments(argv)
     if not flag_values.checkpoint or not flag_values.output:
         raise app.UsageError("Both --checkpoint and --output are required.")
     print(run(flag_values.size, flag_values.checkpoint, flag_values.output))

@@ -17,9 +17,10 @@ with ``--output``, writes them as JSON.
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app, flags
+
+from larq_bnext._cli import no_arguments, user_errors_exit
 
 FLAGS = flags.FLAGS
 
@@ -112,8 +113,8 @@ def evaluate(
         ``{"top1", "top5", "loss", "examples", "skipped_files"}``.
     """
     import larq_bnext
-    from larq_bnext import data
-    from larq_bnext.models import canonical_size
+    from larq_bnext.registry import canonical_size
+    from larq_bnext.training import data
 
     image_size = image_size or (32 if dataset == "digits" else 224)
     kwargs = {}
@@ -132,9 +133,7 @@ def evaluate(
     else:
         model = larq_bnext.get_model(size, **common)
     if weights:
-        from larq_bnext.pretrained import load_weights
-
-        load_weights(model, weights, size=size)
+        larq_bnext.models.apply_weights(model, weights, size=size)
     distiller = larq_bnext.Distiller(model)
     distiller.compile()
     ds = data.eval_dataset(source, batch_size, image_size, crop_fraction)
@@ -154,9 +153,8 @@ def main(argv):
     Args:
         argv: the command line left after absl parsed the flags (must hold no arguments).
     """
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
+    no_arguments(argv)
+    with user_errors_exit():
         scores = evaluate(
             FLAGS.model,
             FLAGS.weights,
@@ -169,9 +167,6 @@ def main(argv):
             FLAGS.eval_crop_fraction,
             FLAGS.tfds_manual_dir,
         )
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     print(
         f"top-1 {scores['top1']:.4f}  top-5 {scores['top5']:.4f}  loss {scores['loss']:.4f}  "
         f"({scores['examples']} images, {len(scores['skipped_files'])} unreadable skipped)"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from larq_bnext._cli import no_arguments
+
 FLAGS = flags.FLAGS
 
 
@@ -101,9 +103,9 @@ def export(
     Returns:
         ``{"path", "bytes", "ops"}`` with the op counts of the written flatbuffer.
     """
-    from larq_bnext import deploy, models
+    from larq_bnext import deploy, models, registry
 
-    size = models.canonical_size(model)
+    size = registry.canonical_size(model)
     keras_model = models.get_model(
         size,
         input_shape=(input_size, input_size, 3),
@@ -128,11 +130,10 @@ def main(argv):
     Args:
         argv: the command line left after absl parsed the flags (must hold no arguments).
     """
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from larq_bnext import models
+    no_arguments(argv)
+    from larq_bnext import registry
 
-    name = f"bnext_{models.canonical_size(FLAGS.model)}"
+    name = f"bnext_{registry.canonical_size(FLAGS.model)}"
     output = FLAGS.output or f"{name}.tflite"
     result = export(
         FLAGS.model,
