@@ -4,7 +4,7 @@
 
 Writes ``--images`` random-content JPEGs at ImageNet's typical size (500x375 and 375x500,
 quality 90, ~85 kB; ImageNet's average is ~110 kB) into a temporary class-folder tree, then
-times the training pipeline of :mod:`larq_bnext.data` (read, decode the crop window, random
+times the training pipeline of :mod:`larq_bnext.training.data` (read, decode the crop window, random
 resized crop 224 bicubic, flip, normalise) with and without RandAugment. It prints images per
 second, per ``tf.data`` thread (``--threads``), and per CPU second of the process (the per-core
 figure that holds even when other jobs share the machine).
@@ -21,8 +21,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext import data
-from larq_bnext.augmentation import AugmentConfig
+from larq_bnext.training import data
+from larq_bnext.training.augmentation import AugmentConfig
 
 
 def make_jpegs(root: str, count: int, seed: int = 0) -> None:
@@ -55,7 +55,7 @@ def measure(source, config: AugmentConfig, batch_size: int, batches: int, thread
     threads) is the per-core throughput even when other jobs share the machine.
 
     Args:
-        source: a :class:`larq_bnext.data.DataSource`.
+        source: a :class:`larq_bnext.training.data.DataSource`.
         config: augmentation settings.
         batch_size: batch size.
         batches: batches to time.

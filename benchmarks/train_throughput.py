@@ -60,9 +60,7 @@ def keras_step(size, batch, image_size, mode, mixed_precision, classes):
     import tensorflow as tf
 
     import larq_bnext
-    from larq_bnext import distribute
-    from larq_bnext.distillation import Distiller
-    from larq_bnext.training import AdamW
+    from larq_bnext.training import AdamW, Distiller, distribute
 
     distribute.set_mixed_precision(mixed_precision)
     tf.keras.utils.set_random_seed(0)
@@ -98,8 +96,7 @@ def teacher_forward(name, batch, image_size, mixed_precision):
     import numpy as np
     import tensorflow as tf
 
-    from larq_bnext import distribute
-    from larq_bnext.distillation import imagenet_teacher
+    from larq_bnext.training import distribute, imagenet_teacher
 
     distribute.set_mixed_precision(mixed_precision)
     teacher = imagenet_teacher(name, input_shape=(image_size, image_size, 3), weights=None)
@@ -113,13 +110,13 @@ def teacher_forward(name, batch, image_size, mixed_precision):
 def torch_step(size, batch, image_size, classes, threads):
     import torch
 
-    from larq_bnext.models import STAGE_CHANNELS, canonical_size
+    from larq_bnext import registry
     from tests.torch_reference import TorchBNext
 
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
-    model = TorchBNext(STAGE_CHANNELS[canonical_size(size)], num_classes=classes).train()
+    model = TorchBNext(registry.get(size).stage_channels, num_classes=classes).train()
     teacher = torch.nn.Linear(3, classes).eval()
     decay = [p for p in model.parameters() if p.dim() == 4]
     other = [p for p in model.parameters() if p.dim() != 4]

@@ -1,4 +1,4 @@
-"""Subprocess side of tests/test_distribute.py (TensorFlow must start fresh for each mode).
+"""Subprocess side of tests/training/test_distribute.py (TensorFlow must start fresh for each mode).
 
 Modes (``python tests/_distribute_worker.py MODE --out DIR [...]``):
 
@@ -99,9 +99,8 @@ def mode_mirrored(args):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
 
-    from larq_bnext import distribute
-    from larq_bnext.distillation import Distiller, distillation_loss
-    from larq_bnext.training import AdamW
+    from larq_bnext.training import AdamW, distribute, sync_batchnorm
+    from larq_bnext.training.distiller import Distiller, distillation_loss
 
     if args.float64:
         tf.keras.backend.set_floatx("float64")
@@ -127,7 +126,7 @@ def mode_mirrored(args):
             student = build_student(0)
             student.set_weights(weights0)
             if sync:
-                student = distribute.convert_to_sync_batchnorm(student)
+                student = sync_batchnorm.convert_to_sync_batchnorm(student)
             teacher = build_teacher(1)
             teacher.set_weights(teacher_weights0)
             distiller = distiller_class(student, teacher=teacher, clip_norm=clip)
@@ -205,9 +204,15 @@ def mode_worker(args):
     tf = _tf()
     import numpy as np
 
-    from larq_bnext import distribute
-    from larq_bnext.distillation import Distiller
-    from larq_bnext.training import AdamW, StudentCheckpoint, TemperatureScheduler
+    from larq_bnext.training import (
+        AdamW,
+        StudentCheckpoint,
+        TemperatureScheduler,
+        checkpoints,
+        distribute,
+        sync_batchnorm,
+    )
+    from larq_bnext.training.distiller import Distiller
 
     strategy = distribute.create_strategy("multi_worker", communication="ring")
     assert distribute.strategy_kind("auto") == "multi_worker"
@@ -216,7 +221,7 @@ def mode_worker(args):
     x, y = data(32, seed=11)
 
     def dataset_fn(per_replica_batch, context):
-        from larq_bnext.data import DataSource
+        from larq_bnext.training.data import DataSource
 
         source = DataSource("array", x, y, len(x), CLASSES, list(range(CLASSES)), name="toy")
         shard = distribute.shard_source(
@@ -226,14 +231,14 @@ def mode_worker(args):
         return ds.batch(per_replica_batch, drop_remainder=True).repeat()
 
     with strategy.scope():
-        student = distribute.convert_to_sync_batchnorm(build_student(0))
+        student = sync_batchnorm.convert_to_sync_batchnorm(build_student(0))
         distiller = Distiller(student, teacher=build_teacher(1))
         distiller.compile(optimizer=AdamW(learning_rate=1e-2))
     ds = distribute.distributed_dataset(strategy, dataset_fn, global_batch)
     callbacks = [
         TemperatureScheduler(0.5),
         StudentCheckpoint(os.path.join(args.out, "weights"), monitor="loss", mode="min"),
-        distribute.ResumableBackup(os.path.join(args.out, "backup")),
+        checkpoints.ResumableBackup(os.path.join(args.out, "backup")),
     ]
     history = distiller.fit(ds, epochs=2, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
     state = student_state(distiller)
@@ -255,21 +260,23 @@ def mode_resume(args):
     tf = _tf()
     import numpy as np
 
-    from larq_bnext import distribute
-    from larq_bnext.distillation import AssistantCurriculum, Distiller
+    from larq_bnext.models import binary_conv_layers
     from larq_bnext.training import (
         AdamW,
+        AssistantCurriculum,
+        Distiller,
         LearningRateLogger,
         TemperatureScheduler,
         WarmupCosine,
-        binary_conv_layers,
+        checkpoints,
+        distribute,
     )
 
     distribute.enable_determinism(0)
     epochs, steps, batch = 3, 4, 8
     x, y = data(steps * batch, seed=3)
     backup_dir = os.path.join(args.out, "backup")
-    initial_epoch = distribute.backup_initial_epoch(backup_dir)
+    initial_epoch = checkpoints.backup_initial_epoch(backup_dir)
 
     def epoch_batches(epoch):
         # The data of an epoch is a function of the epoch alone: a resumed run sees what an
@@ -319,7 +326,7 @@ def mode_resume(args):
                 }
             )
 
-    backup = distribute.ResumableBackup(backup_dir)
+    backup = checkpoints.ResumableBackup(backup_dir)
     record = Record()
     callbacks = [
         AssistantCurriculum(epochs),
@@ -353,20 +360,19 @@ def mode_killsave(args):
     tf = _tf()
     import numpy as np
 
-    from larq_bnext import distribute
-    from larq_bnext.distillation import Distiller
-    from larq_bnext.training import AdamW
+    from larq_bnext.training import AdamW, checkpoints
+    from larq_bnext.training.distiller import Distiller
 
     student = build_student(0)
     weights_path = os.path.join(args.out, "last.weights.h5")
-    distribute.save_weights_atomic(student, weights_path)
+    checkpoints.save_weights_atomic(student, weights_path)
     np.savez(os.path.join(args.out, "saved_weights.npz"), *student.get_weights())
 
     # Kill 1: in the middle of writing the weights file (half of the bytes written).
     if args.kill_at == "weights":
         for w in student.weights:
             w.assign(w + 1.0)
-        with distribute.atomic_write(weights_path) as temporary:
+        with checkpoints.atomic_write(weights_path) as temporary:
             student.save_weights(temporary)
             with open(temporary, "r+b") as handle:
                 handle.truncate(os.path.getsize(temporary) // 2)
@@ -375,13 +381,13 @@ def mode_killsave(args):
     distiller = Distiller(student)
     distiller.compile(optimizer=AdamW(1e-2))
     x, y = data(8)
-    backup = distribute.ResumableBackup(os.path.join(args.out, "backup"))
+    backup = checkpoints.ResumableBackup(os.path.join(args.out, "backup"))
     distiller.fit(x, y, batch_size=8, epochs=2, callbacks=[backup], verbose=0)
     np.savez(os.path.join(args.out, "backed_up.npz"), *student.get_weights())
 
     # Kill 2: after the checkpoint files of a third backup were written, before its manifest.
     if args.kill_at == "checkpoint":
-        distribute_module = sys.modules["larq_bnext.distribute"]
+        distribute_module = sys.modules["larq_bnext.training.checkpoints"]
 
         def killed(prefix):
             # Leave the new checkpoint truncated as well, as an interrupted write would.

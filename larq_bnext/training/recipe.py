@@ -109,7 +109,7 @@ def temperature_decay(epochs: int) -> float:
 
 
 def augment_config():
-    """The :class:`~larq_bnext.augmentation.AugmentConfig` of the flags."""
+    """The :class:`~larq_bnext.training.augmentation.AugmentConfig` of the flags."""
 
     ratio = tuple(float(r) for r in FLAGS.crop_ratio)
     if len(ratio) != 2:

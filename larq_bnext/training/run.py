@@ -19,15 +19,18 @@ from absl import app, flags, logging
 import larq_bnext
 from larq_bnext.models.bnext import apply_weights
 from larq_bnext.models.layers import binary_conv_layers
-from larq_bnext.training import distribute
+from larq_bnext.training import data, distribute
 from larq_bnext.training.augmentation import BatchAugmenter
 from larq_bnext.training.callbacks import (
+    AssistantCurriculum,
     LearningRateLogger,
     StudentCheckpoint,
     TemperatureScheduler,
 )
 from larq_bnext.training.checkpoints import ResumableBackup, remove_backup, worker_directory
+from larq_bnext.training.distiller import Distiller
 from larq_bnext.training.distribute import scaled_learning_rate
+from larq_bnext.training.optimizer import AdamW
 from larq_bnext.training.recipe import (
     augment_config,
     deterministic,
@@ -36,6 +39,7 @@ from larq_bnext.training.recipe import (
     resolved,
     temperature_decay,
 )
+from larq_bnext.training.schedules import WarmupCosine
 from larq_bnext.training.sync_batchnorm import convert_to_sync_batchnorm
 from larq_bnext.training.teachers import Teacher, default_teachers, imagenet_teacher
 
@@ -62,8 +66,6 @@ def build_datasets():
     ``info`` holds ``num_classes``, ``image_size``, ``steps_per_epoch``, ``train_examples``,
     ``eval_examples``, ``skipped_files`` and the sources themselves.
     """
-    from larq_bnext import data
-
     config = augment_config()
     image_size = config.image_size
     kwargs = {}
@@ -202,8 +204,6 @@ def build_optimizer(info, epochs: int, base_lr: float | None = None):
         epochs: epochs of the run (the length of the schedule).
         base_lr: peak learning rate; defaults to ``--lr``.
     """
-    from larq_bnext.training import AdamW, WarmupCosine
-
     reference = FLAGS.lr_reference_batch or recipe_batch_size()
     peak = scaled_learning_rate(
         base_lr or FLAGS.lr, info["batch_size"], reference, FLAGS.lr_scaling
@@ -234,8 +234,6 @@ def build_models(info, teacher=None, assistants=(), with_student: bool = True, n
         with_student: ``False`` builds the digits float teacher as the trained model.
         name: name of the trained model.
     """
-    from larq_bnext.distillation import Distiller
-
     model = build_student(info, name) if with_student else build_float_teacher(info)
     augmenter = None
     if FLAGS.augment_on_device:
@@ -262,8 +260,6 @@ def build_callbacks(directory: str, epochs: int, anneal: bool, curriculum: bool)
         anneal: add the temperature annealing (binary students).
         curriculum: add the assistant-teacher curriculum.
     """
-    from larq_bnext.distillation import AssistantCurriculum
-
     callbacks = []
     if curriculum:
         callbacks.append(AssistantCurriculum(epochs))
@@ -356,8 +352,6 @@ def run(flag_names: Sequence[str] = ()) -> dict:
     Args:
         flag_names: the flags whose values go to ``flags.json`` (those of the program).
     """
-    from larq_bnext import distribute
-
     strategy = distribute.create_strategy(
         FLAGS.strategy, FLAGS.devices, FLAGS.tpu, FLAGS.collective
     )

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from larq_bnext import distribute
-from larq_bnext.data import DataSource
-from larq_bnext.distillation import Distiller
+from larq_bnext.training import checkpoints, distribute, sync_batchnorm
+from larq_bnext.training.data import DataSource
+from larq_bnext.training.distiller import Distiller
 from tests._distribute_worker import build_student, build_teacher, data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(ROOT, "tests", "_distribute_worker.py")
 TIMEOUT = 420  # seconds per subprocess; generous for a loaded 2-core machine
 
@@ -118,13 +118,13 @@ def test_create_strategy_on_this_cpu_and_clear_errors(clean_env, tmp_path):
     assert distribute.is_chief(default) and distribute.worker_index(default) == 0
     one = distribute.create_strategy("one_device")
     assert isinstance(one, tf.distribute.OneDeviceStrategy)
-    assert distribute.worker_directory("/runs/x", one) == "/runs/x"
+    assert checkpoints.worker_directory("/runs/x", one) == "/runs/x"
     with one.scope():  # backups work under every strategy the CLI can pick
         model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
         model.compile("sgd", "mse")
-    backup = distribute.ResumableBackup(str(tmp_path))
+    backup = checkpoints.ResumableBackup(str(tmp_path))
     model.fit(np.zeros((4, 3)), np.zeros((4, 2)), epochs=2, callbacks=[backup], verbose=0)
-    assert distribute.backup_initial_epoch(str(tmp_path)) == 2
+    assert checkpoints.backup_initial_epoch(str(tmp_path)) == 2
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         distribute.create_strategy("multi_worker")
     with pytest.raises(ValueError, match="--devices needs"):
@@ -165,7 +165,7 @@ def test_shard_source_gives_disjoint_slices_that_cover_the_data():
 # --------------------------------------------------------------------------- sync BatchNorm
 def test_sync_batchnorm_updates_moving_variance_like_the_fused_layer_and_pytorch():
     x = np.random.default_rng(0).normal(1.0, 2.0, size=(4, 3, 3, 5)).astype("float32")
-    layer = distribute.SyncBatchNormalization(momentum=0.9, epsilon=1e-5)
+    layer = sync_batchnorm.SyncBatchNormalization(momentum=0.9, epsilon=1e-5)
     out = layer(x, training=True).numpy()
     flat = x.reshape(-1, 5)
     # Normalisation with the biased variance; moving variance with the unbiased one (n - 1).
@@ -182,15 +182,15 @@ def test_sync_batchnorm_updates_moving_variance_like_the_fused_layer_and_pytorch
 
 def test_convert_to_sync_batchnorm_keeps_names_weights_and_outputs():
     student = build_student(0)
-    synced = distribute.convert_to_sync_batchnorm(student)
+    synced = sync_batchnorm.convert_to_sync_batchnorm(student)
     bns = [layer for layer in synced.layers if "BatchNormalization" in type(layer).__name__]
-    assert bns and all(isinstance(b, distribute.SyncBatchNormalization) for b in bns)
+    assert bns and all(isinstance(b, sync_batchnorm.SyncBatchNormalization) for b in bns)
     assert all(b.synchronized for b in bns)
     assert [w.name for w in synced.weights] == [w.name for w in student.weights]
     x = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
     np.testing.assert_array_equal(synced(x, training=False), student(x, training=False))
     restored = tf.keras.models.clone_model(synced)  # serialisable (registered class)
-    assert isinstance(restored.get_layer("stem_bn"), distribute.SyncBatchNormalization)
+    assert isinstance(restored.get_layer("stem_bn"), sync_batchnorm.SyncBatchNormalization)
 
 
 # --------------------------------------------------------------------------- mixed precision, XLA
@@ -258,14 +258,14 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
     path = tmp_path / "last.weights.h5"
     path.write_bytes(b"old complete file")
     with pytest.raises(RuntimeError):
-        with distribute.atomic_write(str(path)) as temporary:
+        with checkpoints.atomic_write(str(path)) as temporary:
             assert temporary.endswith("last.weights.h5") and temporary != str(path)
             with open(temporary, "wb") as handle:
                 handle.write(b"half")
             raise RuntimeError("killed mid-write")
     assert path.read_bytes() == b"old complete file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.weights.h5"]
-    with distribute.atomic_write(str(path)) as temporary:
+    with checkpoints.atomic_write(str(path)) as temporary:
         with open(temporary, "wb") as handle:
             handle.write(b"new")
     assert path.read_bytes() == b"new"
@@ -276,18 +276,18 @@ def test_truncated_or_altered_checkpoints_are_never_picked(tmp_path):
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(tmp_path), 4)
     for value in (1.0, 2.0, 3.0):
         variable.assign(np.full(1000, value, np.float32))
-        distribute._write_manifest(manager.save())
-    assert distribute.latest_complete_checkpoint(str(tmp_path)).endswith("ckpt-3")
+        checkpoints._write_manifest(manager.save())
+    assert checkpoints.latest_complete_checkpoint(str(tmp_path)).endswith("ckpt-3")
     # A checkpoint interrupted before its manifest: not complete, whatever the state file says.
     variable.assign(np.full(1000, 4.0, np.float32))
     manager.save()
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
-    assert distribute.latest_complete_checkpoint(str(tmp_path)).endswith("ckpt-3")
+    assert checkpoints.latest_complete_checkpoint(str(tmp_path)).endswith("ckpt-3")
     # Truncated data file: falls back to the one before.
     data3 = tf.io.gfile.glob(str(tmp_path / "ckpt-3.data-*"))[0]
     with open(data3, "r+b") as handle:
         handle.truncate(100)
-    assert distribute.latest_complete_checkpoint(str(tmp_path)).endswith("ckpt-2")
+    assert checkpoints.latest_complete_checkpoint(str(tmp_path)).endswith("ckpt-2")
     # Same size, one byte changed: caught by the checksum (not by the size check alone).
     data2 = tf.io.gfile.glob(str(tmp_path / "ckpt-2.data-*"))[0]
     with open(data2, "r+b") as handle:
@@ -295,13 +295,13 @@ def test_truncated_or_altered_checkpoints_are_never_picked(tmp_path):
         byte = handle.read(1)
         handle.seek(50)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    assert distribute.latest_complete_checkpoint(str(tmp_path), verify="size").endswith("ckpt-2")
-    prefix = distribute.latest_complete_checkpoint(str(tmp_path))
+    assert checkpoints.latest_complete_checkpoint(str(tmp_path), verify="size").endswith("ckpt-2")
+    prefix = checkpoints.latest_complete_checkpoint(str(tmp_path))
     assert prefix.endswith("ckpt-1")
     tf.train.Checkpoint(v=variable).restore(prefix)
     np.testing.assert_array_equal(variable.numpy(), 1.0)
-    assert distribute.latest_complete_checkpoint(str(tmp_path / "missing")) is None
-    assert distribute.backup_initial_epoch(str(tmp_path / "missing")) == 0
+    assert checkpoints.latest_complete_checkpoint(str(tmp_path / "missing")) is None
+    assert checkpoints.backup_initial_epoch(str(tmp_path / "missing")) == 0
 
 
 def test_kill_during_a_weights_write_leaves_the_previous_file(tmp_path):
@@ -320,12 +320,12 @@ def test_kill_between_a_checkpoint_and_its_manifest_restores_the_previous_one(tm
     # TensorFlow's own state file points at the interrupted (truncated) checkpoint ...
     assert tf.train.latest_checkpoint(chief).endswith("ckpt-3")
     # ... which ResumableBackup skips: it resumes from the last complete one, after epoch 2.
-    assert distribute.latest_complete_checkpoint(chief).endswith("ckpt-2")
-    assert distribute.backup_initial_epoch(str(tmp_path / "backup")) == 2
+    assert checkpoints.latest_complete_checkpoint(chief).endswith("ckpt-2")
+    assert checkpoints.backup_initial_epoch(str(tmp_path / "backup")) == 2
     student = build_student(0)
     distiller = Distiller(student)
     distiller.compile(optimizer=tf.keras.optimizers.SGD(0.1))
-    backup = distribute.ResumableBackup(str(tmp_path / "backup"))
+    backup = checkpoints.ResumableBackup(str(tmp_path / "backup"))
     x, y = data(8)
     history = distiller.fit(x, y, batch_size=8, epochs=2, callbacks=[backup], verbose=0)
     assert backup.restored_from.endswith("ckpt-2")
@@ -378,7 +378,7 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
         "last.weights.h5",
     ]
     assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["chief"]
-    assert distribute.latest_complete_checkpoint(str(tmp_path / "backup" / "chief"))
+    assert checkpoints.latest_complete_checkpoint(str(tmp_path / "backup" / "chief"))
 
 
 def test_run_killed_in_its_second_epoch_resumes_to_the_same_weights(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from larq_bnext import data
-from larq_bnext.augmentation import AugmentConfig
+from larq_bnext.training import data
+from larq_bnext.training.augmentation import AugmentConfig
 
 
 def _jpeg(path, seed, size=(40, 56)):

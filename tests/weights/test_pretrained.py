@@ -3,9 +3,10 @@
 The yardstick is ``tests/torch_reference.py``, an independent PyTorch BNext whose state dicts
 have the official keys and shapes (checked here against the published layout). Its randomized
 weights are saved exactly as the original training script saves them; the Keras models load
-those files with :mod:`larq_bnext.pretrained`, and both compute in float64.
+those files with :mod:`larq_bnext.weights`, and both compute in float64.
 """
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -21,9 +22,9 @@ import torch
 from absl import flags as absl_flags
 
 import larq_bnext
-from larq_bnext import convert, models, pretrained
-from larq_bnext.pretrained import WeightsMismatchError
-from larq_bnext.pytorch_reader import CheckpointError
+from larq_bnext import convert, registry, weights
+from larq_bnext.weights import WeightsMismatchError, download, loading
+from larq_bnext.weights.pytorch_reader import CheckpointError
 from tests.torch_reference import (
     STAGE_CHANNELS,
     TEMPERATURE_THRESHOLD,
@@ -34,7 +35,7 @@ from tests.torch_reference import (
     save_like_original,
 )
 
-LAYOUT = json.loads((Path(__file__).parent / "data" / "official_state_dicts.json").read_text())
+LAYOUT = json.loads((Path(__file__).parents[1] / "data" / "official_state_dicts.json").read_text())
 #: A narrow architecture with every kind of sub-block: FFN-3x3 + FFN_1/FFN_2 (block 1),
 #: stride-2 ELM-Attention + FFN_1/FFN_2 (block 2), FFN-3x3 + FFN (block 3).
 NARROW = (8, 16, 32, 32)
@@ -66,6 +67,18 @@ def zero_initial_kernels(monkeypatch):
     """
     zeros = tf.keras.initializers.Zeros
     monkeypatch.setattr(tf.keras.initializers, "RandomNormal", lambda *a, **k: zeros())
+
+
+def _narrow(monkeypatch) -> None:
+    """Make the registry's "tiny" the narrow test architecture."""
+    info = registry.get("tiny")
+    monkeypatch.setitem(registry.MODELS, "tiny", dataclasses.replace(info, stage_channels=NARROW))
+
+
+def _serve(monkeypatch, url: str, size: str = "tiny") -> None:
+    """Make the registry point the official checkpoint of ``size`` at ``url``."""
+    info = registry.get(size)
+    monkeypatch.setitem(registry.MODELS, info.name, dataclasses.replace(info, download_url=url))
 
 
 def _reference(channels, seed=0, hw=32, num_classes=1000, **kwargs):
@@ -109,17 +122,17 @@ def _official_arrays(path):
 @pytest.mark.parametrize("size", ["tiny", "small", "middle", "large"])
 def test_official_layout_is_what_the_converter_expects(size):
     published = [(k, tuple(s)) for k, s, _ in LAYOUT[size]["state_dict"]]
-    spec = pretrained.official_state_dict_spec(models.STAGE_CHANNELS[size])
+    spec = weights.official_state_dict_spec(registry.get(size).stage_channels)
     assert list(spec.items()) == published
     shapes = dict(published)
-    assert pretrained.detect_size(shapes) == size
+    assert weights.detect_size(shapes) == size
     # Without the bookkeeping entries, and without the classifier, still recognised.
     core = {k: s for k, s in shapes.items() if "num_batches_tracked" not in k}
-    assert pretrained.detect_size(core) == size
-    assert pretrained.detect_size({k: s for k, s in core.items() if "fc." not in k}) == size
+    assert weights.detect_size(core) == size
+    assert weights.detect_size({k: s for k, s in core.items() if "fc." not in k}) == size
     damaged = dict(core)
     damaged.pop("feature.3.FFN.se.se.1.bias")
-    assert pretrained.detect_size(damaged) is None
+    assert weights.detect_size(damaged) is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +195,7 @@ def test_recoupling_scales_follow_the_original_in_eval(tmp_path, float64):
     model = larq_bnext.BNext(
         NARROW, input_shape=(32, 32, 3), num_classes=10, classifier_activation=None
     )
-    report = pretrained.load_official_checkpoint(model, path)
+    report = weights.load_official_checkpoint(model, path)
     assert report.clamped_scales > 0
     np.testing.assert_array_equal(
         model.get_layer("block2_attention_mix").scale.numpy(), attention_scale
@@ -206,7 +219,7 @@ def test_exact_zero_weights_in_sign_layers_are_reported(tmp_path):
     save_like_original(ref, path)
     model = larq_bnext.BNext(NARROW, input_shape=(32, 32, 3), num_classes=10)
     with pytest.warns(UserWarning, match="exactly 0") as record:
-        report = pretrained.load_official_checkpoint(model, path)
+        report = weights.load_official_checkpoint(model, path)
     assert "feature.3.FFN.binary_conv.weight" in str(record[0].message)
     assert report.zero_sign_weights == {"feature.3.FFN.binary_conv.weight": 1}
 
@@ -223,7 +236,7 @@ def test_ablation_checkpoints_convert_exactly(tmp_path, float64, elm_attention, 
     model = larq_bnext.BNext(
         NARROW, input_shape=(32, 32, 3), num_classes=10, classifier_activation=None, **kwargs
     )
-    report = pretrained.load_official_checkpoint(model, path)
+    report = weights.load_official_checkpoint(model, path)
     assert report.checkpoint_size is None
     got, want = _logits_both(ref, model, 32, 4)
     _assert_parity(got, want)
@@ -312,7 +325,7 @@ def test_missing_tensor_names_key_and_shape(tmp_path, narrow_state):
     model = _narrow_model()
     before = _weights_of(model)
     with pytest.raises(WeightsMismatchError) as info:
-        pretrained.load_weights(model, _save(state, tmp_path / "m.pth.tar"))
+        weights.load_weights(model, _save(state, tmp_path / "m.pth.tar"))
     message = str(info.value)
     assert "missing: feature.2.Attention.norm1.running_var (expected shape (16,)" in message
     assert "block2_attention_norm1/moving_variance" in message
@@ -338,7 +351,7 @@ def test_unexpected_tensor_is_an_error_but_unused_prelus_are_not(tmp_path, narro
         _narrow_model(weights=_save(state, tmp_path / "u.pth.tar"))
 
     model = _narrow_model()
-    report = pretrained.load_official_checkpoint(model, _save(narrow_state, tmp_path / "ok.pt"))
+    report = weights.load_official_checkpoint(model, _save(narrow_state, tmp_path / "ok.pt"))
     skipped = set(report.skipped)
     assert "feature.0.prelu.weight" in skipped
     assert "feature.1.Attention.activation1.weight" in skipped  # FFN-3x3: built, unused
@@ -350,13 +363,13 @@ def test_unexpected_tensor_is_an_error_but_unused_prelus_are_not(tmp_path, narro
 
     # Without the never-applied tensors, loading still works (they are optional).
     trimmed = {k: v for k, v in narrow_state.items() if k not in skipped}
-    pretrained.load_official_checkpoint(_narrow_model(), _save(trimmed, tmp_path / "t.pt"))
+    weights.load_official_checkpoint(_narrow_model(), _save(trimmed, tmp_path / "t.pt"))
 
 
 def _fake_official(size, path, num_classes=1000):
     """A checkpoint with the official keys and shapes of ``size``, each tensor a broadcast
     scalar (one float of storage), so that even BNext-L costs nothing to write."""
-    spec = pretrained.official_state_dict_spec(models.STAGE_CHANNELS[size], num_classes)
+    spec = weights.official_state_dict_spec(registry.get(size).stage_channels, num_classes)
     state = {
         "module." + k: (torch.zeros((), dtype=torch.int64) if not s else torch.zeros(1).expand(s))
         for k, s in spec.items()
@@ -371,7 +384,9 @@ def test_checkpoint_of_another_size_says_which(tmp_path, monkeypatch):
         _narrow_model(num_classes=1000, weights=large)
 
     # The sized builders name the model's size and the builder to use instead.
-    monkeypatch.setitem(models.STAGE_CHANNELS, "tiny", NARROW)
+    monkeypatch.setitem(
+        registry.MODELS, "tiny", dataclasses.replace(registry.get("tiny"), stage_channels=NARROW)
+    )
     with pytest.raises(WeightsMismatchError) as info:
         larq_bnext.BNextT(input_shape=(32, 32, 3), weights=large)
     message = str(info.value)
@@ -389,7 +404,7 @@ def test_truncated_or_foreign_files_are_clear_errors(tmp_path, narrow_state):
     text = tmp_path / "weights.txt"
     text.write_text("hello")
     with pytest.raises(ValueError, match="neither a PyTorch checkpoint"):
-        pretrained.load_weights(_narrow_model(), str(text))
+        weights.load_weights(_narrow_model(), str(text))
 
 
 def test_keras_weight_files_are_accepted_and_checked(tmp_path, narrow_state):
@@ -402,7 +417,7 @@ def test_keras_weight_files_are_accepted_and_checked(tmp_path, narrow_state):
     # A file for another width is refused, naming the layer and the shapes.
     wide = larq_bnext.BNext((16, 32, 64, 64), input_shape=(32, 32, 3), num_classes=10)
     with pytest.raises(WeightsMismatchError, match="stem_conv"):
-        pretrained.load_weights(wide, str(h5))
+        weights.load_weights(wide, str(h5))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,7 +426,9 @@ def test_keras_weight_files_are_accepted_and_checked(tmp_path, narrow_state):
 @pytest.fixture
 def narrow_tiny(monkeypatch, tmp_path):
     """Make "tiny" the narrow architecture and the cache a temporary directory."""
-    monkeypatch.setitem(models.STAGE_CHANNELS, "tiny", NARROW)
+    monkeypatch.setitem(
+        registry.MODELS, "tiny", dataclasses.replace(registry.get("tiny"), stage_channels=NARROW)
+    )
     home = tmp_path / "home"
     monkeypatch.setenv("LARQ_BNEXT_HOME", str(home))
     ref = _reference(NARROW, seed=8)
@@ -423,20 +440,20 @@ def narrow_tiny(monkeypatch, tmp_path):
 
 def test_imagenet_downloads_converts_once_and_reuses(narrow_tiny, monkeypatch):
     ref, source, home = narrow_tiny
-    monkeypatch.setitem(pretrained.OFFICIAL_URLS, "tiny", source.as_uri())
+    _serve(monkeypatch, source.as_uri())
     calls = {"download": 0, "convert": 0}
-    download, convert_fn = pretrained._download, pretrained.load_official_checkpoint
+    download_fn, convert_fn = download._download, loading.load_official_checkpoint
 
     def counting_download(*args, **kwargs):
         calls["download"] += 1
-        return download(*args, **kwargs)
+        return download_fn(*args, **kwargs)
 
     def counting_convert(*args, **kwargs):
         calls["convert"] += 1
         return convert_fn(*args, **kwargs)
 
-    monkeypatch.setattr(pretrained, "_download", counting_download)
-    monkeypatch.setattr(pretrained, "load_official_checkpoint", counting_convert)
+    monkeypatch.setattr(download, "_download", counting_download)
+    monkeypatch.setattr(loading, "load_official_checkpoint", counting_convert)
 
     first = larq_bnext.BNextT(weights="imagenet", input_shape=(32, 32, 3))
     assert calls == {"download": 1, "convert": 1}
@@ -472,7 +489,7 @@ def test_imagenet_downloads_converts_once_and_reuses(narrow_tiny, monkeypatch):
 
 def test_imagenet_without_top_converts_into_a_full_model_once(narrow_tiny, monkeypatch):
     _, source, home = narrow_tiny
-    monkeypatch.setitem(pretrained.OFFICIAL_URLS, "tiny", source.as_uri())
+    _serve(monkeypatch, source.as_uri())
     headless = larq_bnext.BNextT(weights="imagenet", include_top=False, input_shape=(32, 32, 3))
     assert (home / "bnext_tiny_imagenet.h5").exists()
     full = larq_bnext.BNextT(weights="imagenet", input_shape=(32, 32, 3))
@@ -485,7 +502,7 @@ def test_corrupt_download_is_removed_and_reported(narrow_tiny, monkeypatch, tmp_
     _, source, home = narrow_tiny
     broken = tmp_path / "served" / "broken.pth.tar"
     broken.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    monkeypatch.setitem(pretrained.OFFICIAL_URLS, "tiny", broken.as_uri())
+    _serve(monkeypatch, broken.as_uri())
     with pytest.raises(CheckpointError) as info:
         larq_bnext.BNextT(weights="imagenet", input_shape=(32, 32, 3))
     message = str(info.value)
@@ -494,16 +511,16 @@ def test_corrupt_download_is_removed_and_reported(narrow_tiny, monkeypatch, tmp_
 
     # A complete file of the wrong size is refused the same way.
     other = Path(_fake_official("large", tmp_path / "served" / "large.pth.tar"))
-    monkeypatch.setitem(pretrained.OFFICIAL_URLS, "tiny", other.as_uri())
+    _serve(monkeypatch, other.as_uri())
     with pytest.raises(CheckpointError, match="official BNext-L checkpoint; expected BNext-T"):
-        pretrained.download_checkpoint("tiny")
+        download.download_checkpoint("tiny")
     assert list(home.iterdir()) == []
 
 
 def test_offline_error_names_url_and_path(narrow_tiny, monkeypatch):
     _, source, home = narrow_tiny
     unreachable = "http://127.0.0.1:9/s/jKjwDk35vVRPQN0/download"
-    monkeypatch.setitem(pretrained.OFFICIAL_URLS, "tiny", unreachable)
+    _serve(monkeypatch, unreachable)
     with pytest.raises(OSError) as info:
         larq_bnext.BNextT(weights="imagenet", input_shape=(32, 32, 3))
     message = str(info.value)
@@ -528,10 +545,10 @@ def test_imagenet_refuses_ablation_models(narrow_tiny):
 def test_default_cache_directory(monkeypatch, tmp_path):
     monkeypatch.delenv("LARQ_BNEXT_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert pretrained.cache_dir() == tmp_path / ".keras" / "models" / "larq_bnext"
+    assert download.cache_dir() == tmp_path / ".keras" / "models" / "larq_bnext"
     monkeypatch.setenv("LARQ_BNEXT_HOME", str(tmp_path / "x"))
-    assert pretrained.checkpoint_path("L") == tmp_path / "x" / "bnext_large_official.pth.tar"
-    assert pretrained.OFFICIAL_URLS["large"] == "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz/download"
+    assert download.checkpoint_path("L") == tmp_path / "x" / "bnext_large_official.pth.tar"
+    assert registry.get("large").url == "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz/download"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 import torch
 
-from larq_bnext.layers import (
+from larq_bnext.models import (
     BinaryConv2D,
     HardSign,
     LearnableBias,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from larq_bnext import pytorch_reader
-from larq_bnext.pytorch_reader import (
+from larq_bnext.weights import pytorch_reader
+from larq_bnext.weights.pytorch_reader import (
     CheckpointError,
     LazyTensor,
     TorchCheckpoint,

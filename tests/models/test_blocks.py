@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import torch
 
-from larq_bnext import blocks
+from larq_bnext.models import blocks
 from tests.torch_reference import (
     ElmAttention,
     Ffn1x1,

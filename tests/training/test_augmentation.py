@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 import larq_bnext
-from larq_bnext.augmentation import (
+from larq_bnext.preprocessing import preprocess_input
+from larq_bnext.training.augmentation import (
     AugmentConfig,
     BatchAugmenter,
     decode_and_random_crop,
@@ -15,7 +16,6 @@ from larq_bnext.augmentation import (
     random_resized_crop,
     random_resized_crop_box,
 )
-from larq_bnext.preprocessing import preprocess_input
 
 LOW = (0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
 HIGH = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])

@@ -21,11 +21,11 @@ import torch
 
 import larq_bnext
 from larq_bnext import deploy
-from larq_bnext.layers import BinaryConv2D
+from larq_bnext.models import BinaryConv2D
 
 #: Binary convolutions per model (the spec: one per sub-module).
 BINARY_CONVS = {"tiny": 31, "small": 31, "middle": 47, "large": 63}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _with_data_statistics(model: tf.keras.Model, images: np.ndarray) -> tf.keras.Model:
@@ -62,7 +62,7 @@ def _narrow(size: str, input_size: int, **kwargs) -> tf.keras.Model:
     Every width is divided by ``stem channels / 8`` (4 for T, 6 for S and M, 8 for L), which
     keeps the equal-or-double channel pattern and leaves the SE branches at least one channel.
     """
-    full = larq_bnext.models.STAGE_CHANNELS[size]
+    full = larq_bnext.registry.get(size).stage_channels
     channels = [c // (full[0] // 8) for c in full]
     model = larq_bnext.BNext(
         channels, input_shape=(input_size, input_size, 3), num_classes=10, **kwargs

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import larq_bnext
-from larq_bnext.layers import BinaryConv2D
+from larq_bnext.models import BinaryConv2D
 
 NARROW = (8, 16, 32, 32, 64)
 
@@ -45,7 +45,7 @@ def check_round_trip(model, restored, values, x, train=True, outputs=True):
 def test_savedmodel_round_trip(save_traces, tmp_path):
     # The SavedModel path is per layer type, not per size: a narrow BNext has every layer type
     # (ELM-Attention, FFN-3x3 and FFN-1x1, stride 2, channel doubling). Saving with traces takes
-    # about a minute per full-size model here; test_models.py round-trips every size in H5.
+    # about a minute per full-size model here; test_bnext.py round-trips every size in H5.
     model = larq_bnext.BNext(NARROW, input_shape=(32, 32, 3), num_classes=7)
     values = set_distinct_temperatures(model)
     model.save(tmp_path / "saved", save_traces=save_traces)

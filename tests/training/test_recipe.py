@@ -8,7 +8,7 @@ import tensorflow as tf
 import torch
 
 import larq_bnext
-from larq_bnext.layers import BinaryConv2D, RecouplingMix
+from larq_bnext.models import BinaryConv2D, RecouplingMix
 from larq_bnext.training import (
     AdamW,
     LearningRateLogger,
@@ -144,7 +144,7 @@ def _binary_model():
 def _temperatures(model):
     return {
         (layer.name, attr): float(getattr(layer, attr).numpy())
-        for layer in larq_bnext.training.binary_conv_layers(model)
+        for layer in larq_bnext.models.binary_conv_layers(model)
         for attr in ("temperature", "input_temperature")
     }
 
