@@ -5,7 +5,8 @@
 Writes ``--images`` random-content JPEGs at ImageNet's typical size (500x375 and 375x500,
 quality 90, ~85 kB; ImageNet's average is ~110 kB) into a temporary class-folder tree, then
 times the training pipeline of :mod:`larq_bnext.training.data` (read, decode the crop window, random
-resized crop 224 bicubic, flip, normalise) with and without RandAugment. It prints images per
+resized crop 224 bicubic, flip, normalise) without RandAugment, with keras-cv's RandAugment
+and with timm's (BNext's ``rand-m7-mstd0.5-inc1``, the default). It prints images per
 second, per ``tf.data`` thread (``--threads``), and per CPU second of the process (the per-core
 figure that holds even when other jobs share the machine).
 """
@@ -95,8 +96,13 @@ def main() -> None:
         source = data.scan_image_folder(os.path.join(root, "train"))
         source = data.DataSource("path", source[0], source[1], len(source[0]), 4, source[2])
         results = {"threads": args.threads, "mean_jpeg_kb": round(np.mean(sizes) / 1024, 1)}
-        for name, randaugment in (("without_randaugment", False), ("with_randaugment", True)):
-            config = AugmentConfig(image_size=224, randaugment=randaugment)
+        variants = (
+            ("without_randaugment", dict(randaugment=False)),
+            ("with_randaugment_keras_cv", dict(randaugment_policy="keras-cv")),
+            ("with_randaugment_timm", dict(randaugment_policy="rand-m7-mstd0.5-inc1")),
+        )
+        for name, settings in variants:
+            config = AugmentConfig(image_size=224, **settings)
             ips, per_cpu_second = measure(
                 source, config, args.batch_size, args.batches, args.threads
             )

@@ -97,10 +97,15 @@ flags.DEFINE_float("crop_scale_max", 1.0, "Random resized crop max area.")
 flags.DEFINE_list("crop_ratio", ["0.75", "1.3333333"], "Random resized crop ratio range.")
 flags.DEFINE_bool("flip", None, "Horizontal flips; default on (off for digits).")
 flags.DEFINE_bool("randaugment", None, "RandAugment; default on (off for digits).")
-flags.DEFINE_integer("randaugment_ops", 2, "RandAugment ops per image.")
-flags.DEFINE_float("randaugment_rate", 0.5, "Probability of each RandAugment op.")
-flags.DEFINE_float("randaugment_magnitude", 0.7, "RandAugment magnitude on [0, 1] (timm m7).")
-flags.DEFINE_float("randaugment_magnitude_stddev", 0.05, "Magnitude noise (timm mstd0.5).")
+flags.DEFINE_string(
+    "randaugment_policy",
+    "rand-m7-mstd0.5-inc1",
+    "timm RandAugment string (BNext's: rand-m7-mstd0.5-inc1), or keras-cv for keras-cv's.",
+)
+flags.DEFINE_integer("randaugment_ops", 2, "keras-cv RandAugment: ops per image.")
+flags.DEFINE_float("randaugment_rate", 0.5, "keras-cv RandAugment: probability of each op.")
+flags.DEFINE_float("randaugment_magnitude", 0.7, "keras-cv RandAugment: magnitude on [0, 1].")
+flags.DEFINE_float("randaugment_magnitude_stddev", 0.05, "keras-cv RandAugment: noise.")
 flags.DEFINE_float("mixup", 0.0, "Mixup alpha (0: off, as in BNext).")
 flags.DEFINE_float("cutmix", 0.0, "CutMix alpha (0: off, as in BNext).")
 flags.DEFINE_float("random_erasing", 0.0, "Random erasing probability (0: off, as in BNext).")

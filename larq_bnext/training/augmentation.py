@@ -12,15 +12,12 @@ Training, per image (in ``tf.data`` on the CPU, where images still have their ow
 Then per batch (in ``tf.data``, or on the accelerator as a model-side stage of the
 :class:`~larq_bnext.Distiller`, by choice):
 
-2. **Horizontal flip** with probability 0.5 (``keras_cv.layers.RandomFlip``).
-3. **RandAugment** (``keras_cv.layers.RandAugment``) as close to timm's
-   ``rand-m7-mstd0.5-inc1`` as keras-cv allows: 2 ops per image, each applied with
-   probability 0.5, magnitude 7/10 with noise std 0.5/10 (``augmentations_per_image=2,
-   rate=0.5, magnitude=0.7, magnitude_stddev=0.05``). keras-cv draws from 10 ops
-   (AutoContrast, Equalize, Solarize, Color, Contrast, Brightness, ShearX/Y, TranslateX/Y);
-   timm's 15 also have Invert, Rotate, Posterize, SolarizeAdd and Sharpness. keras-cv's
-   magnitudes map onto its own ranges (e.g. translation as a fraction of the image rather
-   than timm's 45 % x 10/10 pixels), and the ops are picked without an explicit identity.
+2. **Horizontal flip** with probability 0.5 (stateless, from the batch's seed).
+3. **RandAugment**: timm's ``rand-m7-mstd0.5-inc1`` itself (:mod:`larq_bnext.training.randaugment`:
+   2 of timm's 15 ops per image with replacement, each with probability 0.5, magnitude
+   ``N(7, 0.5)`` clipped to ``[0, 10]``, timm's argument mappings and random signs, fill of the
+   ImageNet mean; PIL's computations, bilinear where the original resamples bicubically).
+   ``randaugment_policy="keras-cv"`` picks keras-cv's 10-op ``RandAugment`` instead.
 4. Normalisation with the ImageNet mean and std (on ``[0, 1]`` RGB).
 5. Optional, off in BNext: **mixup** and **cutmix** (``keras_cv.layers.MixUp``/``CutMix``;
    labels become one-hot) and **random erasing** (``keras_cv.layers.RandomCutout`` with
@@ -39,6 +36,7 @@ import tensorflow as tf
 
 from larq_bnext import preprocessing
 from larq_bnext.preprocessing import preprocess_input
+from larq_bnext.training import randaugment as timm_randaugment
 
 __all__ = [
     "AugmentConfig",
@@ -63,10 +61,16 @@ class AugmentConfig:
         interpolation: resize method of the crop (``"bicubic"`` in BNext).
         flip: random horizontal flips.
         randaugment: apply RandAugment.
-        randaugment_ops: ops per image.
-        randaugment_rate: probability that each op is applied.
-        randaugment_magnitude: mean magnitude on keras-cv's ``[0, 1]`` scale (timm's m7 = 0.7).
-        randaugment_magnitude_stddev: magnitude noise (timm's mstd0.5 = 0.05).
+        randaugment_policy: a timm RandAugment string (BNext's ``"rand-m7-mstd0.5-inc1"``,
+            see :func:`larq_bnext.training.randaugment.parse_policy`), or ``"keras-cv"`` for
+            keras-cv's ``RandAugment`` with the four settings below.
+        randaugment_fill: fill colour of the geometric ops (the original: the ImageNet mean).
+        randaugment_interpolation: resampling of the geometric ops, ``"bilinear"`` or
+            ``"nearest"`` (the original's bicubic is not available in TensorFlow).
+        randaugment_ops: ops per image (keras-cv policy only).
+        randaugment_rate: probability that each op is applied (keras-cv policy only).
+        randaugment_magnitude: mean magnitude on keras-cv's ``[0, 1]`` scale (keras-cv only).
+        randaugment_magnitude_stddev: magnitude noise (keras-cv policy only).
         mixup_alpha: Beta parameter of mixup; 0 disables it.
         cutmix_alpha: Beta parameter of cutmix; 0 disables it.
         random_erasing: probability of erasing a random rectangle; 0 disables it.
@@ -78,6 +82,9 @@ class AugmentConfig:
     interpolation: str = "bicubic"
     flip: bool = True
     randaugment: bool = True
+    randaugment_policy: str = "rand-m7-mstd0.5-inc1"
+    randaugment_fill: tuple[int, int, int] = timm_randaugment.IMAGENET_MEAN_FILL
+    randaugment_interpolation: str = "bilinear"
     randaugment_ops: int = 2
     randaugment_rate: float = 0.5
     randaugment_magnitude: float = 0.7
@@ -100,6 +107,21 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if not 0 <= self.random_erasing <= 1:
             raise ValueError(f"random_erasing must be in [0, 1], got {self.random_erasing}.")
+        if self.randaugment_policy != "keras-cv":
+            _ = self.timm_policy  # raises on a bad policy string, fill or interpolation
+
+    @property
+    def timm_policy(self) -> timm_randaugment.RandAugmentPolicy | None:
+        """The timm RandAugment policy (``None`` for ``randaugment_policy="keras-cv"``)."""
+        if self.randaugment_policy == "keras-cv":
+            return None
+        if len(self.randaugment_fill) != 3:
+            raise ValueError(f"randaugment_fill is an RGB colour, got {self.randaugment_fill}.")
+        return timm_randaugment.parse_policy(
+            self.randaugment_policy,
+            fill=tuple(self.randaugment_fill),
+            interpolation=self.randaugment_interpolation,
+        )
 
     @property
     def mixes_labels(self) -> bool:
@@ -259,10 +281,23 @@ class BatchAugmenter:
     on). It runs inside ``tf.data`` (``dataset.map(augmenter)``) or inside the Distiller's
     train step on the accelerator (``Distiller(..., augmenter=augmenter)``).
 
+    With ``seed=`` (a stateless seed of shape ``(2,)``, e.g. a function of the run's seed,
+    epoch and step) the flip and timm's RandAugment are a pure function of the batch and the
+    seed. Without it, a seed is drawn from TensorFlow's global generator. The keras-cv stages
+    (its RandAugment, mixup, cutmix, erasing; off in BNext) keep their own generators.
+
     Args:
         config: the augmentation settings.
         num_classes: number of classes (needed for one-hot labels with mixup/cutmix).
         seed: optional seed of the keras-cv layers.
+
+    Example:
+
+    >>> augmenter = BatchAugmenter(AugmentConfig(image_size=8), num_classes=10)
+    >>> images, labels = tf.fill([2, 8, 8, 3], 128.0), tf.constant([1, 2])
+    >>> out, _ = augmenter(images, labels, seed=tf.constant([3, 7]))
+    >>> bool(tf.reduce_all(out == augmenter(images, labels, seed=tf.constant([3, 7]))[0]))
+    True
     """
 
     def __init__(self, config: AugmentConfig, num_classes: int, seed: int | None = None):
@@ -270,9 +305,9 @@ class BatchAugmenter:
 
         self.config = config
         self.num_classes = int(num_classes)
-        self.flip = keras_cv.layers.RandomFlip("horizontal", seed=seed) if config.flip else None
+        self.policy = config.timm_policy if config.randaugment else None
         self.randaugment = None
-        if config.randaugment:
+        if config.randaugment and self.policy is None:
             self.randaugment = keras_cv.layers.RandAugment(
                 value_range=(0, 255),
                 augmentations_per_image=config.randaugment_ops,
@@ -299,11 +334,25 @@ class BatchAugmenter:
                 seed=seed,
             )
 
-    def __call__(self, images, labels):
-        """Augment a batch; returns ``(normalised images, labels)``."""
+    def __call__(self, images, labels, seed=None):
+        """Augment a batch; returns ``(normalised images, labels)``.
+
+        Args:
+            images: ``(B, S, S, 3)`` crops on ``[0, 255]``.
+            labels: integer labels.
+            seed: optional stateless seed, shape ``(2,)`` integers.
+        """
         images = tf.cast(images, tf.float32)
-        if self.flip is not None:
-            images = self.flip(images, training=True)
+        if seed is None:
+            seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+        flip_seed, ra_seed = tf.unstack(
+            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+        )
+        if self.config.flip:
+            flips = tf.random.stateless_uniform(tf.shape(images)[:1], flip_seed) < 0.5
+            images = tf.where(flips[:, None, None, None], tf.reverse(images, [2]), images)
+        if self.policy is not None:
+            images = timm_randaugment.rand_augment(images, ra_seed, self.policy)
         if self.randaugment is not None:
             images = self.randaugment(images, training=True)
         images = normalize(images)

@@ -120,6 +120,7 @@ def augment_config():
         crop_ratio=ratio,
         flip=resolved("flip"),
         randaugment=resolved("randaugment"),
+        randaugment_policy=FLAGS.randaugment_policy,
         randaugment_ops=FLAGS.randaugment_ops,
         randaugment_rate=FLAGS.randaugment_rate,
         randaugment_magnitude=FLAGS.randaugment_magnitude,

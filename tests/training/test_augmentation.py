@@ -82,14 +82,28 @@ def test_batch_stage_flip_randaugment_mixup_cutmix_erasing():
     np.testing.assert_allclose(soft.numpy().sum(axis=1), 1.0, rtol=1e-5)
 
     plain = BatchAugmenter(AugmentConfig(image_size=32), num_classes=5, seed=1)
-    ra = plain.randaugment
-    # timm's rand-m7-mstd0.5-inc1 in keras-cv's units.
+    # timm's rand-m7-mstd0.5-inc1 itself (training.randaugment), with the ImageNet-mean fill.
+    assert plain.policy.ops == larq_bnext.training.randaugment.INCREASING_OPS
+    assert plain.randaugment is None
+    assert (plain.policy.magnitude, plain.policy.magnitude_std, plain.policy.prob) == (7, 0.5, 0.5)
+    assert plain.policy.fill == (124, 116, 104)
+    keras = BatchAugmenter(
+        AugmentConfig(image_size=32, randaugment_policy="keras-cv"), num_classes=5, seed=1
+    )
+    ra = keras.randaugment
+    assert keras.policy is None
     assert ra.augmentations_per_image == 2 and ra.rate == 0.5
     assert ra.magnitude == 0.7 and ra.magnitude_stddev == 0.05
-    out, same = plain(tf.constant(images), tf.constant(labels))
-    np.testing.assert_array_equal(same.numpy(), labels)
-    # Flip and RandAugment stay on [0, 255], so the normalised values stay in range.
-    assert (out.numpy() >= LOW - 1e-4).all() and (out.numpy() <= HIGH + 1e-4).all()
+    for augmenter in (plain, keras):
+        out, same = augmenter(tf.constant(images), tf.constant(labels))
+        np.testing.assert_array_equal(same.numpy(), labels)
+        # Flip and RandAugment stay on [0, 255], so the normalised values stay in range.
+        assert (out.numpy() >= LOW - 1e-4).all() and (out.numpy() <= HIGH + 1e-4).all()
+    # With a seed, the batch stage is a pure function of (images, labels, seed).
+    seeded = [plain(tf.constant(images), tf.constant(labels), seed=[4, 2])[0] for _ in range(2)]
+    np.testing.assert_array_equal(seeded[0].numpy(), seeded[1].numpy())
+    other = plain(tf.constant(images), tf.constant(labels), seed=[4, 3])[0]
+    assert not np.array_equal(seeded[0].numpy(), other.numpy())
     flip_only = BatchAugmenter(
         AugmentConfig(image_size=32, randaugment=False), num_classes=5, seed=3
     )
@@ -118,3 +132,7 @@ def test_config_rejects_bad_values():
         AugmentConfig(crop_scale=(0.5, 0.1))
     with pytest.raises(ValueError, match="random_erasing"):
         AugmentConfig(random_erasing=2)
+    with pytest.raises(ValueError, match="Unknown section"):
+        AugmentConfig(randaugment_policy="rand-m7-q1")
+    with pytest.raises(ValueError, match="bicubic"):
+        AugmentConfig(randaugment_interpolation="bicubic")
