@@ -12,7 +12,7 @@ Training, per image (in ``tf.data`` on the CPU, where images still have their ow
 Then per batch (in ``tf.data``, or on the accelerator as a model-side stage of the
 :class:`~larq_bnext.Distiller`, by choice):
 
-2. **Horizontal flip** with probability 0.5 (``keras_cv.layers.RandomFlip``).
+2. **Horizontal flip** with probability 0.5 (``tf.image.stateless_random_flip_left_right``).
 3. **RandAugment** (``keras_cv.layers.RandAugment``) as close to timm's
    ``rand-m7-mstd0.5-inc1`` as keras-cv allows: 2 ops per image, each applied with
    probability 0.5, magnitude 7/10 with noise std 0.5/10 (``augmentations_per_image=2,
@@ -22,9 +22,13 @@ Then per batch (in ``tf.data``, or on the accelerator as a model-side stage of t
    magnitudes map onto its own ranges (e.g. translation as a fraction of the image rather
    than timm's 45 % x 10/10 pixels), and the ops are picked without an explicit identity.
 4. Normalisation with the ImageNet mean and std (on ``[0, 1]`` RGB).
-5. Optional, off in BNext: **mixup** and **cutmix** (``keras_cv.layers.MixUp``/``CutMix``;
-   labels become one-hot) and **random erasing** (``keras_cv.layers.RandomCutout`` with
-   Gaussian noise, applied with a probability).
+5. Optional, off in BNext: **mixup** and **cutmix** (timm's batch mode; labels become
+   one-hot) and **random erasing** (timm's per-pixel noise, applied with a probability), from
+   :mod:`larq_bnext.training.stateless_mix`.
+
+Every random draw of the training augmentation except keras-cv's RandAugment is a function of
+a seed (stateless random ops): the crop of the element's seed, the batch stage of the batch's
+seed (see :class:`BatchAugmenter`).
 
 Evaluation: :func:`eval_transform` (resize the shorter side to ``size / 0.95`` bicubically,
 centre crop ``size``, normalise), the transform of :mod:`larq_bnext.preprocessing`.
@@ -117,6 +121,7 @@ def random_resized_crop_box(
     scale=(0.08, 1.0),
     ratio=(3 / 4, 4 / 3),
     attempts: int = 10,
+    seed: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Sample a random-resized-crop window as timm does: ``[top, left, crop_h, crop_w]``.
 
@@ -130,15 +135,19 @@ def random_resized_crop_box(
         scale: range of the crop area as a fraction of the image area.
         ratio: range of the aspect ratio (width / height).
         attempts: number of tries before the fallback.
+        seed: a shape ``[2]`` integer seed: the window is then a function of it (stateless
+            random ops, reproducible across runs and restarts); ``None`` draws from
+            TensorFlow's global generator.
 
     Returns:
         An int32 tensor ``[top, left, crop_height, crop_width]``.
     """
+    uniform = _uniform_sampler(seed)
     h = tf.cast(height, tf.float32)
     w = tf.cast(width, tf.float32)
     area = h * w
-    target_area = area * tf.random.uniform([attempts], scale[0], scale[1])
-    log_ratio = tf.random.uniform([attempts], math.log(ratio[0]), math.log(ratio[1]))
+    target_area = area * uniform(0, [attempts], scale[0], scale[1])
+    log_ratio = uniform(1, [attempts], math.log(ratio[0]), math.log(ratio[1]))
     aspect = tf.exp(log_ratio)
     crop_w = tf.cast(tf.round(tf.sqrt(target_area * aspect)), tf.int32)
     crop_h = tf.cast(tf.round(tf.sqrt(target_area / aspect)), tf.int32)
@@ -149,8 +158,8 @@ def random_resized_crop_box(
 
     def sampled():
         ch, cw = crop_h[first], crop_w[first]
-        top = tf.random.uniform([], 0, height - ch + 1, dtype=tf.int32)
-        left = tf.random.uniform([], 0, width - cw + 1, dtype=tf.int32)
+        top = uniform(2, [], 0, height - ch + 1, dtype=tf.int32)
+        left = uniform(3, [], 0, width - cw + 1, dtype=tf.int32)
         return tf.stack([top, left, ch, cw])
 
     def fallback():
@@ -172,6 +181,18 @@ def random_resized_crop_box(
     return tf.cond(tf.reduce_any(fits), sampled, fallback)
 
 
+def _uniform_sampler(seed):
+    """``uniform(k, shape, lo, hi, dtype)``: the k-th independent draw of a seed, or stateful."""
+    if seed is None:
+        return lambda k, shape, lo, hi, dtype=tf.float32: tf.random.uniform(shape, lo, hi, dtype)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+
+    def uniform(k, shape, lo, hi, dtype=tf.float32):
+        return tf.random.stateless_uniform(shape, seeds[k], lo, hi, dtype)
+
+    return uniform
+
+
 def _resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
     out = tf.image.resize(
         tf.cast(image, tf.float32), [size, size], method=interpolation, antialias=True
@@ -180,22 +201,27 @@ def _resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
     return tf.round(tf.clip_by_value(out, 0.0, 255.0))
 
 
-def random_resized_crop(image: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG) -> tf.Tensor:
+def random_resized_crop(
+    image: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG, seed: tf.Tensor | None = None
+) -> tf.Tensor:
     """Random resized crop of a decoded ``(H, W, 3)`` image; returns float32 on ``[0, 255]``.
 
     Args:
         image: a decoded image (uint8 or float on ``[0, 255]``).
         config: the crop's settings.
+        seed: optional shape ``[2]`` seed of the window (see :func:`random_resized_crop_box`).
     """
     shape = tf.shape(image)
     top, left, ch, cw = tf.unstack(
-        random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio)
+        random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed)
     )
     crop = image[top : top + ch, left : left + cw]
     return _resize(crop, config.image_size, config.interpolation)
 
 
-def decode_and_random_crop(encoded: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG):
+def decode_and_random_crop(
+    encoded: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG, seed: tf.Tensor | None = None
+):
     """Decode an encoded image (JPEG, PNG, GIF, BMP) straight into a random resized crop.
 
     JPEGs decode only the crop window; other formats decode fully, then crop.
@@ -203,6 +229,7 @@ def decode_and_random_crop(encoded: tf.Tensor, config: AugmentConfig = IMAGENET_
     Args:
         encoded: a scalar string tensor holding the file's bytes.
         config: the crop's settings.
+        seed: optional shape ``[2]`` seed of the window (see :func:`random_resized_crop_box`).
 
     Returns:
         A ``(size, size, 3)`` float32 image on ``[0, 255]``.
@@ -210,7 +237,9 @@ def decode_and_random_crop(encoded: tf.Tensor, config: AugmentConfig = IMAGENET_
 
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
-        window = random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio)
+        window = random_resized_crop_box(
+            shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed
+        )
         return tf.image.decode_and_crop_jpeg(
             encoded, window, channels=3, dct_method="INTEGER_ACCURATE"
         )
@@ -219,7 +248,9 @@ def decode_and_random_crop(encoded: tf.Tensor, config: AugmentConfig = IMAGENET_
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         shape = tf.shape(image)
         top, left, ch, cw = tf.unstack(
-            random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio)
+            random_resized_crop_box(
+                shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed
+            )
         )
         return image[top : top + ch, left : left + cw]
 
@@ -254,25 +285,34 @@ def eval_transform(image: tf.Tensor, image_size: int = 224, crop_fraction: float
 class BatchAugmenter:
     """The batch stage of the training augmentation: flip, RandAugment, normalise, mix, erase.
 
-    Call it on ``(images, labels)`` with images on ``[0, 255]`` (float, ``(B, S, S, 3)``) and
-    integer labels; it returns normalised images and labels (one-hot when mixup or cutmix is
-    on). It runs inside ``tf.data`` (``dataset.map(augmenter)``) or inside the Distiller's
-    train step on the accelerator (``Distiller(..., augmenter=augmenter)``).
+    Call it on ``(images, labels, seed)`` with images on ``[0, 255]`` (float,
+    ``(B, S, S, 3)``), integer labels and a shape ``[2]`` integer seed; it returns normalised
+    images and labels (one-hot when mixup or cutmix is on). It runs inside ``tf.data`` (the
+    pipeline of :func:`larq_bnext.training.data.train_dataset` passes a seed that is a
+    function of the run's seed, the epoch and the step) or inside the Distiller's train step
+    on the accelerator (``Distiller(..., augmenter=augmenter)``, seeded by the optimizer step).
+
+    Flip, mixup/cutmix (:mod:`larq_bnext.training.stateless_mix`, timm's batch mode) and
+    random erasing are functions of the seed (stateless random ops): the same seed gives the
+    same batch, so a resumed run repeats an uninterrupted one exactly. The RandAugment stage
+    receives its own sub-seed when it is a callable ``(images, seed) -> images``; keras-cv's
+    ``RandAugment`` layer (the current stage) draws from its own generator and is not
+    reproducible across a restart. Without a seed (``seed=None``) one is drawn from
+    TensorFlow's global generator.
 
     Args:
         config: the augmentation settings.
         num_classes: number of classes (needed for one-hot labels with mixup/cutmix).
-        seed: optional seed of the keras-cv layers.
+        seed: optional seed of the keras-cv RandAugment layer.
     """
 
     def __init__(self, config: AugmentConfig, num_classes: int, seed: int | None = None):
-        import keras_cv
-
         self.config = config
         self.num_classes = int(num_classes)
-        self.flip = keras_cv.layers.RandomFlip("horizontal", seed=seed) if config.flip else None
         self.randaugment = None
         if config.randaugment:
+            import keras_cv
+
             self.randaugment = keras_cv.layers.RandAugment(
                 value_range=(0, 255),
                 augmentations_per_image=config.randaugment_ops,
@@ -281,53 +321,45 @@ class BatchAugmenter:
                 rate=config.randaugment_rate,
                 seed=seed,
             )
-        self.mixup = (
-            keras_cv.layers.MixUp(config.mixup_alpha, seed=seed) if config.mixup_alpha else None
-        )
-        self.cutmix = (
-            keras_cv.layers.CutMix(config.cutmix_alpha, seed=seed) if config.cutmix_alpha else None
-        )
-        self.erasing = None
-        if config.random_erasing:
-            # timm's erasing covers 2 %-33 % of the area: sides of ~14 %-58 % of the image.
-            self.erasing = keras_cv.layers.RandomApply(
-                keras_cv.layers.RandomCutout(
-                    (0.14, 0.58), (0.14, 0.58), fill_mode="gaussian_noise", seed=seed
-                ),
-                rate=config.random_erasing,
-                batchwise=False,
-                seed=seed,
-            )
 
-    def __call__(self, images, labels):
-        """Augment a batch; returns ``(normalised images, labels)``."""
+    def __call__(self, images, labels, seed=None):
+        """Augment a batch; returns ``(normalised images, labels)``.
+
+        Args:
+            images: ``(B, S, S, 3)`` images on ``[0, 255]``.
+            labels: ``(B,)`` integer labels.
+            seed: shape ``[2]`` integer seed of this batch's randomness.
+        """
+        from larq_bnext.training import stateless_mix
+
+        if seed is None:
+            seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+        flip_seed, ra_seed, mix_seed, erase_seed = tf.unstack(
+            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+        )
+        config = self.config
         images = tf.cast(images, tf.float32)
-        if self.flip is not None:
-            images = self.flip(images, training=True)
+        if config.flip:
+            images = tf.image.stateless_random_flip_left_right(images, flip_seed)
         if self.randaugment is not None:
-            images = self.randaugment(images, training=True)
-        images = normalize(images)
-        if self.config.mixes_labels:
-            labels = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
-            use_cutmix = self.cutmix is not None and (
-                self.mixup is None or tf.random.uniform([]) < 0.5
-            )
-            # keras-cv mixes within the batch; one of the two per batch, like timm's switch.
-            if self.mixup is not None and self.cutmix is not None:
-                images, labels = tf.cond(
-                    use_cutmix,
-                    lambda: _mix(self.cutmix, images, labels),
-                    lambda: _mix(self.mixup, images, labels),
-                )
-            elif self.cutmix is not None:
-                images, labels = _mix(self.cutmix, images, labels)
+            if isinstance(self.randaugment, tf.keras.layers.Layer):
+                images = self.randaugment(images, training=True)
             else:
-                images, labels = _mix(self.mixup, images, labels)
-        if self.erasing is not None:
-            images = self.erasing(images, training=True)
+                images = self.randaugment(images, ra_seed)
+        images = normalize(images)
+        if config.mixes_labels:
+            labels = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
+            choice_seed, mix_seed = tf.unstack(tf.random.experimental.stateless_split(mix_seed))
+            mix = lambda: stateless_mix.mixup(images, labels, config.mixup_alpha, mix_seed)  # noqa: E731
+            cut = lambda: stateless_mix.cutmix(images, labels, config.cutmix_alpha, mix_seed)  # noqa: E731
+            if config.mixup_alpha and config.cutmix_alpha:
+                # One of the two per batch, like timm's switch (probability 0.5).
+                use_cutmix = tf.random.stateless_uniform([], choice_seed) < 0.5
+                images, labels = tf.cond(use_cutmix, cut, mix)
+            elif config.cutmix_alpha:
+                images, labels = cut()
+            else:
+                images, labels = mix()
+        if config.random_erasing:
+            images = stateless_mix.random_erasing(images, config.random_erasing, erase_seed)
         return images, labels
-
-
-def _mix(layer, images, labels):
-    out = layer({"images": images, "labels": labels}, training=True)
-    return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)

@@ -8,14 +8,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from larq_bnext.models.layers import binary_conv_layers
-from larq_bnext.training.checkpoints import save_weights_atomic
+from larq_bnext.training.checkpoints import _atomic_write_text, save_weights_atomic
 from larq_bnext.training.distiller import Distiller, curriculum_phase
+from larq_bnext.training.distribute import is_chief
 from larq_bnext.training.schedules import current_learning_rate
 
 __all__ = [
@@ -112,6 +114,11 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
     save leaves the previous file intact); under a multi-worker strategy only the chief
     writes them (:func:`larq_bnext.training.checkpoints.save_weights_atomic`).
 
+    The best score survives a restart: it is written (atomically, after the weights) to
+    ``{directory}/best.json``, and a ``fit`` that starts at a later epoch (a resumed run)
+    reads it back, so its first epoch replaces ``best.weights.h5`` only if it is better. A
+    ``fit`` from epoch 0 starts afresh.
+
     Args:
         directory: where to write the weights.
         monitor: the log key to maximise for ``best`` (``val_top1`` by default); when absent
@@ -128,6 +135,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         self.mode = mode
         self.best = None
         self.best_epoch = None
+        self._started = False
 
     @property
     def last_path(self) -> str:
@@ -139,11 +147,62 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         """Path of the best weights."""
         return os.path.join(self.directory, "best.weights.h5")
 
+    @property
+    def state_path(self) -> str:
+        """Path of the best score's record (``best.json``)."""
+        return os.path.join(self.directory, "best.json")
+
     def _target(self):
         return getattr(self.model, "student", self.model)
 
     def _save(self, target, path):
         save_weights_atomic(target, path, self.model.distribute_strategy)
+
+    def _save_state(self):
+        if not is_chief(self.model.distribute_strategy):
+            return
+        state = {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best": self.best,
+            "epoch": self.best_epoch,
+        }
+        _atomic_write_text(self.state_path, json.dumps(state))
+
+    def restore_state(self, before_epoch: int) -> bool:
+        """Read the best score of an earlier run from ``best.json``.
+
+        Args:
+            before_epoch: the epoch the run resumes at; a record of a later epoch (another
+                run's) is ignored.
+
+        Returns:
+            Whether a record was restored.
+        """
+        if not os.path.isfile(self.state_path) or not os.path.isfile(self.best_path):
+            return False
+        try:
+            with open(self.state_path) as handle:
+                state = json.load(handle)
+        except (OSError, ValueError):
+            return False
+        same = state.get("monitor") == self.monitor and state.get("mode") == self.mode
+        epoch = state.get("epoch")
+        if not same or epoch is None or epoch >= before_epoch:
+            return False
+        self.best = None if state.get("best") is None else float(state["best"])
+        self.best_epoch = int(epoch)
+        return True
+
+    def on_train_begin(self, logs=None):
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:
+            self._started = True
+            self.best, self.best_epoch = None, None
+            if epoch > 0:
+                self.restore_state(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.directory, exist_ok=True)
@@ -153,6 +212,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         if value is None:
             self._save(target, self.best_path)
             self.best_epoch = epoch
+            self._save_state()
             return
         value = float(value)
         better = (
@@ -163,6 +223,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         if better and np.isfinite(value):
             self.best, self.best_epoch = value, epoch
             self._save(target, self.best_path)
+            self._save_state()
 
 
 class AssistantCurriculum(tf.keras.callbacks.Callback):
