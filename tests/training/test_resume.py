@@ -13,11 +13,11 @@ from PIL import Image
 
 from larq_bnext.training import data
 from larq_bnext.training.augmentation import AugmentConfig, BatchAugmenter
-from larq_bnext.training.cli_checks import FlagError, check_replicas, check_train_flags
-from larq_bnext.training.skipped import SkipLog, TooManySkippedImagesError
 from larq_bnext.training.callbacks import StudentCheckpoint
+from larq_bnext.training.cli_checks import FlagError, check_replicas, check_train_flags
 from larq_bnext.training.optimizer import AdamW, bias_correction
 from larq_bnext.training.schedules import WarmupCosine
+from larq_bnext.training.skipped import SkipLog, TooManySkippedImagesError
 
 CONFIG = AugmentConfig(
     image_size=16,
