@@ -167,11 +167,15 @@ def train_dataset(
 
     def epoch_batches(epoch):
         if source.kind == "tfds":
-            elements = source.items.shuffle(
-                16 * 1024,
-                seed=stream_seed(seed, _SHUFFLE, epoch, 0)[0],
-                reshuffle_each_iteration=False,
-            )
+            # Chunks of 16k examples permuted with stateless ops, a function of (seed, epoch,
+            # chunk). TFDS's own file shuffle (`shuffle_files`) is not: see the docs' limits.
+            def permute(chunk, element):
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(tf.shape(element[1])[0]), stream_seed(seed, _SHUFFLE, epoch, chunk)
+                )
+                return tf.gather(element[0], order), tf.gather(element[1], order)
+
+            elements = source.items.batch(16 * 1024).enumerate().map(_plain(permute)).unbatch()
             elements = elements.repeat().enumerate()
             elements = elements.map(
                 _plain(
