@@ -136,6 +136,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         self.best = None
         self.best_epoch = None
         self._started = False
+        self._scores = {}
 
     @property
     def last_path(self) -> str:
@@ -166,18 +167,22 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
             "mode": self.mode,
             "best": self.best,
             "epoch": self.best_epoch,
+            "scores": {str(k): v for k, v in sorted(self._scores.items())},
         }
         _atomic_write_text(self.state_path, json.dumps(state))
 
     def restore_state(self, before_epoch: int) -> bool:
-        """Read the best score of an earlier run from ``best.json``.
+        """Read the best score of the epochs before ``before_epoch`` from ``best.json``.
+
+        Every epoch's score is recorded, so a run killed after an epoch whose backup was lost
+        (that epoch is redone) restores the best of the epochs that count.
 
         Args:
-            before_epoch: the epoch the run resumes at; a record of a later epoch (another
-                run's) is ignored.
+            before_epoch: the epoch the run resumes at; later records (of a killed run's
+                lost epochs, or another run's) are ignored.
 
         Returns:
-            Whether a record was restored.
+            Whether a best score was restored.
         """
         if not os.path.isfile(self.state_path) or not os.path.isfile(self.best_path):
             return False
@@ -186,12 +191,16 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
                 state = json.load(handle)
         except (OSError, ValueError):
             return False
-        same = state.get("monitor") == self.monitor and state.get("mode") == self.mode
-        epoch = state.get("epoch")
-        if not same or epoch is None or epoch >= before_epoch:
+        if state.get("monitor") != self.monitor or state.get("mode") != self.mode:
             return False
-        self.best = None if state.get("best") is None else float(state["best"])
-        self.best_epoch = int(epoch)
+        scores = {int(k): float(v) for k, v in state.get("scores", {}).items()}
+        scores = {k: v for k, v in scores.items() if k < before_epoch and np.isfinite(v)}
+        self._scores = dict(scores)
+        if not scores:
+            return False
+        pick = max if self.mode == "max" else min
+        self.best_epoch = pick(scores, key=lambda k: (scores[k], -k))
+        self.best = scores[self.best_epoch]
         return True
 
     def on_train_begin(self, logs=None):
@@ -200,7 +209,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not self._started:
             self._started = True
-            self.best, self.best_epoch = None, None
+            self.best, self.best_epoch, self._scores = None, None, {}
             if epoch > 0:
                 self.restore_state(epoch)
 
@@ -215,6 +224,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
             self._save_state()
             return
         value = float(value)
+        self._scores[int(epoch)] = value
         better = (
             self.best is None
             or (self.mode == "max" and value > self.best)
@@ -223,7 +233,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         if better and np.isfinite(value):
             self.best, self.best_epoch = value, epoch
             self._save(target, self.best_path)
-            self._save_state()
+        self._save_state()
 
 
 class AssistantCurriculum(tf.keras.callbacks.Callback):

@@ -98,6 +98,12 @@ def test_best_weights_survive_a_restart_and_a_worse_epoch(tmp_path):
     resumed = _scored_fit(model, tmp_path, [0.5, 0.9, 0.7], 2)  # a new callback, epoch 2
     assert (resumed.best, resumed.best_epoch) == (0.9, 1)
     assert (tmp_path / "best.weights.h5").read_bytes() == best  # not overwritten by 0.7
+    # Killed after epoch 2 wrote its score, its backup lost: epoch 2 is redone, and the
+    # best of epochs 0-1 counts (the record of the lost epoch 2 is ignored).
+    redone = _scored_fit(model, tmp_path, [0.5, 0.9, 0.95], 2)
+    assert (redone.best, redone.best_epoch) == (0.95, 2)
+    again = _scored_fit(model, tmp_path, [0.5, 0.9, 0.6], 2)
+    assert (again.best, again.best_epoch) == (0.9, 1)
     afresh = _scored_fit(model, tmp_path, [0.2], 0)  # a new run from epoch 0 starts over
     assert (afresh.best, afresh.best_epoch) == (0.2, 0)
 
