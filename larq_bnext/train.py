@@ -53,7 +53,15 @@ flags.DEFINE_string("data_dir", None, "Image-folder root (train/, val/) or TFDS 
 flags.DEFINE_string("tfds_manual_dir", None, "TFDS manual download dir (imagenet2012 tars).")
 flags.DEFINE_integer("image_size", None, "Training/eval crop side; default 32 digits, else 224.")
 flags.DEFINE_float("eval_crop_fraction", 0.95, "Eval: centre crop / resized shorter side.")
-flags.DEFINE_bool("verify_images", True, "Folder datasets: skip and count unreadable files.")
+flags.DEFINE_bool(
+    "verify_images", True, "Folder datasets: check every file's header before training."
+)
+flags.DEFINE_float(
+    "max_skipped_fraction",
+    0.01,
+    "Stop with an error when more than this fraction of a split's images cannot be read "
+    "(they are skipped, counted and listed in metrics.json and skipped_images.json).",
+)
 # --------------------------------------------------------------------------- recipe
 flags.DEFINE_integer("epochs", None, "Epochs; default 30 on digits, 512 otherwise.")
 flags.DEFINE_integer("batch_size", None, "Global batch; default 64 on digits, 512 (L: 128).")

@@ -12,16 +12,20 @@ Training, per image (in ``tf.data`` on the CPU, where images still have their ow
 Then per batch (in ``tf.data``, or on the accelerator as a model-side stage of the
 :class:`~larq_bnext.Distiller`, by choice):
 
-2. **Horizontal flip** with probability 0.5 (stateless, from the batch's seed).
+2. **Horizontal flip** with probability 0.5 (``tf.image.stateless_random_flip_left_right``).
 3. **RandAugment**: timm's ``rand-m7-mstd0.5-inc1`` itself (:mod:`larq_bnext.training.randaugment`:
    2 of timm's 15 ops per image with replacement, each with probability 0.5, magnitude
    ``N(7, 0.5)`` clipped to ``[0, 10]``, timm's argument mappings and random signs, fill of the
    ImageNet mean; PIL's computations, bilinear where the original resamples bicubically).
    ``randaugment_policy="keras-cv"`` picks keras-cv's 10-op ``RandAugment`` instead.
 4. Normalisation with the ImageNet mean and std (on ``[0, 1]`` RGB).
-5. Optional, off in BNext: **mixup** and **cutmix** (``keras_cv.layers.MixUp``/``CutMix``;
-   labels become one-hot) and **random erasing** (``keras_cv.layers.RandomCutout`` with
-   Gaussian noise, applied with a probability).
+5. Optional, off in BNext: **mixup** and **cutmix** (timm's batch mode; labels become
+   one-hot) and **random erasing** (timm's per-pixel noise, applied with a probability), from
+   :mod:`larq_bnext.training.stateless_mix`.
+
+Every random draw of the training augmentation except keras-cv's RandAugment is a function of
+a seed (stateless random ops): the crop of the element's seed, the batch stage of the batch's
+seed (see :class:`BatchAugmenter`).
 
 Evaluation: :func:`eval_transform` (resize the shorter side to ``size / 0.95`` bicubically,
 centre crop ``size``, normalise), the transform of :mod:`larq_bnext.preprocessing`.
@@ -139,6 +143,7 @@ def random_resized_crop_box(
     scale=(0.08, 1.0),
     ratio=(3 / 4, 4 / 3),
     attempts: int = 10,
+    seed: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Sample a random-resized-crop window as timm does: ``[top, left, crop_h, crop_w]``.
 
@@ -152,15 +157,19 @@ def random_resized_crop_box(
         scale: range of the crop area as a fraction of the image area.
         ratio: range of the aspect ratio (width / height).
         attempts: number of tries before the fallback.
+        seed: a shape ``[2]`` integer seed: the window is then a function of it (stateless
+            random ops, reproducible across runs and restarts); ``None`` draws from
+            TensorFlow's global generator.
 
     Returns:
         An int32 tensor ``[top, left, crop_height, crop_width]``.
     """
+    uniform = _uniform_sampler(seed)
     h = tf.cast(height, tf.float32)
     w = tf.cast(width, tf.float32)
     area = h * w
-    target_area = area * tf.random.uniform([attempts], scale[0], scale[1])
-    log_ratio = tf.random.uniform([attempts], math.log(ratio[0]), math.log(ratio[1]))
+    target_area = area * uniform(0, [attempts], scale[0], scale[1])
+    log_ratio = uniform(1, [attempts], math.log(ratio[0]), math.log(ratio[1]))
     aspect = tf.exp(log_ratio)
     crop_w = tf.cast(tf.round(tf.sqrt(target_area * aspect)), tf.int32)
     crop_h = tf.cast(tf.round(tf.sqrt(target_area / aspect)), tf.int32)
@@ -171,8 +180,8 @@ def random_resized_crop_box(
 
     def sampled():
         ch, cw = crop_h[first], crop_w[first]
-        top = tf.random.uniform([], 0, height - ch + 1, dtype=tf.int32)
-        left = tf.random.uniform([], 0, width - cw + 1, dtype=tf.int32)
+        top = uniform(2, [], 0, height - ch + 1, dtype=tf.int32)
+        left = uniform(3, [], 0, width - cw + 1, dtype=tf.int32)
         return tf.stack([top, left, ch, cw])
 
     def fallback():
@@ -194,6 +203,18 @@ def random_resized_crop_box(
     return tf.cond(tf.reduce_any(fits), sampled, fallback)
 
 
+def _uniform_sampler(seed):
+    """``uniform(k, shape, lo, hi, dtype)``: the k-th independent draw of a seed, or stateful."""
+    if seed is None:
+        return lambda k, shape, lo, hi, dtype=tf.float32: tf.random.uniform(shape, lo, hi, dtype)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+
+    def uniform(k, shape, lo, hi, dtype=tf.float32):
+        return tf.random.stateless_uniform(shape, seeds[k], lo, hi, dtype)
+
+    return uniform
+
+
 def _resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
     out = tf.image.resize(
         tf.cast(image, tf.float32), [size, size], method=interpolation, antialias=True
@@ -202,22 +223,27 @@ def _resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
     return tf.round(tf.clip_by_value(out, 0.0, 255.0))
 
 
-def random_resized_crop(image: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG) -> tf.Tensor:
+def random_resized_crop(
+    image: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG, seed: tf.Tensor | None = None
+) -> tf.Tensor:
     """Random resized crop of a decoded ``(H, W, 3)`` image; returns float32 on ``[0, 255]``.
 
     Args:
         image: a decoded image (uint8 or float on ``[0, 255]``).
         config: the crop's settings.
+        seed: optional shape ``[2]`` seed of the window (see :func:`random_resized_crop_box`).
     """
     shape = tf.shape(image)
     top, left, ch, cw = tf.unstack(
-        random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio)
+        random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed)
     )
     crop = image[top : top + ch, left : left + cw]
     return _resize(crop, config.image_size, config.interpolation)
 
 
-def decode_and_random_crop(encoded: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG):
+def decode_and_random_crop(
+    encoded: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG, seed: tf.Tensor | None = None
+):
     """Decode an encoded image (JPEG, PNG, GIF, BMP) straight into a random resized crop.
 
     JPEGs decode only the crop window; other formats decode fully, then crop.
@@ -225,6 +251,7 @@ def decode_and_random_crop(encoded: tf.Tensor, config: AugmentConfig = IMAGENET_
     Args:
         encoded: a scalar string tensor holding the file's bytes.
         config: the crop's settings.
+        seed: optional shape ``[2]`` seed of the window (see :func:`random_resized_crop_box`).
 
     Returns:
         A ``(size, size, 3)`` float32 image on ``[0, 255]``.
@@ -232,7 +259,9 @@ def decode_and_random_crop(encoded: tf.Tensor, config: AugmentConfig = IMAGENET_
 
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
-        window = random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio)
+        window = random_resized_crop_box(
+            shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed
+        )
         return tf.image.decode_and_crop_jpeg(
             encoded, window, channels=3, dct_method="INTEGER_ACCURATE"
         )
@@ -241,7 +270,9 @@ def decode_and_random_crop(encoded: tf.Tensor, config: AugmentConfig = IMAGENET_
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         shape = tf.shape(image)
         top, left, ch, cw = tf.unstack(
-            random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio)
+            random_resized_crop_box(
+                shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed
+            )
         )
         return image[top : top + ch, left : left + cw]
 
@@ -276,20 +307,25 @@ def eval_transform(image: tf.Tensor, image_size: int = 224, crop_fraction: float
 class BatchAugmenter:
     """The batch stage of the training augmentation: flip, RandAugment, normalise, mix, erase.
 
-    Call it on ``(images, labels)`` with images on ``[0, 255]`` (float, ``(B, S, S, 3)``) and
-    integer labels; it returns normalised images and labels (one-hot when mixup or cutmix is
-    on). It runs inside ``tf.data`` (``dataset.map(augmenter)``) or inside the Distiller's
-    train step on the accelerator (``Distiller(..., augmenter=augmenter)``).
+    Call it on ``(images, labels, seed)`` with images on ``[0, 255]`` (float,
+    ``(B, S, S, 3)``), integer labels and a shape ``[2]`` integer seed; it returns normalised
+    images and labels (one-hot when mixup or cutmix is on). It runs inside ``tf.data`` (the
+    pipeline of :func:`larq_bnext.training.data.train_dataset` passes a seed that is a
+    function of the run's seed, the epoch and the step) or inside the Distiller's train step
+    on the accelerator (``Distiller(..., augmenter=augmenter)``, seeded by the optimizer step).
 
-    With ``seed=`` (a stateless seed of shape ``(2,)``, e.g. a function of the run's seed,
-    epoch and step) the flip and timm's RandAugment are a pure function of the batch and the
-    seed. Without it, a seed is drawn from TensorFlow's global generator. The keras-cv stages
-    (its RandAugment, mixup, cutmix, erasing; off in BNext) keep their own generators.
+    Flip, timm's RandAugment (:mod:`larq_bnext.training.randaugment`), mixup/cutmix
+    (:mod:`larq_bnext.training.stateless_mix`, timm's batch mode) and random erasing are
+    functions of the seed (stateless random ops): the same seed gives the same batch, so a
+    resumed run repeats an uninterrupted one exactly. Only keras-cv's ``RandAugment``
+    (``randaugment_policy="keras-cv"``, not BNext's) draws from its own generator and is not
+    reproducible across a restart. Without a seed (``seed=None``) one is drawn from
+    TensorFlow's global generator.
 
     Args:
         config: the augmentation settings.
         num_classes: number of classes (needed for one-hot labels with mixup/cutmix).
-        seed: optional seed of the keras-cv layers.
+        seed: optional seed of keras-cv's RandAugment layer (``randaugment_policy="keras-cv"``).
 
     Example:
 
@@ -301,13 +337,13 @@ class BatchAugmenter:
     """
 
     def __init__(self, config: AugmentConfig, num_classes: int, seed: int | None = None):
-        import keras_cv
-
         self.config = config
         self.num_classes = int(num_classes)
         self.policy = config.timm_policy if config.randaugment else None
         self.randaugment = None
         if config.randaugment and self.policy is None:
+            import keras_cv
+
             self.randaugment = keras_cv.layers.RandAugment(
                 value_range=(0, 255),
                 augmentations_per_image=config.randaugment_ops,
@@ -316,67 +352,47 @@ class BatchAugmenter:
                 rate=config.randaugment_rate,
                 seed=seed,
             )
-        self.mixup = (
-            keras_cv.layers.MixUp(config.mixup_alpha, seed=seed) if config.mixup_alpha else None
-        )
-        self.cutmix = (
-            keras_cv.layers.CutMix(config.cutmix_alpha, seed=seed) if config.cutmix_alpha else None
-        )
-        self.erasing = None
-        if config.random_erasing:
-            # timm's erasing covers 2 %-33 % of the area: sides of ~14 %-58 % of the image.
-            self.erasing = keras_cv.layers.RandomApply(
-                keras_cv.layers.RandomCutout(
-                    (0.14, 0.58), (0.14, 0.58), fill_mode="gaussian_noise", seed=seed
-                ),
-                rate=config.random_erasing,
-                batchwise=False,
-                seed=seed,
-            )
 
     def __call__(self, images, labels, seed=None):
         """Augment a batch; returns ``(normalised images, labels)``.
 
         Args:
-            images: ``(B, S, S, 3)`` crops on ``[0, 255]``.
-            labels: integer labels.
-            seed: optional stateless seed, shape ``(2,)`` integers.
+            images: ``(B, S, S, 3)`` images on ``[0, 255]``.
+            labels: ``(B,)`` integer labels.
+            seed: shape ``[2]`` integer seed of this batch's randomness.
         """
-        images = tf.cast(images, tf.float32)
+        from larq_bnext.training import stateless_mix
+
         if seed is None:
             seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
-        flip_seed, ra_seed = tf.unstack(
-            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+        flip_seed, ra_seed, mix_seed, erase_seed = tf.unstack(
+            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
         )
-        if self.config.flip:
-            flips = tf.random.stateless_uniform(tf.shape(images)[:1], flip_seed) < 0.5
-            images = tf.where(flips[:, None, None, None], tf.reverse(images, [2]), images)
+        config = self.config
+        images = tf.cast(images, tf.float32)
+        if config.flip:
+            images = tf.image.stateless_random_flip_left_right(images, flip_seed)
         if self.policy is not None:
             images = timm_randaugment.rand_augment(images, ra_seed, self.policy)
         if self.randaugment is not None:
-            images = self.randaugment(images, training=True)
-        images = normalize(images)
-        if self.config.mixes_labels:
-            labels = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
-            use_cutmix = self.cutmix is not None and (
-                self.mixup is None or tf.random.uniform([]) < 0.5
-            )
-            # keras-cv mixes within the batch; one of the two per batch, like timm's switch.
-            if self.mixup is not None and self.cutmix is not None:
-                images, labels = tf.cond(
-                    use_cutmix,
-                    lambda: _mix(self.cutmix, images, labels),
-                    lambda: _mix(self.mixup, images, labels),
-                )
-            elif self.cutmix is not None:
-                images, labels = _mix(self.cutmix, images, labels)
+            if isinstance(self.randaugment, tf.keras.layers.Layer):
+                images = self.randaugment(images, training=True)
             else:
-                images, labels = _mix(self.mixup, images, labels)
-        if self.erasing is not None:
-            images = self.erasing(images, training=True)
+                images = self.randaugment(images, ra_seed)
+        images = normalize(images)
+        if config.mixes_labels:
+            labels = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
+            choice_seed, mix_seed = tf.unstack(tf.random.experimental.stateless_split(mix_seed))
+            mix = lambda: stateless_mix.mixup(images, labels, config.mixup_alpha, mix_seed)  # noqa: E731
+            cut = lambda: stateless_mix.cutmix(images, labels, config.cutmix_alpha, mix_seed)  # noqa: E731
+            if config.mixup_alpha and config.cutmix_alpha:
+                # One of the two per batch, like timm's switch (probability 0.5).
+                use_cutmix = tf.random.stateless_uniform([], choice_seed) < 0.5
+                images, labels = tf.cond(use_cutmix, cut, mix)
+            elif config.cutmix_alpha:
+                images, labels = cut()
+            else:
+                images, labels = mix()
+        if config.random_erasing:
+            images = stateless_mix.random_erasing(images, config.random_erasing, erase_seed)
         return images, labels
-
-
-def _mix(layer, images, labels):
-    out = layer({"images": images, "labels": labels}, training=True)
-    return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)

@@ -8,14 +8,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from larq_bnext.models.layers import binary_conv_layers
-from larq_bnext.training.checkpoints import save_weights_atomic
+from larq_bnext.training.checkpoints import _atomic_write_text, save_weights_atomic
 from larq_bnext.training.distiller import Distiller, curriculum_phase
+from larq_bnext.training.distribute import is_chief
 from larq_bnext.training.schedules import current_learning_rate
 
 __all__ = [
@@ -112,6 +114,11 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
     save leaves the previous file intact); under a multi-worker strategy only the chief
     writes them (:func:`larq_bnext.training.checkpoints.save_weights_atomic`).
 
+    The best score survives a restart: it is written (atomically, after the weights) to
+    ``{directory}/best.json``, and a ``fit`` that starts at a later epoch (a resumed run)
+    reads it back, so its first epoch replaces ``best.weights.h5`` only if it is better. A
+    ``fit`` from epoch 0 starts afresh.
+
     Args:
         directory: where to write the weights.
         monitor: the log key to maximise for ``best`` (``val_top1`` by default); when absent
@@ -128,6 +135,8 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         self.mode = mode
         self.best = None
         self.best_epoch = None
+        self._started = False
+        self._scores = {}
 
     @property
     def last_path(self) -> str:
@@ -139,11 +148,70 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         """Path of the best weights."""
         return os.path.join(self.directory, "best.weights.h5")
 
+    @property
+    def state_path(self) -> str:
+        """Path of the best score's record (``best.json``)."""
+        return os.path.join(self.directory, "best.json")
+
     def _target(self):
         return getattr(self.model, "student", self.model)
 
     def _save(self, target, path):
         save_weights_atomic(target, path, self.model.distribute_strategy)
+
+    def _save_state(self):
+        if not is_chief(self.model.distribute_strategy):
+            return
+        state = {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best": self.best,
+            "epoch": self.best_epoch,
+            "scores": {str(k): v for k, v in sorted(self._scores.items())},
+        }
+        _atomic_write_text(self.state_path, json.dumps(state))
+
+    def restore_state(self, before_epoch: int) -> bool:
+        """Read the best score of the epochs before ``before_epoch`` from ``best.json``.
+
+        Every epoch's score is recorded, so a run killed after an epoch whose backup was lost
+        (that epoch is redone) restores the best of the epochs that count.
+
+        Args:
+            before_epoch: the epoch the run resumes at; later records (of a killed run's
+                lost epochs, or another run's) are ignored.
+
+        Returns:
+            Whether a best score was restored.
+        """
+        if not os.path.isfile(self.state_path) or not os.path.isfile(self.best_path):
+            return False
+        try:
+            with open(self.state_path) as handle:
+                state = json.load(handle)
+        except (OSError, ValueError):
+            return False
+        if state.get("monitor") != self.monitor or state.get("mode") != self.mode:
+            return False
+        scores = {int(k): float(v) for k, v in state.get("scores", {}).items()}
+        scores = {k: v for k, v in scores.items() if k < before_epoch and np.isfinite(v)}
+        self._scores = dict(scores)
+        if not scores:
+            return False
+        pick = max if self.mode == "max" else min
+        self.best_epoch = pick(scores, key=lambda k: (scores[k], -k))
+        self.best = scores[self.best_epoch]
+        return True
+
+    def on_train_begin(self, logs=None):
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._started:
+            self._started = True
+            self.best, self.best_epoch, self._scores = None, None, {}
+            if epoch > 0:
+                self.restore_state(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.directory, exist_ok=True)
@@ -153,8 +221,10 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         if value is None:
             self._save(target, self.best_path)
             self.best_epoch = epoch
+            self._save_state()
             return
         value = float(value)
+        self._scores[int(epoch)] = value
         better = (
             self.best is None
             or (self.mode == "max" and value > self.best)
@@ -163,6 +233,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
         if better and np.isfinite(value):
             self.best, self.best_epoch = value, epoch
             self._save(target, self.best_path)
+        self._save_state()
 
 
 class AssistantCurriculum(tf.keras.callbacks.Callback):

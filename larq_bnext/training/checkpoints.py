@@ -25,6 +25,7 @@ __all__ = [
     "checkpoint_is_complete",
     "latest_complete_checkpoint",
     "backup_initial_epoch",
+    "backup_position",
     "remove_backup",
     "ResumableBackup",
 ]
@@ -230,14 +231,37 @@ def backup_initial_epoch(backup_dir: str) -> int:
     Args:
         backup_dir: the ``backup_dir`` of :class:`ResumableBackup`.
     """
+    return backup_position(backup_dir)[0]
+
+
+def backup_position(backup_dir: str, steps_per_epoch: int | None = None, save_freq="epoch"):
+    """``(epoch, step)`` where a run resumed from ``backup_dir`` continues (``(0, 0)`` if none).
+
+    The same decision as Keras' ``BackupAndRestore``: after an epoch-end backup, the next
+    epoch's first step; after a backup every ``save_freq`` steps, the step after the saved
+    one (the next epoch's first after an epoch's last step). Read from the newest complete
+    checkpoint without building a model, to start the input pipeline there.
+
+    Args:
+        backup_dir: the ``backup_dir`` of :class:`ResumableBackup`.
+        steps_per_epoch: steps per epoch (needed for step backups).
+        save_freq: the backup's ``save_freq`` (``"epoch"`` or a number of steps).
+    """
     prefix = latest_complete_checkpoint(os.path.join(backup_dir, "chief"))
     if prefix is None:
-        return 0
+        return 0, 0
     reader = tf.train.load_checkpoint(prefix)
-    key = "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"
-    if not reader.has_tensor(key):
-        return 0
-    return int(reader.get_tensor(key)) + 1
+    epoch_key = "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"
+    batch_key = "ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE"
+    if not reader.has_tensor(epoch_key):
+        return 0, 0
+    epoch = int(reader.get_tensor(epoch_key))
+    batch = int(reader.get_tensor(batch_key)) if reader.has_tensor(batch_key) else -1
+    if isinstance(save_freq, int) and batch >= 0 and steps_per_epoch:
+        if batch == steps_per_epoch - 1:
+            return epoch + 1, 0
+        return epoch, batch + 1
+    return (epoch + 1, 0) if epoch >= 0 else (0, 0)
 
 
 def remove_backup(backup_dir: str) -> None:
@@ -278,8 +302,10 @@ class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
     the binary convolutions' temperatures), the optimizer (step counter, hence the learning
     rate schedule, and its slots), the loss scale under ``mixed_float16``, and the epoch
     (``fit`` continues at the next epoch, so the curriculum phase follows). The input
-    pipeline restarts: a resumed run sees the same data as an uninterrupted one only if its
-    dataset is a function of the epoch (see :func:`backup_initial_epoch`).
+    pipeline restarts: a resumed run sees the same data as an uninterrupted one when its
+    dataset is a function of the epoch and step and starts where the backup ends (see
+    :func:`backup_position`; :func:`larq_bnext.training.data.train_dataset` is such a
+    dataset).
 
     Args:
         backup_dir: directory of the backup (one per ``fit`` stage; not shared with other

@@ -22,15 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext.training.augmentation import (
-    AugmentConfig,
-    BatchAugmenter,
-    decode_and_random_crop,
-    eval_transform,
-    normalize,
-    random_resized_crop,
-)
-
 __all__ = [
     "DataSource",
     "load_digits",
@@ -39,6 +30,7 @@ __all__ = [
     "load_dataset",
     "train_dataset",
     "eval_dataset",
+    "stream_seed",
     "scan_image_folder",
     "is_readable_image",
     "IMAGE_EXTENSIONS",
@@ -111,7 +103,7 @@ def is_readable_image(path: str) -> bool:
     """A quick structural check of an image file: not empty, known header, JPEG end marker.
 
     It reads the first and last bytes only. Files that pass but still fail to decode are
-    dropped by the pipeline (``ignore_errors``), with a warning in TensorFlow's log.
+    skipped by the pipelines and recorded in their :class:`larq_bnext.training.skipped.SkipLog`.
 
     Args:
         path: the file's path.
@@ -317,112 +309,4 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int = 32, *
 
 
 # ----------------------------------------------------------------------------- pipelines
-def _elements(source: DataSource, shuffle: bool, seed: int | None):
-    if source.kind == "tfds":
-        ds = source.items
-        if shuffle:
-            ds = ds.shuffle(16 * 1024, seed=seed)
-        return ds
-    if source.kind == "array":
-        ds = tf.data.Dataset.from_tensor_slices((source.items, source.labels))
-    else:
-        ds = tf.data.Dataset.from_tensor_slices((list(source.items), source.labels))
-    if shuffle:
-        ds = ds.shuffle(source.num_examples, seed=seed, reshuffle_each_iteration=True)
-    return ds
-
-
-def train_dataset(
-    source: DataSource,
-    batch_size: int,
-    config: AugmentConfig,
-    augment_on_device: bool = False,
-    seed: int | None = None,
-    repeat: bool = False,
-    deterministic: bool | None = None,
-):
-    """The training pipeline: shuffle, decode + random resized crop, batch, augment.
-
-    Args:
-        source: the training split.
-        batch_size: the global batch size.
-        config: the augmentation settings.
-        augment_on_device: leave the batch stage (flip, RandAugment, normalisation, mixup,
-            cutmix, erasing) to the model (``Distiller(augmenter=BatchAugmenter(...))``): the
-            pipeline then yields crops on ``[0, 255]``.
-        seed: shuffle seed.
-        repeat: repeat forever (then pass ``steps_per_epoch`` to ``fit``).
-        deterministic: keep the element order of the parallel stages fixed. ``None`` (the
-            default) follows TensorFlow's op determinism: deterministic once
-            ``tf.config.experimental.enable_op_determinism()`` was called (``--deterministic``
-            of the train CLI), else free (faster: a slow image does not hold up the batch).
-            Bitwise-reproducible runs need both this and op determinism, which also runs
-            map functions with random ops one element at a time in a fixed order.
-
-    Returns:
-        A ``tf.data.Dataset`` of ``(images, labels)``, ``drop_remainder`` batches.
-    """
-    autotune = tf.data.AUTOTUNE
-    ds = _elements(source, shuffle=True, seed=seed)
-    if repeat:
-        ds = ds.repeat()
-    if source.kind == "array":
-        ds = ds.map(lambda x, y: (random_resized_crop(x, config), y), num_parallel_calls=autotune)
-    else:
-        if source.kind == "path":
-            ds = ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=autotune)
-        ds = ds.map(
-            lambda b, y: (decode_and_random_crop(b, config), y), num_parallel_calls=autotune
-        )
-        ds = ds.ignore_errors(log_warning=True)
-    ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=autotune)
-    if not augment_on_device:
-        augmenter = BatchAugmenter(config, source.num_classes, seed=seed)
-        ds = ds.map(augmenter, num_parallel_calls=autotune)
-    options = tf.data.Options()
-    if deterministic is None:
-        deterministic = _op_determinism_enabled()
-    options.deterministic = bool(deterministic)
-    return ds.with_options(options).prefetch(autotune)
-
-
-def _op_determinism_enabled() -> bool:
-    from tensorflow.python.framework import config as tf_config  # no public getter in TF 2.15
-
-    return bool(tf_config.is_op_determinism_enabled())
-
-
-def eval_dataset(source: DataSource, batch_size: int, image_size: int, crop_fraction: float = 0.95):
-    """The evaluation pipeline: decode, resize + centre crop (or just resize), normalise, batch.
-
-    Files and TFDS images get :func:`larq_bnext.training.augmentation.eval_transform`; in-memory
-    arrays (digits) are resized to ``image_size`` if needed and normalised.
-
-    Args:
-        source: the evaluation split.
-        batch_size: batch size (the last batch may be smaller).
-        image_size: side of the model's input.
-        crop_fraction: centre-crop fraction of the evaluation transform (0.95 in BNext).
-    """
-    autotune = tf.data.AUTOTUNE
-    ds = _elements(source, shuffle=False, seed=None)
-    if source.kind == "array":
-
-        def prepare(x, y):
-            x = tf.cast(x, tf.float32)
-            if x.shape[0] != image_size or x.shape[1] != image_size:
-                x = tf.image.resize(x, [image_size, image_size], method="bicubic", antialias=True)
-            return normalize(tf.clip_by_value(x, 0.0, 255.0)), y
-
-        ds = ds.map(prepare, num_parallel_calls=autotune)
-    else:
-        if source.kind == "path":
-            ds = ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=autotune)
-
-        def decode(b, y):
-            image = tf.io.decode_image(b, channels=3, expand_animations=False)
-            image.set_shape([None, None, 3])
-            return eval_transform(image, image_size, crop_fraction), y
-
-        ds = ds.map(decode, num_parallel_calls=autotune).ignore_errors(log_warning=True)
-    return ds.batch(batch_size).prefetch(autotune)
+from larq_bnext.training.pipelines import eval_dataset, stream_seed, train_dataset  # noqa: E402

@@ -124,9 +124,12 @@ class Distiller(tf.keras.Model):
         global_batch_size: batch size the per-example loss is averaged over; ``None`` uses the
             per-replica batch times the number of replicas (the plain batch mean without a
             distribution strategy).
-        augmenter: optional ``(images, labels) -> (images, labels)`` applied at the start of
-            every training step, on the accelerator (the model-side augmentation stage, e.g.
-            :class:`larq_bnext.training.augmentation.BatchAugmenter`); evaluation batches skip it.
+        augmenter: optional ``(images, labels, seed) -> (images, labels)`` applied at the start
+            of every training step, on the accelerator (the model-side augmentation stage, e.g.
+            :class:`larq_bnext.training.augmentation.BatchAugmenter`); evaluation batches skip
+            it. The seed is ``[augment_seed, step]`` with the replica folded in (reproducible
+            across restarts, distinct per replica).
+        augment_seed: the run's seed, the first half of the augmenter's per-step seed.
         name: model name.
         **kwargs: passed to :class:`tf.keras.Model`.
     """
@@ -140,6 +143,7 @@ class Distiller(tf.keras.Model):
         weighting: str = "per_sample",
         global_batch_size: int | None = None,
         augmenter: Callable | None = None,
+        augment_seed: int = 0,
         name: str = "distiller",
         **kwargs,
     ):
@@ -159,6 +163,7 @@ class Distiller(tf.keras.Model):
         self.weighting = weighting
         self.global_batch_size = global_batch_size
         self.augmenter = augmenter
+        self.augment_seed = int(augment_seed)
         self._phase = 0
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         self.top1 = tf.keras.metrics.SparseCategoricalAccuracy(name="top1")
@@ -228,11 +233,19 @@ class Distiller(tf.keras.Model):
     def _average(self, per_example):
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
 
+    def _augment_seed(self):
+        """``[augment_seed, step]`` with the replica id folded in: a function of the step."""
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        seed = tf.stack([tf.constant(self.augment_seed, tf.int64), step])
+        context = tf.distribute.get_replica_context()
+        replica = 0 if context is None else context.replica_id_in_sync_group
+        return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+
     def train_step(self, data):
         """One optimisation step of the student on ``(images, labels)``."""
         images, labels = _unpack(data)
         if self.augmenter is not None:
-            images, labels = self.augmenter(images, labels)
+            images, labels = self.augmenter(images, labels, self._augment_seed())
         teachers = self.active_teachers()
         computed = {}  # a teacher that is both assistant and main (BNext-L) runs once
         for t in teachers:

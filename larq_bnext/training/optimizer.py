@@ -4,14 +4,12 @@ convolution kernels, which get 1e-8.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import tensorflow as tf
 
-__all__ = [
-    "is_conv_kernel",
-    "AdamW",
-]
+__all__ = ["is_conv_kernel", "AdamW", "float64_supported", "bias_correction"]
 
 
 def is_conv_kernel(variable: tf.Variable) -> bool:
@@ -24,6 +22,40 @@ def is_conv_kernel(variable: tf.Variable) -> bool:
         variable: a model variable.
     """
     return variable.shape.rank == 4
+
+
+def float64_supported(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """Whether the step's scalars may be computed in float64: not on TPUs, which lack it.
+
+    ``False`` under a ``TPUStrategy`` or when TPU devices are visible; ``True`` otherwise.
+
+    Args:
+        strategy: the strategy; defaults to the current one.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    tpu_kinds = (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)
+    if isinstance(strategy, tpu_kinds):
+        return False
+    return not tf.config.list_logical_devices("TPU")
+
+
+def bias_correction(beta: float, step: tf.Tensor, float64: bool = True) -> tf.Tensor:
+    """``1 - beta^step`` (Adam's bias correction) as float32.
+
+    In float64 (then rounded) like PyTorch's Python floats, or in float32 alone as
+    ``-expm1(step * log(beta))``, which has no cancellation (``1 - 0.999^t`` in float32 loses
+    five digits for small ``t``): both agree to a few float32 ulps.
+
+    Args:
+        beta: the decay (e.g. 0.999).
+        step: the 1-based step (integer tensor).
+        float64: compute in float64 (CPUs, GPUs) or float32 only (TPUs).
+    """
+    if float64:
+        t = tf.cast(step, tf.float64)
+        return tf.cast(1 - tf.pow(tf.constant(beta, tf.float64), t), tf.float32)
+    t = tf.cast(step, tf.float32)
+    return -tf.math.expm1(t * tf.constant(math.log(beta), tf.float32))
 
 
 class AdamW(tf.keras.optimizers.Adam):
@@ -57,6 +89,9 @@ class AdamW(tf.keras.optimizers.Adam):
         epsilon: PyTorch's ``eps`` (added to the bias-corrected ``sqrt(v)``).
         decay_predicate: ``variable -> bool`` choosing ``conv_weight_decay``; defaults to
             :func:`is_conv_kernel`.
+        float64: compute the bias corrections in float64 (as PyTorch does in Python) or in
+            float32 only (:func:`bias_correction`; TPUs have no float64); ``None`` picks
+            float64 where the device has it (:func:`float64_supported`).
         name: optimizer name.
         **kwargs: other :class:`tf.keras.optimizers.Optimizer` arguments (``jit_compile``, ...).
     """
@@ -70,6 +105,7 @@ class AdamW(tf.keras.optimizers.Adam):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         decay_predicate: Callable[[tf.Variable], bool] | None = None,
+        float64: bool | None = None,
         name: str = "AdamW",
         **kwargs,
     ):
@@ -88,6 +124,7 @@ class AdamW(tf.keras.optimizers.Adam):
         self.other_weight_decay = float(weight_decay)
         self.conv_weight_decay = float(conv_weight_decay)
         self.decay_predicate = decay_predicate or is_conv_kernel
+        self.float64 = float64
 
     def weight_decay_of(self, variable: tf.Variable) -> float:
         """The weight decay this optimizer applies to ``variable``.
@@ -106,10 +143,12 @@ class AdamW(tf.keras.optimizers.Adam):
         dtype = variable.dtype
         lr = tf.cast(self.learning_rate, dtype)
         # Bias corrections in float64, as PyTorch computes them in Python: 1 - 0.999 in
-        # float32 is off by 1e-5 (relative), which would show in the first steps.
-        step = tf.cast(self.iterations + 1, tf.float64)
-        bias_1 = tf.cast(1 - tf.pow(tf.constant(self.beta_1, tf.float64), step), dtype)
-        bias_2 = tf.cast(1 - tf.pow(tf.constant(self.beta_2, tf.float64), step), dtype)
+        # float32 is off by 1e-5 (relative), which would show in the first steps. Without
+        # float64 (TPUs), the exact float32 form.
+        float64 = float64_supported() if self.float64 is None else self.float64
+        step = self.iterations + 1
+        bias_1 = tf.cast(bias_correction(self.beta_1, step, float64), dtype)
+        bias_2 = tf.cast(bias_correction(self.beta_2, step, float64), dtype)
         index = self._index_dict[self._var_key(variable)]
         m = self._momentums[index]
         v = self._velocities[index]
@@ -126,7 +165,9 @@ class AdamW(tf.keras.optimizers.Adam):
     def get_config(self):
         config = super().get_config()
         config.update(
-            weight_decay=self.other_weight_decay, conv_weight_decay=self.conv_weight_decay
+            weight_decay=self.other_weight_decay,
+            conv_weight_decay=self.conv_weight_decay,
+            float64=self.float64,
         )
         config.pop("amsgrad", None)
         return config

@@ -27,7 +27,13 @@ from larq_bnext.training.callbacks import (
     StudentCheckpoint,
     TemperatureScheduler,
 )
-from larq_bnext.training.checkpoints import ResumableBackup, remove_backup, worker_directory
+from larq_bnext.training.checkpoints import (
+    ResumableBackup,
+    backup_position,
+    remove_backup,
+    worker_directory,
+)
+from larq_bnext.training.cli_checks import check_replicas, check_train_flags
 from larq_bnext.training.distiller import Distiller
 from larq_bnext.training.distribute import scaled_learning_rate
 from larq_bnext.training.optimizer import AdamW
@@ -40,6 +46,7 @@ from larq_bnext.training.recipe import (
     temperature_decay,
 )
 from larq_bnext.training.schedules import WarmupCosine
+from larq_bnext.training.skipped import SkipLog, SkippedImagesMonitor
 from larq_bnext.training.sync_batchnorm import convert_to_sync_batchnorm
 from larq_bnext.training.teachers import Teacher, default_teachers, imagenet_teacher
 
@@ -61,10 +68,14 @@ FLAGS = flags.FLAGS
 
 # --------------------------------------------------------------------------- building blocks
 def build_datasets():
-    """Load the dataset of the flags; returns ``(train_ds, eval_ds, info)``.
+    """Load the dataset of the flags; returns ``(make_train, eval_ds, info)``.
 
-    ``info`` holds ``num_classes``, ``image_size``, ``steps_per_epoch``, ``train_examples``,
-    ``eval_examples``, ``skipped_files`` and the sources themselves.
+    ``make_train(initial_epoch, initial_step)`` builds the (distributed) training stream from
+    that position on: the stream is a function of the seed, epoch and step, so a resumed
+    ``fit`` sees what an uninterrupted one sees. ``info`` holds ``num_classes``,
+    ``image_size``, ``steps_per_epoch``, ``train_examples``, ``eval_examples``,
+    ``skipped_files``, the skip logs (:class:`larq_bnext.training.skipped.SkipLog`) and the
+    sources.
     """
     config = augment_config()
     image_size = config.image_size
@@ -85,22 +96,52 @@ def build_datasets():
         )
     steps = min(full_steps, FLAGS.steps_per_epoch or full_steps)
 
-    def pipeline(per_replica_batch, context):
-        # One pipeline per worker, on its own shard, batching for one replica at a time.
-        shard = distribute.shard_source(
-            train_src, context.num_input_pipelines, context.input_pipeline_id
-        )
-        return data.train_dataset(
-            shard,
-            per_replica_batch,
-            config,
-            augment_on_device=FLAGS.augment_on_device,
-            seed=FLAGS.seed + context.input_pipeline_id,
-            repeat=True,
-        )
+    limit = FLAGS.max_skipped_fraction
+    train_log = SkipLog(
+        "train", train_src.num_examples + len(train_src.skipped), limit, train_src.skipped
+    )
+    eval_log = SkipLog(
+        "eval", eval_src.num_examples + len(eval_src.skipped), limit, eval_src.skipped
+    )
+    skipped_json = os.path.join(worker_directory(FLAGS.output_dir), "skipped_images.json")
+    if FLAGS.backup and os.path.isfile(skipped_json) and _any_backup():
+        # Resuming: files found unreadable before the kill stay counted.
+        with open(skipped_json) as handle:
+            known = json.load(handle)
+        for log in (train_log, eval_log):
+            for path in known.get(log.split, {}).get("paths", []):
+                log.add(path)
+    for log in (train_log, eval_log):
+        log.check()  # the header check alone may already exceed the limit
 
-    train_ds = distribute.distributed_dataset(tf.distribute.get_strategy(), pipeline, batch_size)
-    eval_ds = data.eval_dataset(eval_src, batch_size, image_size, FLAGS.eval_crop_fraction)
+    def make_train(initial_epoch: int = 0, initial_step: int = 0):
+        """The training stream from ``(initial_epoch, initial_step)`` on."""
+
+        def pipeline(per_replica_batch, context):
+            # One pipeline per worker, on its own shard, batching for one replica at a time.
+            shard = distribute.shard_source(
+                train_src, context.num_input_pipelines, context.input_pipeline_id
+            )
+            # The pipeline feeds its replicas in turn: one step takes `replicas` batches.
+            replicas = max(1, context.num_replicas_in_sync // context.num_input_pipelines)
+            return data.train_dataset(
+                shard,
+                per_replica_batch,
+                config,
+                augment_on_device=FLAGS.augment_on_device,
+                seed=FLAGS.seed + context.input_pipeline_id,
+                repeat=True,
+                steps_per_epoch=steps * replicas,
+                initial_epoch=initial_epoch,
+                initial_step=initial_step * replicas,
+                skip_log=train_log,
+            )
+
+        return distribute.distributed_dataset(tf.distribute.get_strategy(), pipeline, batch_size)
+
+    eval_ds = data.eval_dataset(
+        eval_src, batch_size, image_size, FLAGS.eval_crop_fraction, skip_log=eval_log
+    )
     skipped = len(train_src.skipped) + len(eval_src.skipped)
     if skipped:
         logging.warning(
@@ -116,10 +157,21 @@ def build_datasets():
         train_examples=train_src.num_examples,
         eval_examples=eval_src.num_examples,
         skipped_files=sorted(train_src.skipped + eval_src.skipped),
+        skip_logs=(train_log, eval_log),
+        skipped_json=skipped_json,
+        make_train=make_train,
         augment=config,
         train_source=train_src,
     )
-    return train_ds, eval_ds, info
+    return make_train, eval_ds, info
+
+
+def _any_backup() -> bool:
+    """Whether a backup of an interrupted run is there (this run resumes)."""
+    return any(
+        os.path.isdir(os.path.join(FLAGS.output_dir, name, "backup", "chief"))
+        for name in ("teacher", "student", "baseline")
+    )
 
 
 def build_student(info, name: str = "student"):
@@ -245,10 +297,18 @@ def build_models(info, teacher=None, assistants=(), with_student: bool = True, n
         clip_norm=FLAGS.clip_norm or None,
         weighting=FLAGS.alpha_weighting,
         augmenter=augmenter,
+        augment_seed=FLAGS.seed,
     )
 
 
-def build_callbacks(directory: str, epochs: int, anneal: bool, curriculum: bool):
+def build_callbacks(
+    directory: str,
+    epochs: int,
+    anneal: bool,
+    curriculum: bool,
+    skip_logs=(),
+    skipped_json: str | None = None,
+):
     """Temperature, curriculum, lr logging, checkpoints, CSV and TensorBoard callbacks.
 
     Order matters: the callbacks that add ``temperature``/``lr``/``curriculum_phase`` to the
@@ -259,6 +319,9 @@ def build_callbacks(directory: str, epochs: int, anneal: bool, curriculum: bool)
         epochs: epochs of the run.
         anneal: add the temperature annealing (binary students).
         curriculum: add the assistant-teacher curriculum.
+        skip_logs: the :class:`larq_bnext.training.skipped.SkipLog` s checked after every
+            batch.
+        skipped_json: where they are written every epoch.
     """
     callbacks = []
     if curriculum:
@@ -269,6 +332,7 @@ def build_callbacks(directory: str, epochs: int, anneal: bool, curriculum: bool)
     resuming = FLAGS.backup and tf.io.gfile.exists(os.path.join(backup_dir, "chief"))
     callbacks += [
         LearningRateLogger(),
+        SkippedImagesMonitor(skip_logs, skipped_json),
         StudentCheckpoint(directory, monitor="val_top1"),
         tf.keras.callbacks.CSVLogger(os.path.join(directory, "history.csv"), append=resuming),
         tf.keras.callbacks.TensorBoard(os.path.join(directory, "logs"), profile_batch=0),
@@ -286,12 +350,14 @@ def _backup_dir(directory: str) -> str:
     return os.path.join(FLAGS.output_dir, relative, "backup")
 
 
-def fit(distiller, train_ds, eval_ds, info, directory, epochs, anneal, title):
+def fit(distiller, eval_ds, info, directory, epochs, anneal, title):
     """Train ``distiller`` for ``epochs`` and evaluate its final student on ``eval_ds``.
+
+    The training stream starts where the run resumes: the position of the model's backup
+    (:func:`larq_bnext.training.checkpoints.backup_position`) or ``--initial_epoch``.
 
     Args:
         distiller: the :class:`~larq_bnext.training.distiller.Distiller` to train.
-        train_ds: the training dataset.
         eval_ds: the evaluation dataset.
         info: the dataset description from :func:`build_datasets` (steps per epoch).
         directory: run directory of this model.
@@ -302,8 +368,20 @@ def fit(distiller, train_ds, eval_ds, info, directory, epochs, anneal, title):
     print(f"\n== {title} ==", flush=True)
     os.makedirs(directory, exist_ok=True)
     callbacks = build_callbacks(
-        directory, epochs, anneal=anneal, curriculum=len(distiller.assistants) > 1
+        directory,
+        epochs,
+        anneal=anneal,
+        curriculum=len(distiller.assistants) > 1,
+        skip_logs=info.get("skip_logs", ()),
+        skipped_json=info.get("skipped_json"),
     )
+    position = (FLAGS.initial_epoch, 0)
+    if FLAGS.backup:
+        freq = int(FLAGS.backup_freq) if FLAGS.backup_freq.isdigit() else FLAGS.backup_freq
+        resumed = backup_position(_backup_dir(directory), info["steps_per_epoch"], freq)
+        if resumed != (0, 0):
+            position = resumed
+    train_ds = info["make_train"](*position)
     checkpoint = next(c for c in callbacks if type(c).__name__ == "StudentCheckpoint")
     start = time.time()
     history = distiller.fit(
@@ -346,15 +424,19 @@ def _write_flags(directory: str, flag_names) -> None:
 def run(flag_names: Sequence[str] = ()) -> dict:
     """The whole run of the parsed flags; returns (and writes) the metrics.
 
-    The strategy is created first (multi-worker needs that), then the mixed-precision policy;
-    datasets, models, teachers, optimizers and metrics are all built in the strategy's scope.
+    The flags are checked first (:func:`larq_bnext.training.cli_checks.check_train_flags`),
+    then the strategy is created (multi-worker needs that) and the batch checked against its
+    replicas, then the mixed-precision policy; datasets, models, teachers, optimizers and
+    metrics are all built in the strategy's scope.
 
     Args:
         flag_names: the flags whose values go to ``flags.json`` (those of the program).
     """
+    check_train_flags(FLAGS)  # bad flags fail here, before any data is read
     strategy = distribute.create_strategy(
         FLAGS.strategy, FLAGS.devices, FLAGS.tpu, FLAGS.collective
     )
+    check_replicas(resolved("batch_size"), strategy.num_replicas_in_sync)
     distribute.set_mixed_precision(FLAGS.mixed_precision)
     if deterministic():
         distribute.enable_determinism(FLAGS.seed)
@@ -378,7 +460,7 @@ def _run_in_scope(flag_names) -> dict:
     out = worker_directory(FLAGS.output_dir)
     _write_flags(out, flag_names)
     start = time.time()
-    train_ds, eval_ds, info = build_datasets()
+    make_train, eval_ds, info = build_datasets()
     epochs = resolved("epochs")
     metrics = {
         "dataset": FLAGS.dataset,
@@ -399,7 +481,6 @@ def _run_in_scope(flag_names) -> dict:
         FLAGS.initial_epoch = 0
         metrics["teacher"] = fit(
             trainer,
-            train_ds,
             eval_ds,
             info,
             os.path.join(out, "teacher"),
@@ -425,7 +506,7 @@ def _run_in_scope(flag_names) -> dict:
         distiller.optimizer.iterations.assign(FLAGS.initial_epoch * info["steps_per_epoch"])
     title = "binary student (distilled)" if teacher is not None else "binary student (labels)"
     metrics["student"] = fit(
-        distiller, train_ds, eval_ds, info, os.path.join(out, "student"), epochs, True, title
+        distiller, eval_ds, info, os.path.join(out, "student"), epochs, True, title
     )
     metrics["student"]["distilled"] = teacher is not None
 
@@ -434,7 +515,6 @@ def _run_in_scope(flag_names) -> dict:
         baseline.compile(optimizer=build_optimizer(info, epochs), jit_compile=FLAGS.jit_compile)
         metrics["baseline"] = fit(
             baseline,
-            train_ds,
             eval_ds,
             info,
             os.path.join(out, "baseline"),
@@ -442,6 +522,9 @@ def _run_in_scope(flag_names) -> dict:
             True,
             "binary student without distillation (labels)",
         )
+    train_log, eval_log = info["skip_logs"]
+    metrics["skipped_files"] = sorted(set(train_log.paths) | set(eval_log.paths))
+    metrics["skipped"] = {log.split: log.to_dict() for log in info["skip_logs"]}
     metrics["wall_seconds"] = round(time.time() - start, 1)
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -9,6 +9,8 @@ import math
 
 import tensorflow as tf
 
+from larq_bnext.training.optimizer import float64_supported
+
 __all__ = [
     "WarmupCosine",
     "current_learning_rate",
@@ -40,6 +42,9 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
         per_step: ``False`` (the original): constant within an epoch; ``True``: updated every
             step with the fractional epoch.
         cosine_epochs: length of the cosine; defaults to ``epochs``.
+        float64: compute in float64 (then round to float32) or in float32 only (TPUs): the
+            epoch by integer division, the cosine as ``cos^2(pi t / 2 T)`` without
+            cancellation; ``None`` picks float64 where the device has it.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
         min_lr: float = 1e-7,
         per_step: bool = False,
         cosine_epochs: float | None = None,
+        float64: bool | None = None,
     ):
         super().__init__()
         if steps_per_epoch < 1 or epochs < 1:
@@ -66,6 +72,7 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
         self.min_lr = float(min_lr)
         self.per_step = bool(per_step)
         self.cosine_epochs = float(cosine_epochs if cosine_epochs is not None else epochs)
+        self.float64 = float64
 
     def lr_at_epoch(self, epoch: float) -> float:
         """The learning rate at a (possibly fractional) epoch, in plain Python.
@@ -82,6 +89,9 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
         return self.min_lr + (self.base_lr - self.min_lr) * cosine
 
     def __call__(self, step):
+        float64 = float64_supported() if self.float64 is None else self.float64
+        if not float64:
+            return self._float32(step)
         step = tf.cast(step, tf.float64)
         epoch = step / float(self.steps_per_epoch)
         if not self.per_step:
@@ -97,6 +107,25 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
         lr = tf.where(epoch < self.warmup_epochs, warm, cos_lr)
         return tf.cast(lr, tf.float32)
 
+    def _float32(self, step):
+        """The schedule without float64: integer epochs, cancellation-free cosine."""
+        step = tf.cast(step, tf.int64)
+        whole = step // self.steps_per_epoch
+        epoch = tf.cast(whole, tf.float32)
+        if self.per_step:
+            part = tf.cast(step - whole * self.steps_per_epoch, tf.float32)
+            epoch += part / float(self.steps_per_epoch)
+        warm = self.warmup_lr + epoch * float(
+            (self.base_lr - self.warmup_lr) / max(self.warmup_epochs, 1e-12)
+        )
+        t = epoch - self.warmup_epochs
+        fraction = tf.clip_by_value(t / self.cosine_epochs, 0.0, 1.0)
+        # (1 + cos(pi f)) / 2 == cos(pi f / 2)^2, exact near f = 1 where 1 + cos cancels.
+        cosine = tf.square(tf.cos(fraction * (math.pi / 2)))
+        cos_lr = self.min_lr + (self.base_lr - self.min_lr) * cosine
+        cos_lr = tf.where(t >= self.cosine_epochs, tf.constant(self.min_lr, tf.float32), cos_lr)
+        return tf.where(epoch < self.warmup_epochs, warm, cos_lr)
+
     def get_config(self):
         return {
             "steps_per_epoch": self.steps_per_epoch,
@@ -107,6 +136,7 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
             "min_lr": self.min_lr,
             "per_step": self.per_step,
             "cosine_epochs": self.cosine_epochs,
+            "float64": self.float64,
         }
 
 

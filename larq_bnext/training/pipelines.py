@@ -1,0 +1,303 @@
+"""The input pipelines: the training stream (a function of seed, epoch and step) and evaluation.
+
+:func:`train_dataset` and :func:`eval_dataset` turn a :class:`~larq_bnext.training.data.DataSource`
+into batched ``tf.data`` pipelines (parallel, autotuned) with the training augmentation or the
+evaluation transform of :mod:`larq_bnext.training.augmentation`. Unreadable files are skipped
+and recorded in a :class:`~larq_bnext.training.skipped.SkipLog` at whatever stage they fail.
+Both are also exported by :mod:`larq_bnext.training.data`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from larq_bnext.training.augmentation import (
+    AugmentConfig,
+    BatchAugmenter,
+    decode_and_random_crop,
+    eval_transform,
+    normalize,
+    random_resized_crop,
+)
+
+__all__ = ["train_dataset", "eval_dataset", "stream_seed"]
+
+# Functions of the pipelines are plain TensorFlow (no Python control flow on tensors): skip
+# AutoGraph's source conversion, which costs seconds per function.
+_plain = tf.autograph.experimental.do_not_convert
+# Stream tags: independent seeds for the shuffles, the crops and the batch stage.
+_SHUFFLE, _CROP, _BATCH = 1, 2, 3
+
+
+def stream_seed(seed: int, tag: int, epoch, index) -> tf.Tensor:
+    """The shape ``[2]`` int64 seed of one random draw of the training stream.
+
+    A pure function of the run's ``seed``, the draw's kind (``tag``: shuffle, crop, batch),
+    the ``epoch`` and an ``index`` (the pass over the data, the element's position in the
+    epoch or the step): the stream after a restart is the one an uninterrupted run sees.
+
+    Args:
+        seed: the run's seed.
+        tag: the kind of draw.
+        epoch: the epoch (int or scalar tensor).
+        index: the position within the epoch (int or scalar tensor).
+    """
+    base = tf.constant([seed, tag], tf.int64)
+    folded = tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64))
+    return tf.random.experimental.stateless_fold_in(folded, tf.cast(index, tf.int64))
+
+
+def _epoch_order(source, seed: int, epoch, passes: int | None):
+    """``(position, index)`` of an epoch: fresh permutations of the examples, pass after pass.
+
+    Args:
+        source: an array or path source.
+        seed: the run's seed.
+        epoch: the epoch (scalar tensor).
+        passes: number of passes (``None``: endless, for epochs that skip unreadable files).
+    """
+    n = source.num_examples
+
+    def one_pass(r):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), stream_seed(seed, _SHUFFLE, epoch, r)
+        )
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    passes_ds = tf.data.Dataset.range(passes) if passes else tf.data.Dataset.range(2**62)
+    return passes_ds.flat_map(_plain(one_pass)).enumerate()
+
+
+def _decode_failed(config: AugmentConfig, skip_log, name_of):
+    """``(fn, fallback)`` for :func:`larq_bnext.training.skipped.guarded_map` and the filter."""
+    size = config.image_size
+    blank = tf.zeros([size, size, 3], tf.float32)
+
+    def fallback(position, encoded_or_path, label, seed):
+        return blank, label, name_of(position, encoded_or_path), False
+
+    def keep(image, label, name, ok):
+        return skip_log.record(ok, name) if skip_log is not None else ok
+
+    return fallback, keep
+
+
+def train_dataset(
+    source,
+    batch_size: int,
+    config: AugmentConfig,
+    augment_on_device: bool = False,
+    seed: int | None = None,
+    repeat: bool = False,
+    steps_per_epoch: int | None = None,
+    initial_epoch: int = 0,
+    initial_step: int = 0,
+    skip_log=None,
+    deterministic: bool | None = True,
+):
+    """The training pipeline: shuffle, decode + random resized crop, batch, augment.
+
+    Every random draw is a function of ``(seed, epoch, position)`` (stateless random ops):
+    epoch ``e`` is a permutation of the examples drawn from ``(seed, e)``, the crop of its
+    ``p``-th element is drawn from ``(seed, e, p)``, and the batch stage of its ``s``-th batch
+    gets the seed ``(seed, e, s)`` (see :class:`~larq_bnext.training.augmentation.BatchAugmenter`).
+    A run restarted at ``(initial_epoch, initial_step)`` therefore sees exactly the batches an
+    uninterrupted run sees from there. Unreadable files are skipped, recorded in
+    ``skip_log`` and replaced by the next files of the epoch's order (a further permutation
+    when the epoch runs out), so every epoch has ``steps_per_epoch`` full batches.
+
+    Args:
+        source: the training split.
+        batch_size: the global batch size.
+        config: the augmentation settings.
+        augment_on_device: leave the batch stage (flip, RandAugment, normalisation, mixup,
+            cutmix, erasing) to the model (``Distiller(augmenter=BatchAugmenter(...))``): the
+            pipeline then yields crops on ``[0, 255]``.
+        seed: the run's seed (``None``: 0).
+        repeat: epochs after epoch after epoch (then pass ``steps_per_epoch`` to ``fit``);
+            otherwise one epoch.
+        steps_per_epoch: batches per epoch; defaults to the full batches of the split.
+        initial_epoch: the first epoch of the stream (a resumed run's).
+        initial_step: batches of the first epoch to skip (a run resumed mid-epoch).
+        skip_log: a :class:`larq_bnext.training.skipped.SkipLog` that receives the unreadable files.
+        deterministic: keep the element order of the parallel stages fixed (the default:
+            needed for an exact resume; the stages stay parallel). ``False`` lets a slow image
+            not hold up the batch (faster, but batches then depend on timing); ``None``
+            follows TensorFlow's op determinism (``--deterministic``).
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(images, labels)``, ``drop_remainder`` batches.
+    """
+    from larq_bnext.training.skipped import guarded_map
+
+    autotune = tf.data.AUTOTUNE
+    seed = 0 if seed is None else int(seed)
+    full_steps = source.num_examples // batch_size
+    steps = int(steps_per_epoch or full_steps)
+    if steps < 1:
+        raise ValueError(
+            f"The batch of {batch_size} is larger than the {source.num_examples} examples."
+        )
+    augmenter = None
+    if not augment_on_device:
+        augmenter = BatchAugmenter(config, source.num_classes, seed=seed)
+
+    if source.kind == "array":
+        items = tf.constant(source.items)
+    elif source.kind == "path":
+        items = tf.constant([str(p) for p in source.items])
+    if source.kind != "tfds":
+        labels = tf.constant(np.asarray(source.labels, np.int64))
+
+    def name_of(position, item):
+        if source.kind == "path":
+            return item
+        return tf.strings.format("{}#{}", (source.name or source.kind, position))
+
+    fallback, keep = _decode_failed(config, skip_log, name_of)
+
+    def crop(position, item, label, element_seed):
+        if source.kind == "array":
+            image = random_resized_crop(item, config, seed=element_seed)
+        else:
+            encoded = tf.io.read_file(item) if source.kind == "path" else item
+            image = decode_and_random_crop(encoded, config, seed=element_seed)
+        return image, label, name_of(position, item), True
+
+    def epoch_batches(epoch):
+        if source.kind == "tfds":
+            # Chunks of 16k examples permuted with stateless ops, a function of (seed, epoch,
+            # chunk). TFDS's own file shuffle (`shuffle_files`) is not: see the docs' limits.
+            def permute(chunk, element):
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(tf.shape(element[1])[0]), stream_seed(seed, _SHUFFLE, epoch, chunk)
+                )
+                return tf.gather(element[0], order), tf.gather(element[1], order)
+
+            elements = source.items.batch(16 * 1024).enumerate().map(_plain(permute)).unbatch()
+            elements = elements.repeat().enumerate()
+            elements = elements.map(
+                _plain(
+                    lambda p, e: (
+                        p,
+                        e[0],
+                        tf.cast(e[1], tf.int64),
+                        stream_seed(seed, _CROP, epoch, p),
+                    )
+                )
+            )
+        else:
+            passes = None if source.kind == "path" else 1
+            elements = _epoch_order(source, seed, epoch, passes).map(
+                _plain(
+                    lambda p, i: (
+                        p,
+                        tf.gather(items, i),
+                        tf.gather(labels, i),
+                        stream_seed(seed, _CROP, epoch, p),
+                    )
+                ),
+                num_parallel_calls=autotune,
+            )
+        if source.kind == "array":
+            elements = elements.map(_plain(crop), num_parallel_calls=autotune)
+        else:
+            elements = guarded_map(elements, crop, fallback).filter(_plain(keep))
+        batches = elements.map(_plain(lambda image, label, name, ok: (image, label)))
+        batches = batches.batch(batch_size, drop_remainder=True, num_parallel_calls=autotune)
+        batches = batches.take(steps).enumerate()
+        return batches.map(_plain(lambda step, batch: (epoch, step, batch)))
+
+    epochs = tf.data.Dataset.range(initial_epoch, 2**62 if repeat else initial_epoch + 1)
+    ds = epochs.flat_map(_plain(epoch_batches))
+    if initial_step:
+        ds = ds.skip(initial_step)
+    if augmenter is None:
+        ds = ds.map(_plain(lambda epoch, step, batch: batch))
+    else:
+
+        def augment(epoch, step, batch):
+            return augmenter(*batch, stream_seed(seed, _BATCH, epoch, step))
+
+        # keras-cv's RandAugment needs AutoGraph (Python conditions on tensors); nothing else.
+        if not isinstance(augmenter.randaugment, tf.keras.layers.Layer):
+            augment = _plain(augment)
+        ds = ds.map(augment, num_parallel_calls=autotune)
+    if deterministic is None:
+        deterministic = _op_determinism_enabled()
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    return ds.with_options(options).prefetch(autotune)
+
+
+def _op_determinism_enabled() -> bool:
+    from tensorflow.python.framework import config as tf_config  # no public getter in TF 2.15
+
+    return bool(tf_config.is_op_determinism_enabled())
+
+
+def eval_dataset(
+    source,
+    batch_size: int,
+    image_size: int,
+    crop_fraction: float = 0.95,
+    skip_log=None,
+):
+    """The evaluation pipeline: decode, resize + centre crop (or just resize), normalise, batch.
+
+    Files and TFDS images get :func:`larq_bnext.training.augmentation.eval_transform`; in-memory
+    arrays (digits) are resized to ``image_size`` if needed and normalised. Files that fail
+    to read or decode are skipped and recorded in ``skip_log``.
+
+    Args:
+        source: the evaluation split.
+        batch_size: batch size (the last batch may be smaller).
+        image_size: side of the model's input.
+        crop_fraction: centre-crop fraction of the evaluation transform (0.95 in BNext).
+        skip_log: a :class:`larq_bnext.training.skipped.SkipLog` that receives the unreadable files.
+    """
+    from larq_bnext.training.skipped import guarded_map
+
+    autotune = tf.data.AUTOTUNE
+    if source.kind == "tfds":
+        ds = source.items.enumerate().map(_plain(lambda p, e: (p, e[0], e[1])))
+    elif source.kind == "array":
+        ds = tf.data.Dataset.from_tensor_slices((source.items, source.labels))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((list(source.items), source.labels))
+        ds = ds.enumerate().map(_plain(lambda p, e: (p, e[0], e[1])))
+    if source.kind == "array":
+
+        def prepare(x, y):
+            x = tf.cast(x, tf.float32)
+            if x.shape[0] != image_size or x.shape[1] != image_size:
+                x = tf.image.resize(x, [image_size, image_size], method="bicubic", antialias=True)
+            return normalize(tf.clip_by_value(x, 0.0, 255.0)), y
+
+        ds = ds.map(prepare, num_parallel_calls=autotune)
+        return ds.batch(batch_size).prefetch(autotune)
+
+    def name_of(position, item):
+        if source.kind == "path":
+            return item
+        return tf.strings.format("{}#{}", (source.name or source.kind, position))
+
+    def decode(position, item, label):
+        encoded = tf.io.read_file(item) if source.kind == "path" else item
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        image = eval_transform(image, image_size, crop_fraction)
+        return image, label, name_of(position, item), True
+
+    blank = tf.zeros([image_size, image_size, 3], tf.float32)
+
+    def fallback(position, item, label):
+        return blank, label, name_of(position, item), False
+
+    def keep(image, label, name, ok):
+        return skip_log.record(ok, name) if skip_log is not None else ok
+
+    ds = guarded_map(ds, decode, fallback).filter(_plain(keep))
+    ds = ds.map(_plain(lambda image, label, name, ok: (image, label)))
+    return ds.batch(batch_size).prefetch(autotune)
