@@ -1,5 +1,5 @@
-"""AdamW with the original's two weight-decay groups: 1e-3 for every parameter except the 4-D
-convolution kernels, which get 1e-8.
+"""AdamW with the original's two weight-decay groups: 1e-3 for every parameter except those
+the original stores as 4-D (convolution kernels, ``move``, recoupling ``scale``), which get 1e-8.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from larq_bnext.models.layers import is_4d_in_original
+
 __all__ = [
     "is_conv_kernel",
     "AdamW",
@@ -15,15 +17,18 @@ __all__ = [
 
 
 def is_conv_kernel(variable: tf.Variable) -> bool:
-    """The original's weight-decay predicate: ``True`` for 4-D tensors (convolution kernels).
+    """The original's weight-decay predicate: ``True`` for the parameters it stores as 4-D.
 
+    The original puts every 4-D parameter (``p.ndimension() == 4``) in its 1e-8 decay group.
     In BNext that is every binary convolution, the stem convolution and the SE 1x1
-    convolutions; biases, BatchNorm, PReLU, ``move``, ``scale`` and the classifier are not.
+    convolutions, *and* the per-channel ``move`` bias and recoupling ``scale``, which it
+    stores as ``(1, C, 1, 1)`` (vectors here: :func:`larq_bnext.models.layers.is_4d_in_original`).
+    BatchNorm, PReLU and the classifier are not.
 
     Args:
         variable: a model variable.
     """
-    return variable.shape.rank == 4
+    return variable.shape.rank == 4 or is_4d_in_original(variable)
 
 
 class AdamW(tf.keras.optimizers.Adam):
