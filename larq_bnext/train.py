@@ -85,7 +85,12 @@ flags.DEFINE_float(
     "Temperature factor per epoch; default 0.9, faster for short runs so that weights are "
     "exactly binary (T < 1e-7) after 80 % of the epochs.",
 )
-flags.DEFINE_enum("alpha_weighting", "per_sample", ["per_sample", "batch_mean"], "See Distiller.")
+flags.DEFINE_enum(
+    "distill_weighting",
+    "per_sample",
+    ["per_sample", "batch_mean", "constant"],
+    "Teacher weights: per_sample (the paper), batch_mean (the released runs), constant (0.5).",
+)
 flags.DEFINE_string(
     "teachers",
     "auto",

@@ -39,10 +39,41 @@ __all__ = [
     "LearnableBias",
     "RecouplingMix",
     "binary_conv_layers",
+    "is_4d_in_original",
 ]
 
 
 _register = tf.keras.utils.register_keras_serializable(package="larq_bnext")
+
+# Variables that the original stores as 4-D ``(1, C, 1, 1)`` tensors although they are vectors
+# here (the ``move`` bias, the recoupling scale): the original's optimizer puts every 4-D
+# parameter in its small-decay group, so `larq_bnext.training.optimizer.is_conv_kernel` asks
+# this set.
+_ORIGINAL_4D = set()
+
+
+def _variable_key(variable) -> str:
+    """A key shared by a variable and its per-replica components under ``tf.distribute``."""
+    container = getattr(variable, "_distributed_container", None)
+    if container is not None:
+        variable = container()
+    return variable._unique_id
+
+
+def _mark_original_4d(variable) -> None:
+    _ORIGINAL_4D.add(_variable_key(variable))
+
+
+def is_4d_in_original(variable) -> bool:
+    """``True`` for a per-channel weight that the original stores as ``(1, C, 1, 1)``.
+
+    That is the ``bias`` of :class:`LearnableBias` (BNext's ``move``) and the ``scale`` of
+    :class:`RecouplingMix`; their optimizer weight decay follows the 4-D group.
+
+    Args:
+        variable: a variable (or a per-replica component of one).
+    """
+    return _variable_key(variable) in _ORIGINAL_4D
 
 
 def _symmetric_padding(kernel_size: int):
@@ -184,6 +215,7 @@ class LearnableBias(tf.keras.layers.Layer):
         self.bias = self.add_weight(
             name="bias", shape=(int(input_shape[-1]),), initializer="zeros", trainable=True
         )
+        _mark_original_4d(self.bias)
         super().build(input_shape)
 
     def call(self, inputs):
@@ -217,6 +249,7 @@ class RecouplingMix(tf.keras.layers.Layer):
             constraint=lambda g: tf.clip_by_value(g, 0.0, 1.0),
             trainable=True,
         )
+        _mark_original_4d(self.scale)
         super().build(input_shape)
 
     def call(self, inputs):

@@ -13,19 +13,27 @@ and the frozen teachers and implements that loss in its own ``train_step``:
   the student's logits against the teacher's probabilities *is* ``L_t``.)
 * ``loss = mean over teachers and samples of alpha_t * L_t``.
 
-With ``weighting="per_sample"`` (the default, what the paper describes) each sample's ``L_t``
-is weighted by its own ``alpha_t``. The original code (``hpi-xnor/BNext``,
-``train_assistant_group_amp.py`` with its default ``--hard_knowledge_grains Instance``) first
-reduces ``L_t`` to its batch mean and then weights that mean by the per-sample ``alpha``;
-``weighting="batch_mean"`` reproduces it.
+Three weightings (:data:`WEIGHTINGS`):
+
+* ``"per_sample"`` (the default, what the paper describes): ``alpha_t[i] * L_t[i]``.
+* ``"batch_mean"`` (the released training runs of ``hpi-xnor/BNext``): ``L_t`` is first reduced
+  to its batch mean, then weighted by the per-sample ``alpha``: ``alpha_t[i] * mean_j L_t[j]``.
+  (``train_assistant_group_amp.py`` compares its default ``--hard_knowledge_grains Instance``
+  with ``"instance"`` for the loss and with ``"Instance"`` for ``alpha``, and switches
+  ``hard_knowledge`` on whenever it builds assistants and a main teacher, as every released
+  run script does.)
+* ``"constant"`` (the original with ``hard_knowledge`` off, which its script does when there
+  are no assistant teachers): ``alpha = 0.5`` for every teacher, whatever their number, times
+  the batch-mean ``L_t``.
 
 Without teachers the student is trained with plain cross-entropy on the labels.
 
 The step is written for ``tf.distribute``: it computes a per-example loss vector, reduces it
 with :func:`tf.nn.compute_average_loss` (the plain mean under the default strategy), sums the
 gradients over the replicas, clips that global-batch gradient to a global norm of 5 and applies
-it; metrics are Keras metrics, aggregated over replicas. Under a mixed-precision policy the
-logits are cast to float32 before the loss, and a
+it as PyTorch's ``clip_grad_norm_`` does (``g * min(1, 5 / (norm + 1e-6))``); metrics are Keras
+metrics, aggregated over replicas. Under a mixed-precision policy the logits are cast to
+float32 before the loss (float64 logits stay float64), and a
 :class:`tf.keras.mixed_precision.LossScaleOptimizer` is honoured.
 """
 
@@ -33,48 +41,105 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 import tensorflow as tf
 
-from larq_bnext.training.teachers import Teacher, _as_teacher
+from larq_bnext.training.teachers import Teacher, _as_teacher, _loss_dtype
 
 __all__ = [
+    "Weighting",
+    "WEIGHTINGS",
+    "check_weighting",
+    "clip_by_global_norm",
     "distillation_loss",
     "curriculum_phase",
     "Distiller",
 ]
 
 
+#: The teacher weightings of :func:`distillation_loss` (see the module docstring).
+Weighting = Literal["per_sample", "batch_mean", "constant"]
+WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
+
+
+def check_weighting(weighting: str) -> str:
+    """Validate a teacher weighting name and return it.
+
+    Args:
+        weighting: one of :data:`WEIGHTINGS`.
+
+    Raises:
+        ValueError: for any other value, naming the choices.
+    """
+    if not isinstance(weighting, str) or weighting not in WEIGHTINGS:
+        raise ValueError(
+            f"Unknown distillation weighting {weighting!r}. Choose 'per_sample' (the paper: each "
+            "sample's teacher loss times its own alpha), 'batch_mean' (the released training "
+            "runs: the batch-mean teacher loss times the per-sample alpha) or 'constant' (the "
+            "original without its knowledge-complexity weights: alpha = 0.5)."
+        )
+    return weighting
+
+
+def clip_by_global_norm(gradients, clip_norm: float):
+    """Scale ``gradients`` as ``torch.nn.utils.clip_grad_norm_`` does.
+
+    ``g * min(1, clip_norm / (norm + 1e-6))`` with ``norm`` the global L2 norm of all the
+    gradients. (:func:`tf.clip_by_global_norm` divides by ``max(norm, clip_norm)`` without the
+    ``1e-6``: a relative difference of ``1e-6 / norm`` whenever it clips.)
+
+    Args:
+        gradients: a list of gradient tensors (``None`` entries are kept as ``None``).
+        clip_norm: the maximum global norm.
+
+    Returns:
+        ``(clipped_gradients, global_norm)``.
+    """
+    dense = [tf.convert_to_tensor(g) if g is not None else None for g in gradients]
+    present = [g for g in dense if g is not None]
+    if not present:
+        return dense, tf.constant(0.0)
+    norm = tf.linalg.global_norm(present)
+    coef = tf.minimum(tf.cast(clip_norm, norm.dtype) / (norm + 1e-6), 1.0)
+    return [g * tf.cast(coef, g.dtype) if g is not None else None for g in dense], norm
+
+
 def distillation_loss(
     student_logits: tf.Tensor,
     teacher_logits: Sequence[tf.Tensor],
-    weighting: str = "per_sample",
+    weighting: Weighting = "per_sample",
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """BNext's knowledge-complexity-weighted multi-teacher loss, per example.
 
     Args:
-        student_logits: ``(batch, classes)`` logits of the student.
+        student_logits: ``(batch, classes)`` logits of the student (computed in float32, or
+            float64 when they are float64).
         teacher_logits: one ``(batch, classes)`` logits tensor per active teacher.
         weighting: ``"per_sample"`` (the paper): ``alpha_t[i] * L_t[i]``; ``"batch_mean"`` (the
-            original code): ``alpha_t[i] * mean_j L_t[j]``.
+            released runs): ``alpha_t[i] * mean_j L_t[j]``; ``"constant"``:
+            ``0.5 * mean_j L_t[j]``.
 
     Returns:
         ``(per_example_loss, alpha)``: the ``(batch,)`` loss vector whose mean is the loss, and
         the ``(batch, teachers)`` teacher weights (no gradient).
     """
-    if weighting not in ("per_sample", "batch_mean"):
-        raise ValueError(f"weighting must be 'per_sample' or 'batch_mean', not {weighting!r}.")
+    check_weighting(weighting)
     if not teacher_logits:
         raise ValueError("distillation_loss needs at least one teacher's logits.")
-    z_s = tf.cast(student_logits, tf.float32)
+    dtype = _loss_dtype(student_logits)
+    z_s = tf.cast(student_logits, dtype)
     log_p_s = tf.nn.log_softmax(z_s, axis=-1)
     per_teacher = []
     for z_t in teacher_logits:
-        p_t = tf.stop_gradient(tf.nn.softmax(tf.cast(z_t, tf.float32), axis=-1))
+        p_t = tf.stop_gradient(tf.nn.softmax(tf.cast(z_t, dtype), axis=-1))
         per_teacher.append(-tf.reduce_sum(p_t * log_p_s, axis=-1))
     losses = tf.stack(per_teacher, axis=-1)  # (batch, teachers)
-    alpha = tf.stop_gradient(tf.nn.softmax(losses, axis=-1))
-    if weighting == "batch_mean":
+    if weighting == "constant":
+        alpha = tf.fill(tf.shape(losses), tf.constant(0.5, dtype))
+    else:
+        alpha = tf.stop_gradient(tf.nn.softmax(losses, axis=-1))
+    if weighting in ("batch_mean", "constant"):
         losses = tf.broadcast_to(tf.reduce_mean(losses, axis=0, keepdims=True), tf.shape(alpha))
     per_example = tf.reduce_mean(alpha * losses, axis=-1)
     return per_example, alpha
@@ -119,8 +184,10 @@ class Distiller(tf.keras.Model):
         teacher: the main teacher: a :class:`Teacher`, a Keras model (fed the student's input
             unchanged, outputs logits) or ``None`` for label training.
         assistants: assistant teachers in curriculum order (see :class:`AssistantCurriculum`).
-        clip_norm: clip the gradients to this global norm (5 in BNext; ``None`` disables).
-        weighting: ``"per_sample"`` or ``"batch_mean"`` (see :func:`distillation_loss`).
+        clip_norm: clip the gradients to this global norm (5 in BNext; ``None`` disables), as
+            PyTorch does (see :func:`clip_by_global_norm`).
+        weighting: ``"per_sample"`` (the paper), ``"batch_mean"`` (the released runs) or
+            ``"constant"`` (see :func:`distillation_loss`).
         global_batch_size: batch size the per-example loss is averaged over; ``None`` uses the
             per-replica batch times the number of replicas (the plain batch mean without a
             distribution strategy).
@@ -140,7 +207,7 @@ class Distiller(tf.keras.Model):
         teacher: Teacher | tf.keras.Model | None = None,
         assistants: Sequence[Teacher | tf.keras.Model] = (),
         clip_norm: float | None = 5.0,
-        weighting: str = "per_sample",
+        weighting: Weighting = "per_sample",
         global_batch_size: int | None = None,
         augmenter: Callable | None = None,
         augment_seed: int = 0,
@@ -149,8 +216,7 @@ class Distiller(tf.keras.Model):
     ):
         super().__init__(name=name, **kwargs)
         _check_student_outputs_logits(student)
-        if weighting not in ("per_sample", "batch_mean"):
-            raise ValueError(f"weighting must be 'per_sample' or 'batch_mean', not {weighting!r}.")
+        check_weighting(weighting)
         assistants = [_as_teacher(a) for a in (assistants or ())]
         if assistants and teacher is None:
             raise ValueError("Assistant teachers need a main teacher: pass teacher=... as well.")
@@ -169,7 +235,9 @@ class Distiller(tf.keras.Model):
         self.top1 = tf.keras.metrics.SparseCategoricalAccuracy(name="top1")
         num_classes = int(student.output_shape[-1])
         self.top5 = tf.keras.metrics.SparseTopKCategoricalAccuracy(
-            k=min(5, num_classes), name="top5"
+            k=min(5, num_classes),
+            name="top5",
+            dtype="float32",  # in_top_k needs float32
         )
         self.alpha_main = tf.keras.metrics.Mean(name="alpha_main")
         self.teacher_top1 = tf.keras.metrics.SparseCategoricalAccuracy(name="teacher_top1")
@@ -253,7 +321,8 @@ class Distiller(tf.keras.Model):
                 computed[id(t)] = t.logits(images)
         teacher_logits = [computed[id(t)] for t in teachers]
         with tf.GradientTape() as tape:
-            logits = tf.cast(self.student(images, training=True), tf.float32)
+            logits = self.student(images, training=True)
+            logits = tf.cast(logits, _loss_dtype(logits))
             if teacher_logits:
                 per_example, alpha = distillation_loss(logits, teacher_logits, self.weighting)
             else:
@@ -274,7 +343,7 @@ class Distiller(tf.keras.Model):
         if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
             grads = self.optimizer.get_unscaled_gradients(grads)
         if self.clip_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+            grads, _ = clip_by_global_norm(grads, self.clip_norm)
         self.optimizer.apply_gradients(
             [(grads[i], v) for i, v in enumerate(variables)],
             experimental_aggregate_gradients=False,
@@ -292,7 +361,8 @@ class Distiller(tf.keras.Model):
     def test_step(self, data):
         """Score the student against the labels (cross-entropy, top-1, top-5)."""
         images, labels = _unpack(data)
-        logits = tf.cast(self.student(images, training=False), tf.float32)
+        logits = self.student(images, training=False)
+        logits = tf.cast(logits, _loss_dtype(logits))
         per_example = _label_cross_entropy(labels, logits)
         sparse = _sparse_labels(labels)
         self.loss_tracker.update_state(per_example)
@@ -332,7 +402,7 @@ def _sparse_labels(labels):
 def _label_cross_entropy(labels, logits):
     if labels.shape.rank is not None and labels.shape.rank >= 2 and labels.shape[-1] != 1:
         return tf.keras.losses.categorical_crossentropy(
-            tf.cast(labels, tf.float32), logits, from_logits=True
+            tf.cast(labels, logits.dtype), logits, from_logits=True
         )
     return tf.keras.losses.sparse_categorical_crossentropy(
         tf.reshape(labels, [-1]), logits, from_logits=True

@@ -1,5 +1,5 @@
-"""AdamW with the original's two weight-decay groups: 1e-3 for every parameter except the 4-D
-convolution kernels, which get 1e-8.
+"""AdamW with the original's two weight-decay groups: 1e-3 for every parameter except those
+the original stores as 4-D (convolution kernels, ``move``, recoupling ``scale``), which get 1e-8.
 """
 
 from __future__ import annotations
@@ -9,19 +9,24 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from larq_bnext.models.layers import is_4d_in_original
+
 __all__ = ["is_conv_kernel", "AdamW", "float64_supported", "bias_correction"]
 
 
 def is_conv_kernel(variable: tf.Variable) -> bool:
-    """The original's weight-decay predicate: ``True`` for 4-D tensors (convolution kernels).
+    """The original's weight-decay predicate: ``True`` for the parameters it stores as 4-D.
 
+    The original puts every 4-D parameter (``p.ndimension() == 4``) in its 1e-8 decay group.
     In BNext that is every binary convolution, the stem convolution and the SE 1x1
-    convolutions; biases, BatchNorm, PReLU, ``move``, ``scale`` and the classifier are not.
+    convolutions, *and* the per-channel ``move`` bias and recoupling ``scale``, which it
+    stores as ``(1, C, 1, 1)`` (vectors here: :func:`larq_bnext.models.layers.is_4d_in_original`).
+    BatchNorm, PReLU and the classifier are not.
 
     Args:
         variable: a model variable.
     """
-    return variable.shape.rank == 4
+    return variable.shape.rank == 4 or is_4d_in_original(variable)
 
 
 def float64_supported(strategy: tf.distribute.Strategy | None = None) -> bool:
@@ -40,9 +45,9 @@ def float64_supported(strategy: tf.distribute.Strategy | None = None) -> bool:
 
 
 def bias_correction(beta: float, step: tf.Tensor, float64: bool = True) -> tf.Tensor:
-    """``1 - beta^step`` (Adam's bias correction) as float32.
+    """``1 - beta^step`` (Adam's bias correction): float64, or float32 on devices without it.
 
-    In float64 (then rounded) like PyTorch's Python floats, or in float32 alone as
+    In float64 (the caller rounds it to the variable's dtype) like PyTorch's Python floats, or in float32 alone as
     ``-expm1(step * log(beta))``, which has no cancellation (``1 - 0.999^t`` in float32 loses
     five digits for small ``t``): both agree to a few float32 ulps.
 
@@ -53,7 +58,7 @@ def bias_correction(beta: float, step: tf.Tensor, float64: bool = True) -> tf.Te
     """
     if float64:
         t = tf.cast(step, tf.float64)
-        return tf.cast(1 - tf.pow(tf.constant(beta, tf.float64), t), tf.float32)
+        return 1 - tf.pow(tf.constant(beta, tf.float64), t)
     t = tf.cast(step, tf.float32)
     return -tf.math.expm1(t * tf.constant(math.log(beta), tf.float32))
 

@@ -295,7 +295,7 @@ def build_models(info, teacher=None, assistants=(), with_student: bool = True, n
         teacher=teacher,
         assistants=assistants,
         clip_norm=FLAGS.clip_norm or None,
-        weighting=FLAGS.alpha_weighting,
+        weighting=FLAGS.distill_weighting,
         augmenter=augmenter,
         augment_seed=FLAGS.seed,
     )

@@ -105,7 +105,9 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
         cos_lr = self.min_lr + (self.base_lr - self.min_lr) * cosine
         cos_lr = tf.where(t >= self.cosine_epochs, tf.constant(self.min_lr, tf.float64), cos_lr)
         lr = tf.where(epoch < self.warmup_epochs, warm, cos_lr)
-        return tf.cast(lr, tf.float32)
+        # Computed in float64; float32 unless Keras' floatx is float64 (exact comparisons).
+        dtype = tf.float64 if tf.keras.backend.floatx() == "float64" else tf.float32
+        return tf.cast(lr, dtype)
 
     def _float32(self, step):
         """The schedule without float64: integer epochs, cancellation-free cosine."""

@@ -55,6 +55,11 @@ def denormalize_to_255(
     return (images * std + mean) * tf.constant(255.0, dtype)
 
 
+def _loss_dtype(tensor: tf.Tensor) -> tf.DType:
+    """float64 stays float64; every narrower float is computed in float32."""
+    return tf.float64 if tensor.dtype == tf.float64 else tf.float32
+
+
 class Teacher:
     """A frozen teacher: a Keras classifier and the adapter that prepares its input.
 
@@ -87,13 +92,14 @@ class Teacher:
         self.name = name or model.name
 
     def logits(self, images: tf.Tensor) -> tf.Tensor:
-        """The teacher's float32 logits for ``images`` (no gradient).
+        """The teacher's float32 (float64 for a float64 model) logits for ``images`` (no gradient).
 
         Args:
             images: a batch in the student's input format.
         """
         x = self.input_adapter(images) if self.input_adapter is not None else images
-        out = tf.cast(self.model(x, training=False), tf.float32)
+        out = self.model(x, training=False)
+        out = tf.cast(out, _loss_dtype(out))
         if not self.from_logits:
             out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
         return tf.stop_gradient(out)
