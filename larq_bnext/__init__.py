@@ -14,6 +14,7 @@ from larq_bnext import models, preprocessing, registry, training, weights
 from larq_bnext.models import (
     BinaryConv2D,
     BNext,
+    BNext18,
     BNextL,
     BNextM,
     BNextS,
@@ -43,6 +44,7 @@ __all__ = [
     "BNextS",
     "BNextM",
     "BNextL",
+    "BNext18",
     "get_model",
     "list_models",
     "BinaryConv2D",

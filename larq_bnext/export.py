@@ -37,7 +37,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_string(
         "model",
         "bnext_tiny",
-        "bnext_tiny, bnext_small, bnext_middle or bnext_large.",
+        "bnext_tiny, bnext_small, bnext_middle, bnext_large or bnext18.",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
@@ -104,8 +104,9 @@ def export(
         ``{"path", "bytes", "ops"}`` with the op counts of the written flatbuffer.
     """
     from larq_bnext import deploy, models, registry
+    from larq_bnext.models.bnext18 import is_bnext18
 
-    size = registry.canonical_size(model)
+    size = model if is_bnext18(model) else registry.canonical_size(model)
     keras_model = models.get_model(
         size,
         input_shape=(input_size, input_size, 3),
@@ -132,8 +133,9 @@ def main(argv):
     """
     no_arguments(argv)
     from larq_bnext import registry
+    from larq_bnext.models.bnext18 import is_bnext18
 
-    name = f"bnext_{registry.canonical_size(FLAGS.model)}"
+    name = "bnext18" if is_bnext18(FLAGS.model) else f"bnext_{registry.canonical_size(FLAGS.model)}"
     output = FLAGS.output or f"{name}.tflite"
     result = export(
         FLAGS.model,

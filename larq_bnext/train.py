@@ -32,7 +32,7 @@ _FLAGS_BEFORE = set(FLAGS)
 
 # --------------------------------------------------------------------------- model
 flags.DEFINE_string(
-    "model", "custom", "BNext size: tiny, small, middle, large (or T/S/M/L), or custom."
+    "model", "custom", "BNext size: tiny, small, middle, large (or T/S/M/L), bnext18, or custom."
 )
 flags.DEFINE_list(
     "stage_channels",

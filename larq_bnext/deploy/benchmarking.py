@@ -23,6 +23,7 @@ from larq_bnext.deploy.interpreter import lce_interpreter
 from larq_bnext.deploy.lce import BINARY_CONV_OP, convert, convert_float, ideal_size, op_counts
 from larq_bnext.deploy.plots import plot_benchmark
 from larq_bnext.models.bnext import get_model
+from larq_bnext.models.bnext18 import BNext18, is_bnext18
 from larq_bnext.registry import canonical_size
 
 __all__ = [
@@ -55,6 +56,8 @@ def build_model(name: str, input_size: int = 224) -> tf.keras.Model:
             "quicknet_large": larq_zoo.sota.QuickNetLarge,
         }[name]
         return builder(input_shape=shape, weights=None)
+    if is_bnext18(name):
+        return binarize_for_demo(BNext18(input_shape=shape, weights=None))
     try:
         size = canonical_size(name)
     except ValueError:
@@ -68,6 +71,8 @@ def build_model(name: str, input_size: int = 224) -> tf.keras.Model:
 def _canonical_name(name: str) -> str:
     if name in QUICKNET_NAMES:
         return name
+    if is_bnext18(name):
+        return "bnext18"
     try:
         return f"bnext_{canonical_size(name)}"
     except ValueError:
@@ -155,7 +160,7 @@ def benchmark(
                 {
                     "model": name,
                     "form": form,
-                    "top1": PUBLISHED_TOP1[name] if form == "lce" else None,
+                    "top1": PUBLISHED_TOP1.get(name) if form == "lce" else None,
                     "size_mb": len(flatbuffer) / 1e6,
                     "ideal_mb": ideal_size(model)["bytes"] / 1e6 if form == "lce" else None,
                     "keras_float32_mb": 4 * model.count_params() / 1e6,
@@ -287,7 +292,9 @@ def write_table(rows: Sequence[dict], output_dir: str | os.PathLike) -> tuple[Pa
             str(row["binary_convs"]),
             str(row["float_convs"]),
         ] + [
-            f"{row[k]:.0f} ({row[k.replace('latency_ms_', 'latency_min_ms_')]:.0f})"
+            "—"  # not measured (e.g. a row added on a machine too busy to time it)
+            if row.get(k) is None
+            else f"{row[k]:.0f} ({row[k.replace('latency_ms_', 'latency_min_ms_')]:.0f})"
             for k in thread_keys
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -114,7 +114,7 @@ def unbinarized_layers(model: tf.keras.Model) -> dict[str, float]:
     return {
         layer.name: float(layer.temperature.numpy())
         for layer in binary_conv_layers(model)
-        if float(layer.temperature.numpy()) >= TEMPERATURE_THRESHOLD
+        if float(layer.temperature.numpy()) >= _threshold(layer)
     }
 
 
@@ -141,10 +141,12 @@ def _consumers(layer) -> list:
 
 
 def _is_pytorch_stem_pad(layer) -> bool:
-    """A symmetric 1-pixel ZeroPadding2D whose only reader is a 3x3 stride-2 "valid" conv."""
+    """A symmetric ``k // 2``-pixel ZeroPadding2D whose only reader is a k x k stride-2 "valid"
+    float conv (BNext's 3x3 stem, BNext-18's 7x7 one), on an even-sized input."""
     if not isinstance(layer, tf.keras.layers.ZeroPadding2D):
         return False
-    if tuple(map(tuple, layer.padding)) != ((1, 1), (1, 1)):
+    (top, bottom), (left, right) = map(tuple, layer.padding)
+    if not (top == bottom == left == right >= 1):
         return False
     consumers = _consumers(layer)
     if len(consumers) != 1 or not isinstance(consumers[0], tf.keras.layers.Conv2D):
@@ -153,10 +155,18 @@ def _is_pytorch_stem_pad(layer) -> bool:
     spatial = layer.input_shape[1:3]
     return (
         conv.padding == "valid"
-        and tuple(conv.kernel_size) == (3, 3)
+        and tuple(conv.kernel_size) == (2 * top + 1, 2 * top + 1)
         and tuple(conv.strides) == (2, 2)
         and all(s is not None and s % 2 == 0 for s in spatial)
     )
+
+
+def _top_left_stem_pad(layer) -> tf.keras.layers.ZeroPadding2D:
+    """PyTorch's symmetric stem pad as LCE keeps it: on an even input the last of the
+    bottom/right rows is never read, and a pad that is not centred is not fused into a
+    ``"same"`` convolution (which would pad bottom/right: another function)."""
+    p = layer.padding[0][0]
+    return tf.keras.layers.ZeroPadding2D(((p, p - 1), (p, p - 1)), name=layer.name)
 
 
 def _clone(model: tf.keras.Model, replace) -> tf.keras.Model:
@@ -185,8 +195,13 @@ def _clone(model: tf.keras.Model, replace) -> tf.keras.Model:
     return clone
 
 
+def _threshold(layer: BinaryConv2D) -> float:
+    """The layer's own sign threshold (1e-7 in BNext-T/S/M/L, 1e-5 in BNext-18)."""
+    return float(getattr(layer.kernel_quantizer, "threshold", TEMPERATURE_THRESHOLD))
+
+
 def _sign_kernel_quantized(layer: BinaryConv2D) -> bool:
-    return float(layer.temperature.numpy()) < TEMPERATURE_THRESHOLD
+    return float(layer.temperature.numpy()) < _threshold(layer)
 
 
 def _inference_conv(layer: BinaryConv2D):
@@ -265,7 +280,7 @@ def inference_model(model: tf.keras.Model, allow_float_kernels: bool = False) ->
         if isinstance(layer, BinaryConv2D):
             return _inference_conv(layer)
         if _is_pytorch_stem_pad(layer):
-            return tf.keras.layers.ZeroPadding2D(((1, 0), (1, 0)), name=layer.name)
+            return _top_left_stem_pad(layer)
         return None
 
     return _clone(model, replace)
@@ -338,7 +353,7 @@ def float_model(model: tf.keras.Model) -> tf.keras.Model:
             new._bnext_weights = [layer.kernel.numpy()]
             return new
         if _is_pytorch_stem_pad(layer):
-            return tf.keras.layers.ZeroPadding2D(((1, 0), (1, 0)), name=layer.name)
+            return _top_left_stem_pad(layer)
         return None
 
     return _clone(model, replace)

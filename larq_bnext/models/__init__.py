@@ -17,6 +17,7 @@ from larq_bnext.models.bnext import (
     apply_weights,
     get_model,
 )
+from larq_bnext.models.bnext18 import BNext18
 from larq_bnext.models.convert import convert_checkpoint
 from larq_bnext.models.layers import BinaryConv2D, LearnableBias, RecouplingMix, binary_conv_layers
 from larq_bnext.models.quantizers import HardSign, ProgressiveSign, progressive_sign

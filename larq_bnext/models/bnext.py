@@ -280,7 +280,14 @@ def get_model(size: str, **kwargs) -> tf.keras.Model:
         size: a size name or alias (see :func:`larq_bnext.registry.canonical_size`).
         **kwargs: the keyword arguments of :func:`BNextT`.
 
+    ``"bnext18"`` builds :func:`~larq_bnext.models.bnext18.BNext18` (the original's
+    ResNet-18-shaped BNext; no ImageNet checkpoint published).
+
     Raises:
         ValueError: for an unknown size name.
     """
+    from larq_bnext.models.bnext18 import BNext18, is_bnext18
+
+    if is_bnext18(size):
+        return BNext18(**kwargs)
     return _BUILDERS[canonical_size(size)](**kwargs)

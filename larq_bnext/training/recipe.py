@@ -81,9 +81,17 @@ def resolved_default(name: str):
 
 
 def model_size() -> str | None:
-    """The published size of ``--model`` (``None`` for ``custom``)."""
+    """The published size of ``--model`` (``None`` for ``custom``).
+
+    ``--model=bnext18`` gives ``"tiny"``: the original releases no recipe for BNext-18, which
+    trains with BNext-T's (batch, epochs, teachers; see ``experiments/bnext18.flags``).
+    """
+    from larq_bnext.models.bnext18 import is_bnext18
+
     if FLAGS.model.lower() == "custom":
         return None
+    if is_bnext18(FLAGS.model):
+        return "tiny"
     return registry.canonical_size(FLAGS.model)
 
 

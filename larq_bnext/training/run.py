@@ -193,6 +193,18 @@ def build_student(info, name: str = "student"):
         stem_stride=stem_stride,
         name=name,
     )
+    from larq_bnext.models.bnext18 import is_bnext18
+
+    if is_bnext18(FLAGS.model):
+        model = larq_bnext.BNext18(
+            input_shape=common["input_shape"],
+            num_classes=common["num_classes"],
+            classifier_activation=None,
+            stem="cifar" if stem_stride == 1 else "imagenet",
+            weights=FLAGS.init_weights or None,
+            name=name,
+        )
+        return convert_to_sync_batchnorm(model) if FLAGS.sync_batchnorm else model
     if size is None:
         channels = [int(c) for c in FLAGS.stage_channels]
         model = larq_bnext.BNext(channels, **common)

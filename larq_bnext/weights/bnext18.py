@@ -1,0 +1,223 @@
+"""BNext-18 weights: the original ``BNext18`` state-dict keys <-> the Keras model's weights.
+
+The original (``hpi-xnor/BNext``, ``src/birealnet.py``) names its tensors ``conv1.weight``,
+``bn1.*``, ``layer{s}.{i}.Attention.*`` / ``layer{s}.{i}.FFN.*`` (``s`` = 0..3, ``i`` = 0..1),
+``layer{s}.0.Attention.downsample.1.weight`` (float 1x1 conv) and ``...downsample.2.*``
+(its BatchNorm), ``prelu.weight`` and ``fc.*``. Checkpoints saved by its training script wrap
+the state dict in ``{"state_dict": {"module." + key: tensor}}``; both forms load.
+
+Loading mirrors the original's inference forward: latent binary weights are clipped to
+``[-1.5, 1.5]`` and FFN recoupling scales to ``[0, 1]`` (the original clamps both in place on
+every forward, eval included); ELM-Attention scales are used as stored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from larq_bnext.weights.loading import HDF5_MAGIC, _file_magic, load_keras_weights
+from larq_bnext.weights.mapping import (
+    _BN_PARTS,
+    _PART_WEIGHTS,
+    ConversionReport,
+    WeightsMismatchError,
+    _shape_of,
+    _Target,
+    _to_numpy,
+    _weight_name,
+)
+from larq_bnext.weights.pytorch_reader import ZIP_MAGIC, TorchCheckpoint
+
+__all__ = [
+    "bnext18_weight_map",
+    "load_bnext18_state_dict",
+    "load_bnext18_weights",
+]
+
+_TOP_LEVEL = {
+    "stem_conv": {"kernel": ("conv1.weight", "conv")},
+    "stem_bn": {k: (f"bn1.{v}", "vector") for k, v in _BN_PARTS.items()},
+    "final_prelu": {"alpha": ("prelu.weight", "prelu")},
+    "logits": {"kernel": ("fc.weight", "dense"), "bias": ("fc.bias", "vector")},
+}
+_PARTS = {
+    **_PART_WEIGHTS,
+    "downsample_conv": {"kernel": ("downsample.1.weight", "conv")},
+    "downsample_bn": {k: (f"downsample.2.{v}", "vector") for k, v in _BN_PARTS.items()},
+}
+_SUBMODULES = {"attention": "Attention", "ffn": "FFN"}
+_LAYER_RE = re.compile(r"^layer(\d)_(\d)_(attention|ffn)_(\w+)$")
+_WEIGHT_CLIP = 1.5
+
+
+def bnext18_weight_map(model: tf.keras.Model) -> list[_Target]:
+    """Map every weight of a :func:`~larq_bnext.BNext18` model to its original state-dict key.
+
+    Args:
+        model: a model built by :func:`larq_bnext.BNext18` (with or without top).
+
+    Returns:
+        A list of targets with ``.key``, ``.variable`` and ``.kind``.
+
+    Raises:
+        ValueError: for a layer with weights that has no counterpart in ``BNext18``.
+    """
+    targets = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        match = _LAYER_RE.match(layer.name)
+        if layer.name in _TOP_LEVEL:
+            table, prefix = _TOP_LEVEL[layer.name], ""
+        elif match and match.group(4) in _PARTS:
+            stage, index, sub, part = match.groups()
+            table, prefix = _PARTS[part], f"layer{stage}.{index}.{_SUBMODULES[sub]}."
+        else:
+            raise ValueError(
+                f"Layer {layer.name!r} has weights but no counterpart in the original BNext18; "
+                "only models built by larq_bnext.BNext18 can load BNext18 checkpoints."
+            )
+        for variable in layer.weights:
+            name = _weight_name(variable)
+            if name not in table:
+                raise ValueError(f"Weight {variable.name!r} has no counterpart in BNext18.")
+            suffix, kind = table[name]
+            targets.append(_Target(prefix + suffix, variable, kind))
+    return targets
+
+
+def _allowed_unused(key: str, has_top: bool) -> bool:
+    """Tensors the original builds but never applies, or that the model left out."""
+    if key.endswith(".num_batches_tracked"):
+        return True
+    if re.match(r"^layer\d\.\d\.FFN\.activation1\.weight$", key):
+        return True  # FFN_3x3's residual PReLU: built, never applied
+    return key.startswith("fc.") and not has_top
+
+
+def _hint(state_shapes: Mapping[str, tuple], targets: list[_Target]) -> str:
+    if any(k.startswith("feature.") for k in state_shapes):
+        return (
+            " It is a BNext-T/S/M/L checkpoint (keys 'feature.*'): load it with "
+            "larq_bnext.BNextT/BNextS/BNextM/BNextL(weights=...)."
+        )
+    stem = next((t for t in targets if t.key == "conv1.weight"), None)
+    got = state_shapes.get("conv1.weight")
+    if stem is not None and got is not None and tuple(got) != stem.official_shape():
+        ckpt = "ImageNet (7x7)" if tuple(got)[-1] == 7 else "CIFAR (3x3)"
+        return (
+            f" The checkpoint has the {ckpt} stem: build BNext18(stem="
+            f"{'imagenet' if tuple(got)[-1] == 7 else 'cifar'!r}) (the original picks the "
+            "ImageNet stem exactly when num_classes == 1000)."
+        )
+    fc = state_shapes.get("fc.weight")
+    if fc is not None:
+        return f" The checkpoint's classifier has {fc[0]} classes (num_classes={fc[0]})."
+    return ""
+
+
+def load_bnext18_state_dict(
+    model: tf.keras.Model, state: Mapping[str, object], source: str = "checkpoint"
+) -> ConversionReport:
+    """Copy an original ``BNext18`` state dict into a Keras BNext-18, with strict checks.
+
+    Every key and shape is checked before any weight changes, so a mismatch leaves the model
+    untouched.
+
+    Args:
+        model: a model built by :func:`larq_bnext.BNext18`.
+        state: key -> tensor (:class:`~larq_bnext.weights.pytorch_reader.LazyTensor`, NumPy array or
+            torch tensor); a ``module.`` prefix is removed.
+        source: name of the checkpoint for messages.
+
+    Returns:
+        A :class:`~larq_bnext.weights.mapping.ConversionReport` (``clamped_scales`` counts the FFN
+        scale values clipped into ``[0, 1]``).
+
+    Raises:
+        WeightsMismatchError: missing, unexpected or mis-shaped tensors; the message names the
+            keys, the expected shapes and, where it can tell, the build that fits.
+    """
+    state = OrderedDict(
+        (k[len("module.") :] if k.startswith("module.") else k, v) for k, v in state.items()
+    )
+    shapes = {k: _shape_of(v) for k, v in state.items()}
+    targets = bnext18_weight_map(model)
+    has_top = any(layer.name == "logits" for layer in model.layers)
+
+    problems, used = [], set()
+    for t in targets:
+        want = t.official_shape()
+        keras_name = t.variable.name.split(":")[0]
+        if t.key not in state:
+            problems.append(f"missing: {t.key} (expected shape {want}, for {keras_name})")
+            continue
+        used.add(t.key)
+        got = shapes[t.key]
+        if not (got == want or (t.kind == "scalar" and int(np.prod(got)) == 1)):
+            problems.append(f"wrong shape: {t.key} is {got}, expected {want} (for {keras_name})")
+    report = ConversionReport()
+    for key in state:
+        if key in used:
+            continue
+        if _allowed_unused(key, has_top):
+            report.skipped.append(key)
+        else:
+            problems.append(f"unexpected: {key} {shapes[key]} (no such weight in the model)")
+    if problems:
+        detail = "\n  ".join(problems[:25])
+        more = f"\n  ... and {len(problems) - 25} more" if len(problems) > 25 else ""
+        raise WeightsMismatchError(
+            f"{source} does not fit the BNext-18 model {model.name!r} ({len(problems)} "
+            f"problems).{_hint(shapes, targets)}\n  {detail}{more}"
+        )
+
+    for t in targets:
+        array = _to_numpy(state[t.key])
+        if t.key.endswith("binary_conv.weight"):
+            array = np.clip(array, -_WEIGHT_CLIP, _WEIGHT_CLIP)
+        elif re.match(r"^layer\d\.\d\.FFN\.scale$", t.key):
+            report.clamped_scales += int(np.sum((array < 0) | (array > 1)))
+            array = np.clip(array, 0.0, 1.0)
+        t.variable.assign(t.to_keras(array))
+        report.converted.append(t.key)
+    return report
+
+
+def load_bnext18_weights(model: tf.keras.Model, weights) -> ConversionReport | None:
+    """Load a PyTorch ``BNext18`` checkpoint or Keras HDF5 weights into a Keras BNext-18.
+
+    Args:
+        model: a model built by :func:`larq_bnext.BNext18`.
+        weights: path of a ``torch.save`` file (a state dict, or a training checkpoint dict with
+            ``state_dict``; keys with or without ``module.``) or of ``.h5`` weights.
+
+    Returns:
+        The :class:`~larq_bnext.weights.mapping.ConversionReport` for a PyTorch checkpoint, else
+        ``None``.
+
+    Raises:
+        ValueError: a file of neither kind.
+        WeightsMismatchError: the weights do not fit the model.
+    """
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise ValueError(f"weights={path!r}: no such file.")
+    magic = _file_magic(path)
+    if magic.startswith(ZIP_MAGIC):
+        with TorchCheckpoint(path) as ckpt:
+            return load_bnext18_state_dict(model, ckpt.state_dict(), source=path)
+    if magic == HDF5_MAGIC:
+        load_keras_weights(model, path)
+        return None
+    raise ValueError(
+        f"weights={path!r} is neither a PyTorch checkpoint (a zip archive from torch.save) nor "
+        f"Keras HDF5 weights (first bytes {magic!r}). Pass a BNext18 checkpoint of the original "
+        "code or model.save_weights('x.h5')."
+    )
