@@ -39,6 +39,7 @@ from larq_bnext.training.recipe import (
     resolved,
     temperature_decay,
 )
+from larq_bnext.training.reporting import EpochLogger, plot_run_curves, progress_mode
 from larq_bnext.training.schedules import WarmupCosine
 from larq_bnext.training.sync_batchnorm import convert_to_sync_batchnorm
 from larq_bnext.training.teachers import Teacher, default_teachers, imagenet_teacher
@@ -305,6 +306,10 @@ def fit(distiller, train_ds, eval_ds, info, directory, epochs, anneal, title):
         directory, epochs, anneal=anneal, curriculum=len(distiller.assistants) > 1
     )
     checkpoint = next(c for c in callbacks if type(c).__name__ == "StudentCheckpoint")
+    # Off a terminal (a log file, CI, Slurm) one line per epoch instead of the progress bar.
+    verbose, line_per_epoch = progress_mode(FLAGS.verbose)
+    if line_per_epoch:
+        callbacks.append(EpochLogger(epochs))
     start = time.time()
     history = distiller.fit(
         train_ds,
@@ -313,7 +318,7 @@ def fit(distiller, train_ds, eval_ds, info, directory, epochs, anneal, title):
         steps_per_epoch=info["steps_per_epoch"],
         validation_data=eval_ds,
         callbacks=callbacks,
-        verbose=FLAGS.verbose,
+        verbose=verbose,
     )
     seconds = time.time() - start
     scores = distiller.evaluate(eval_ds, return_dict=True, verbose=0)
@@ -331,6 +336,7 @@ def fit(distiller, train_ds, eval_ds, info, directory, epochs, anneal, title):
         temps = [float(layer.temperature.numpy()) for layer in binary_conv_layers(distiller)]
         result["final_temperature"] = max(temps) if temps else None
         result["exactly_binary_weights"] = bool(temps) and max(temps) < 1e-7
+    result["curves"] = plot_run_curves(directory, result["history"], title)
     print(f"{title}: test top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}", flush=True)
     return result
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 import larq_bnext
-from larq_bnext import reporting
+from larq_bnext.training import reporting
 
 
 def test_format_epoch_prints_the_metrics_that_matter_in_order():

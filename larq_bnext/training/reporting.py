@@ -22,12 +22,14 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 __all__ = [
     "EpochLogger",
     "progress_mode",
     "format_epoch",
     "plot_history",
+    "plot_run_curves",
     "collect_predictions",
     "per_class_accuracy",
     "summarize_per_class",
@@ -197,6 +199,42 @@ def plot_history(history: dict, path: str | os.PathLike, title: str | None = Non
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=100)
     return [name for name, _, _ in panels]
+
+
+def plot_run_curves(directory: str, history: dict, title: str | None = None) -> str | None:
+    """Draw ``<model>_curves.png`` beside a model's run directory (next to ``metrics.json``).
+
+    The curves come from the directory's ``history.csv`` (the whole run, resumed parts
+    included) when it is there, else from ``history``. A failure to draw is logged, not
+    raised: the run's results matter more than its picture.
+
+    Args:
+        directory: the model's run directory (``runs/demo/student``: the picture is
+            ``runs/demo/student_curves.png``).
+        history: this ``fit``'s per-epoch logs, used without a ``history.csv``.
+        title: the figure's title.
+
+    Returns:
+        The picture's path, or ``None`` if it could not be drawn.
+    """
+    csv_path = os.path.join(directory, "history.csv")
+    if os.path.isfile(csv_path):
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            history = {
+                key: [float(row[key]) if row.get(key) not in (None, "") else None for row in rows]
+                for key in rows[0]
+                if key != "epoch"
+            }
+    name = os.path.basename(os.path.normpath(directory))
+    path = os.path.join(os.path.dirname(os.path.normpath(directory)), f"{name}_curves.png")
+    try:
+        plot_history(history, path, title=title)
+    except (ValueError, OSError) as error:
+        logging.warning("Could not draw the training curves (%s).", error)
+        return None
+    return path
 
 
 # --------------------------------------------------------------------------- per class
