@@ -161,6 +161,7 @@ def plot_history(history: dict, path: str | os.PathLike, title: str | None = Non
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     panels = []
     for name, keys, log_scale in (
@@ -191,6 +192,7 @@ def plot_history(history: dict, path: str | os.PathLike, title: str | None = Non
             axes.set_yscale("log")
         axes.set_title(name)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     if title:
