@@ -11,12 +11,15 @@ Examples::
 
 The evaluation transform is BNext's (shorter side to ``image_size / 0.95`` bicubic, centre
 crop, ImageNet normalisation); the digits images are only normalised. Prints the scores and,
-with ``--output``, writes them as JSON.
+with ``--output``, writes them as JSON; writes the per-class table (examples, top-1, top-5, the
+class most often predicted instead, ImageNet descriptions for WordNet-id classes) to
+``--per_class_output`` (by default beside ``--output``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 from absl import app, flags
 
@@ -80,6 +83,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_string(
         "output", None, "Write the scores to this JSON file.", flag_values=flag_values
     )
+    flags.DEFINE_string(
+        "per_class_output",
+        None,
+        "Write the per-class table (examples, top-1, top-5, most confused class) to this CSV "
+        "file. Default: beside --output (scores.json -> scores_per_class.csv), else "
+        "per_class_accuracy.csv; 'none': do not write it.",
+        flag_values=flag_values,
+    )
     return flag_values
 
 
@@ -94,6 +105,7 @@ def evaluate(
     stem_stride: int | None = None,
     crop_fraction: float = 0.95,
     tfds_manual_dir: str | None = None,
+    per_class_output: str | None = None,
 ) -> dict:
     """Evaluate a BNext model on the evaluation split of a dataset.
 
@@ -108,13 +120,20 @@ def evaluate(
         stem_stride: stem stride (default 1 for images up to 64 px, else 2).
         crop_fraction: the evaluation transform's crop fraction.
         tfds_manual_dir: TFDS manual download directory.
+        per_class_output: write the per-class table to this CSV file
+            (:func:`larq_bnext.training.reporting.write_per_class_csv`).
 
     Returns:
-        ``{"top1", "top5", "loss", "examples", "skipped_files"}``.
+        ``{"top1", "top5", "loss", "examples", "skipped_files", "per_class"}``, where
+        ``per_class`` is the table's summary
+        (:func:`larq_bnext.training.reporting.summarize_per_class`) and, with
+        ``per_class_output``, its ``path``.
     """
+    import numpy as np
+
     import larq_bnext
     from larq_bnext.registry import canonical_size
-    from larq_bnext.training import data
+    from larq_bnext.training import data, reporting
 
     image_size = image_size or (32 if dataset == "digits" else 224)
     kwargs = {}
@@ -134,17 +153,30 @@ def evaluate(
         model = larq_bnext.get_model(size, **common)
     if weights:
         larq_bnext.models.apply_weights(model, weights, size=size)
-    distiller = larq_bnext.Distiller(model)
-    distiller.compile()
     ds = data.eval_dataset(source, batch_size, image_size, crop_fraction)
-    scores = distiller.evaluate(ds, return_dict=True, verbose=1)
+    # One pass gives the scores and the per-class table (the Distiller's test step computes
+    # the same loss, top-1 and top-5; tests/test_reporting.py checks that they agree).
+    labels, top_k, losses = reporting.collect_predictions(model, ds, k=5)
+    rows = reporting.per_class_accuracy(labels, top_k, source.class_names)
+    summary = reporting.summarize_per_class(rows)
+    if per_class_output:
+        summary["path"] = reporting.write_per_class_csv(rows, per_class_output)
     return {
-        "top1": float(scores["top1"]),
-        "top5": float(scores["top5"]),
-        "loss": float(scores["loss"]),
-        "examples": source.num_examples,
+        "top1": float(np.mean(top_k[:, 0] == labels)),
+        "top5": float(np.mean((top_k == labels[:, None]).any(axis=1))),
+        "loss": float(np.mean(losses)),
+        "examples": int(len(labels)),
         "skipped_files": source.skipped,
+        "per_class": summary,
     }
+
+
+def _per_class_path(per_class_output: str | None, output: str | None) -> str | None:
+    if per_class_output is not None:
+        return None if per_class_output.strip().lower() in ("", "none") else per_class_output
+    if output:
+        return os.path.splitext(output)[0] + "_per_class.csv"
+    return "per_class_accuracy.csv"
 
 
 def main(argv):
@@ -166,10 +198,18 @@ def main(argv):
             FLAGS.stem_stride,
             FLAGS.eval_crop_fraction,
             FLAGS.tfds_manual_dir,
+            _per_class_path(FLAGS.per_class_output, FLAGS.output),
         )
     print(
         f"top-1 {scores['top1']:.4f}  top-5 {scores['top5']:.4f}  loss {scores['loss']:.4f}  "
         f"({scores['examples']} images, {len(scores['skipped_files'])} unreadable skipped)"
+    )
+    summary = scores["per_class"]
+    worst = ", ".join(f"{name} {top1:.2%}" for name, top1 in summary["worst_classes"][:3])
+    print(
+        f"per class: mean top-1 {summary['mean_class_top1']:.4f} over "
+        f"{summary['classes_evaluated']} classes; weakest: {worst}"
+        + (f"; table in {summary['path']}" if "path" in summary else "")
     )
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:

@@ -13,8 +13,9 @@ ImageNet, BNext-T with the original's recipe (see ``experiments/`` for all sizes
 Every choice of the recipe is a flag (``--helpfull`` lists them). Outputs in
 ``--output_dir``: per trained model (``teacher/``, ``student/``, ``baseline/``) the best and
 last weights (``best.weights.h5``, ``last.weights.h5``), TensorBoard logs (``logs/``: loss,
-top-1/5, lr, temperature, alpha) and ``history.csv``; ``metrics.json`` with the final
-results and ``flags.txt``/``flags.json`` with the flags used.
+top-1/5, lr, temperature, alpha) and ``history.csv``; a picture of each model's curves per epoch
+(``student_curves.png``, ...: loss, top-1, learning rate, temperature, teacher weights);
+``metrics.json`` with the final results and ``flags.txt``/``flags.json`` with the flags used.
 
 This module holds the flags; the run itself is :func:`larq_bnext.training.run.run`, and the
 defaults of unset flags (per dataset, and per published model from :mod:`larq_bnext.registry`)
@@ -128,7 +129,12 @@ flags.DEFINE_bool(
 # --------------------------------------------------------------------------- run
 flags.DEFINE_string("output_dir", "runs/demo", "Run directory.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_integer("verbose", 1, "Keras verbosity (1: progress bar, 2: one line per epoch).")
+flags.DEFINE_integer(
+    "verbose",
+    1,
+    "Keras verbosity: 1 is a progress bar on a terminal and one line per epoch elsewhere "
+    "(logs, CI, Slurm); 2 is Keras' own line per epoch; 0 is silent.",
+)
 # --------------------------------------------------------------------------- scale-out
 flags.DEFINE_enum(
     "strategy",

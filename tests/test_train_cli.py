@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
+from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,7 +57,15 @@ def test_two_epoch_run_writes_weights_logs_metrics_and_flags(tmp_path):
         f"--output_dir={out}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Epoch 2/2" in result.stdout and "student" in result.stdout
+    # Not a terminal: one line per epoch, no progress bar redrawn into the log.
+    assert "epoch 2/2  loss " in result.stdout and "student" in result.stdout
+    assert (
+        "\x08" not in result.stdout
+        and "\r" not in result.stdout
+        and "Epoch 1/2" not in result.stdout
+    )
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and all("val_top1 " in line for line in epoch_lines)
     student = out / "student"
     for name in ("best.weights.h5", "last.weights.h5", "history.csv"):
         assert (student / name).is_file(), name
@@ -71,6 +81,11 @@ def test_two_epoch_run_writes_weights_logs_metrics_and_flags(tmp_path):
     assert metrics["skipped_files"] == [str(data_dir / "train" / "n02" / "corrupt.JPEG")]
     assert 0.0 <= metrics["student"]["top1"] <= 1.0 and metrics["student"]["epochs"] == 2
     assert "baseline" not in metrics and "teacher" not in metrics
+    # The curves picture beside metrics.json, drawn from history.csv.
+    curves = out / "student_curves.png"
+    assert metrics["student"]["curves"] == str(curves)
+    with Image.open(curves) as picture:
+        assert picture.format == "PNG" and picture.size[0] > 600
     flags = json.loads((out / "flags.json").read_text())
     assert flags["epochs"] == 2 and flags["dataset"] == "folder"
     assert "--stage_channels=8,16" in (out / "flags.txt").read_text()
@@ -89,3 +104,12 @@ def test_two_epoch_run_writes_weights_logs_metrics_and_flags(tmp_path):
     evaluated = json.loads(scores.read_text())
     assert evaluated["examples"] == 4
     np.testing.assert_allclose(evaluated["top1"], metrics["student"]["top1"])
+    # The per-class table beside the scores, one row per class with its name.
+    with open(tmp_path / "run" / "scores_per_class.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [row["class"] for row in table] == ["n01", "n02"]
+    assert [int(row["examples"]) for row in table] == [2, 2]
+    per_class_top1 = [float(row["top1"]) for row in table]
+    assert np.mean(per_class_top1) == pytest.approx(evaluated["top1"])  # balanced classes
+    assert evaluated["per_class"]["mean_class_top1"] == pytest.approx(np.mean(per_class_top1))
+    assert "per class: mean top-1" in result.stdout

@@ -7,6 +7,8 @@
   :mod:`~larq_bnext.training.callbacks`: the recipe;
 * :mod:`~larq_bnext.training.distribute`, :mod:`~larq_bnext.training.sync_batchnorm`,
   :mod:`~larq_bnext.training.checkpoints`: scaling out and surviving restarts;
+* :mod:`~larq_bnext.training.reporting`: one log line per epoch off a terminal, the curves
+  picture, the per-class accuracy table;
 * :mod:`~larq_bnext.training.recipe` and :mod:`~larq_bnext.training.run`: the run of
   ``python -m larq_bnext.train``.
 """

@@ -45,6 +45,7 @@ from larq_bnext.training.recipe import (
     resolved,
     temperature_decay,
 )
+from larq_bnext.training.reporting import EpochLogger, plot_run_curves, progress_mode
 from larq_bnext.training.schedules import WarmupCosine
 from larq_bnext.training.skipped import SkipLog, SkippedImagesMonitor
 from larq_bnext.training.sync_batchnorm import convert_to_sync_batchnorm
@@ -395,6 +396,10 @@ def fit(distiller, eval_ds, info, directory, epochs, anneal, title):
             position = resumed
     train_ds = info["make_train"](*position)
     checkpoint = next(c for c in callbacks if type(c).__name__ == "StudentCheckpoint")
+    # Off a terminal (a log file, CI, Slurm) one line per epoch instead of the progress bar.
+    verbose, line_per_epoch = progress_mode(FLAGS.verbose)
+    if line_per_epoch:
+        callbacks.append(EpochLogger(epochs))
     start = time.time()
     history = distiller.fit(
         train_ds,
@@ -403,7 +408,7 @@ def fit(distiller, eval_ds, info, directory, epochs, anneal, title):
         steps_per_epoch=info["steps_per_epoch"],
         validation_data=eval_ds,
         callbacks=callbacks,
-        verbose=FLAGS.verbose,
+        verbose=verbose,
     )
     seconds = time.time() - start
     scores = distiller.evaluate(eval_ds, return_dict=True, verbose=0)
@@ -421,6 +426,7 @@ def fit(distiller, eval_ds, info, directory, epochs, anneal, title):
         temps = [float(layer.temperature.numpy()) for layer in binary_conv_layers(distiller)]
         result["final_temperature"] = max(temps) if temps else None
         result["exactly_binary_weights"] = bool(temps) and max(temps) < 1e-7
+    result["curves"] = plot_run_curves(directory, result["history"], title)
     print(f"{title}: test top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}", flush=True)
     return result
 
