@@ -47,9 +47,10 @@ def float64_supported(strategy: tf.distribute.Strategy | None = None) -> bool:
 def bias_correction(beta: float, step: tf.Tensor, float64: bool = True) -> tf.Tensor:
     """``1 - beta^step`` (Adam's bias correction): float64, or float32 on devices without it.
 
-    In float64 (the caller rounds it to the variable's dtype) like PyTorch's Python floats, or in float32 alone as
-    ``-expm1(step * log(beta))``, which has no cancellation (``1 - 0.999^t`` in float32 loses
-    five digits for small ``t``): both agree to a few float32 ulps.
+    In float64 (the caller rounds it to the variable's dtype) like PyTorch's Python floats,
+    or in float32 alone as ``-expm1(step * log(beta))``, which has no cancellation
+    (``1 - 0.999^t`` in float32 loses five digits for small ``t``): both agree to a few
+    float32 ulps.
 
     Args:
         beta: the decay (e.g. 0.999).
