@@ -8,6 +8,10 @@ below the binarization threshold (a demo / latency model). The model is rebuilt 
 inference form and every binary convolution becomes an ``LceBconv2d`` op; see
 :mod:`larq_bnext.deploy`. A checkpoint whose temperatures are still ``>= 1e-7`` is refused
 unless ``--allow_float_binary_layers`` is given (those layers then stay float convolutions).
+
+LCE's binary values are ``+-1``: latent kernel weights that are exactly 0 in sign-regime layers
+(binarized to 0 by the Keras model, as by the original) become ``+1``; the command prints how
+many (see :func:`larq_bnext.deploy.zero_sign_weights`).
 """
 
 from __future__ import annotations
@@ -101,7 +105,9 @@ def export(
         target: LCE target, ``"arm"`` or ``"xcore"``.
 
     Returns:
-        ``{"path", "bytes", "ops"}`` with the op counts of the written flatbuffer.
+        ``{"path", "bytes", "ops", "zero_weights_set_to_one"}``: the op counts of the written
+        flatbuffer, and how many exact-zero sign-regime kernel weights (binarized to 0 by the
+        Keras model, as by the original) the export set to ``+1``.
     """
     from larq_bnext import deploy, models, registry
     from larq_bnext.models.bnext18 import is_bnext18
@@ -116,13 +122,19 @@ def export(
     )
     if not weights:
         deploy.binarize_for_demo(keras_model)
+    zero_weights = sum(deploy.zero_sign_weights(keras_model).values())
     flatbuffer = deploy.convert(
         keras_model, allow_float_kernels=allow_float_binary_layers, target=target
     )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(flatbuffer)
-    return {"path": output, "bytes": len(flatbuffer), "ops": deploy.op_counts(flatbuffer)}
+    return {
+        "path": output,
+        "bytes": len(flatbuffer),
+        "ops": deploy.op_counts(flatbuffer),
+        "zero_weights_set_to_one": zero_weights,
+    }
 
 
 def main(argv):
@@ -151,7 +163,9 @@ def main(argv):
     print(
         f"Wrote {result['path']} ({result['bytes'] / 1e6:.2f} MB): "
         f"{ops.get('LceBconv2d', 0)} binary convolutions (LceBconv2d), "
-        f"{ops.get('CONV_2D', 0)} float convolutions (stem and squeeze-excitation)."
+        f"{ops.get('CONV_2D', 0)} float convolutions (stem and squeeze-excitation); "
+        f"{result['zero_weights_set_to_one']} binary weights that are exactly 0 set to +1 "
+        "(LCE binarizes to +-1; the Keras model, like the original, to 0 there)."
     )
 
 

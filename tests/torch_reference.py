@@ -438,7 +438,7 @@ def randomize_(
 ) -> nn.Module:
     """Randomize every parameter and buffer of a reference model in place (returns the model).
 
-    Binary weights ~ U(-1.5, 1.5) (a few per tensor put near 0, none exactly 0), move biases
+    Binary weights ~ U(-1.5, 1.5) (a few per tensor put near 0), move biases
     ~ N(0, 0.2), recoupling scales ~ U(``scale_range``), PReLU slopes ~ U(-0.3, 0.8),
     BN gamma ~ U(0.5, 1.5), beta ~ N(0, 0.2), running mean ~ N(0, 0.2), running var
     ~ U(0.5, 2), SE convs and the classifier ~ N(0, 1/sqrt(fan_in)), stem conv ~ N(0, 0.3),
@@ -472,9 +472,6 @@ def randomize_(
             if isinstance(module, HardBinaryConv):
                 uniform(module.weight, -WEIGHT_CLIP, WEIGHT_CLIP)
                 flat = module.weight.view(-1)
-                # Exact zeros (float32 uniforms hit 0 about once per 16M draws) are where
-                # PyTorch's sign(0) = 0 and Larq's +1 differ: keep them out of parity checks.
-                flat[flat == 0] = 1e-6
                 idx = torch.randint(0, flat.numel(), (4,), generator=gen)
                 flat[idx] = flat[idx] * 1e-8  # weights near 0: clip(w/T) far from sign there
             elif isinstance(module, HardSign):

@@ -28,6 +28,7 @@ from larq_bnext.deploy.inference import (
     float_model,
     inference_model,
     unbinarized_layers,
+    zero_sign_weights,
 )
 from larq_bnext.deploy.interpreter import lce_interpreter, measure_latency, predict
 from larq_bnext.deploy.lce import BINARY_CONV_OP, convert, convert_float, ideal_size, op_counts

@@ -36,12 +36,22 @@ The inference form (:func:`inference_model`) is a clone in which
   same pixels on even input sizes (the bottom/right pad is never read) and is left alone by
   LCE's padding fusion.
 
+LCE's binary values are ``+-1`` only, while the Keras model binarizes as the original does,
+``sign(0) = 0`` (:mod:`larq_bnext.models.quantizers`). The inference form therefore maps a
+latent kernel weight that is exactly 0 in a sign-regime layer to ``+1``
+(:func:`zero_sign_weights` counts them; :func:`inference_model`, and so
+:func:`larq_bnext.deploy.lce.convert`, warns with the count; the export command prints it),
+and its ``ste_sign`` input quantizers, which LCE recognises, map exact-zero activations to
+``+1``. This is the export's one approximation of the original's function.
+
 A model still in the ``clip(w / T, -1, 1)`` regime (a temperature ``>= 1e-7``) is refused,
 unless ``allow_float_kernels=True``: then those layers keep their real-valued kernels and
 stay float ``CONV_2D`` ops on binarized inputs (correct numbers, no binary speed-up).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import larq as lq
 import numpy as np
@@ -53,6 +63,7 @@ from larq_bnext.models.quantizers import TEMPERATURE_THRESHOLD
 __all__ = [
     "SymmetricPadQuantConv2D",
     "unbinarized_layers",
+    "zero_sign_weights",
     "binarize_for_demo",
     "inference_model",
     "float_model",
@@ -116,6 +127,44 @@ def unbinarized_layers(model: tf.keras.Model) -> dict[str, float]:
         for layer in binary_conv_layers(model)
         if float(layer.temperature.numpy()) >= _threshold(layer)
     }
+
+
+def zero_sign_weights(model: tf.keras.Model) -> dict[str, int]:
+    """Latent kernel weights that are exactly 0 in sign-regime binary layers, per layer.
+
+    The Keras model binarizes them to 0 (``sign(0) = 0``, as the original); the inference form
+    (:func:`inference_model`, used by :func:`larq_bnext.deploy.lce.convert`) sets them to
+    ``+1``, since Larq Compute Engine's binary values are ``+-1`` only. These are the weights
+    an export changes.
+
+    Args:
+        model: a BNext Keras model.
+
+    Returns:
+        ``{layer name: number of exact-zero weights}`` for the layers that have any (kernel
+        temperature below ``1e-7``); empty when the export changes no weight.
+    """
+    found = {}
+    for layer in binary_conv_layers(model):
+        if _sign_kernel_quantized(layer):
+            zeros = int(np.count_nonzero(layer.kernel.numpy() == 0))
+            if zeros:
+                found[layer.name] = zeros
+    return found
+
+
+def _warn_zero_sign_weights(model: tf.keras.Model) -> None:
+    zeros = zero_sign_weights(model)
+    if zeros:
+        listed = ", ".join(f"{k} ({n})" for k, n in list(zeros.items())[:5])
+        warnings.warn(
+            f"{sum(zeros.values())} binary kernel weights are exactly 0 in sign-regime layers "
+            f"({listed}). The model binarizes them to 0, as the original PyTorch code; Larq "
+            "Compute Engine's binary values are +-1 only, so the export sets them to +1 (its "
+            "outputs can differ slightly from the Keras model's). "
+            "larq_bnext.deploy.zero_sign_weights(model) lists them.",
+            stacklevel=3,
+        )
 
 
 def binarize_for_demo(model: tf.keras.Model) -> tf.keras.Model:
@@ -217,7 +266,8 @@ def _inference_conv(layer: BinaryConv2D):
         name=layer.name,
     )
     if _sign_kernel_quantized(layer):
-        # Stored already binarized (sign(0) = +1, as in Larq): LCE recognises a convolution
+        # Stored already binarized, with sign(0) = +1 (LCE's binary values are +-1 only; the
+        # Keras model's sign(0) is 0, see zero_sign_weights): LCE recognises a convolution
         # whose constant kernel is all +-1, and the converter has no sign ops to fold, which
         # saves it a few full-size copies of the weights.
         kernel = np.where(kernel >= 0, 1.0, -1.0).astype(kernel.dtype)
@@ -237,7 +287,9 @@ def inference_model(model: tf.keras.Model, allow_float_kernels: bool = False) ->
     """Rebuild a BNext model in the inference form that LCE converts to binary ops.
 
     See the module docstring for the rewrite. The clone computes the same function as
-    ``model`` in inference mode (``sign(0) = +1`` as in Larq and LCE).
+    ``model`` in inference mode except at exact zeros, which it binarizes to ``+1`` (as Larq
+    and LCE) where ``model`` gives 0 (as the original): latent kernel weights (counted by
+    :func:`zero_sign_weights`; a warning gives the count) and pre-activations.
 
     Args:
         model: a BNext Keras model (with :class:`~larq_bnext.models.layers.BinaryConv2D` layers).
@@ -275,6 +327,8 @@ def inference_model(model: tf.keras.Model, allow_float_kernels: bool = False) ->
             "allow_float_kernels=True (CLI: --allow_float_binary_layers) to keep those layers "
             "as float convolutions on binarized inputs (correct outputs, no binary speed-up)."
         )
+
+    _warn_zero_sign_weights(model)
 
     def replace(layer):
         if isinstance(layer, BinaryConv2D):

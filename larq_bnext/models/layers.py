@@ -17,9 +17,13 @@ Everything here follows the original PyTorch code (``hpi-xnor/BNext``, ``src/bne
   kernel, ``input_temperature`` for the activation quantizer) as non-trainable weights, so they
   are saved, restored, converted from checkpoints and annealed by training.
 
-Sign convention: Larq (and Larq Compute Engine) map ``sign(0)`` to ``+1`` so that every
-binary value is ``+-1``; PyTorch's ``sign(0)`` is ``0``. The two agree everywhere except at
-exact zeros, which real-valued weights and pre-activations do not hit in practice.
+Sign convention: as in the original (``torch.sign``), ``sign(0) = 0`` for kernels in the sign
+regime and for activations, so a model loaded from an original checkpoint computes what the
+original computes even where a latent weight or a pre-activation is exactly 0 (float32
+``randn`` draws exactly 0 about once in 2**24, so the large models hold a few such weights).
+Larq's own quantizers (``lq.math.sign``) and Larq Compute Engine map 0 to ``+1`` so that every
+binary value is ``+-1``; that approximation is made only where it cannot be avoided, in the
+LCE export (:mod:`larq_bnext.deploy`), which reports how many weights it changed.
 """
 
 from __future__ import annotations

@@ -5,9 +5,13 @@
 * :class:`ProgressiveSign` is the kernel quantizer: ``clip(w / T, -1, 1)`` while the
   temperature ``T >= 1e-7`` and ``sign(w)`` below, with an identity straight-through gradient.
 
-Sign convention: Larq (and Larq Compute Engine) map ``sign(0)`` to ``+1`` so that every
-binary value is ``+-1``; PyTorch's ``sign(0)`` is ``0``. The two agree everywhere except at
-exact zeros, which real-valued weights and pre-activations do not hit in practice.
+Sign convention: as in the original (``torch.sign``), ``sign(0) = 0`` for kernels in the sign
+regime and for activations, so a model loaded from an original checkpoint computes what the
+original computes even where a latent weight or a pre-activation is exactly 0 (float32
+``randn`` draws exactly 0 about once in 2**24, so the large models hold a few such weights).
+Larq's own quantizers (``lq.math.sign``) and Larq Compute Engine map 0 to ``+1`` so that every
+binary value is ``+-1``; that approximation is made only where it cannot be avoided, in the
+LCE export (:mod:`larq_bnext.deploy`), which reports how many weights it changed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ __all__ = [
     "ACTIVATION_CLIP",
     "HardSign",
     "progressive_sign",
+    "sign_ste",
     "ProgressiveSign",
 ]
 
@@ -57,7 +62,8 @@ class HardSign(lq.quantizers.SteSign):
     """BNext's activation quantizer: ``sign(x)`` with a straight-through gradient.
 
     The gradient passes unchanged where ``|x| <= clip_value`` (1.5 in BNext) and is zero
-    elsewhere. ``sign(0)`` is ``+1`` (Larq's convention).
+    elsewhere. ``sign(0)`` is ``0``, as ``torch.sign`` in the original (Larq's
+    :class:`~larq.quantizers.SteSign` maps 0 to ``+1``; the LCE export does, too).
 
     Args:
         clip_value: half-width of the straight-through gradient window.
@@ -69,11 +75,44 @@ class HardSign(lq.quantizers.SteSign):
     def __init__(self, clip_value: float = ACTIVATION_CLIP, **kwargs):
         super().__init__(clip_value=clip_value, **kwargs)
 
+    def call(self, inputs):
+        outputs = sign_ste(inputs, self.clip_value)
+        # Skip SteSign.call (Larq's sign); the base quantizer adds the flip-ratio metric.
+        return super(lq.quantizers.SteSign, self).call(outputs)
+
+
+def sign_ste(x: tf.Tensor, clip_value: float | None = ACTIVATION_CLIP) -> tf.Tensor:
+    """``tf.sign(x)`` (``sign(0) = 0``) with a straight-through gradient.
+
+    The gradient is ``dy`` where ``|x| <= clip_value`` and 0 elsewhere (everywhere ``dy`` when
+    ``clip_value`` is ``None``), as Larq's ``ste_sign``, whose forward maps 0 to ``+1``.
+
+    Args:
+        x: the tensor to binarize.
+        clip_value: half-width of the straight-through window, or ``None`` for no window.
+
+    Returns:
+        A tensor of ``x``'s shape and dtype with values in ``{-1, 0, 1}``.
+    """
+
+    @tf.custom_gradient
+    def _sign(x):
+        def grad(dy):
+            if clip_value is None:
+                return dy
+            return tf.where(tf.abs(x) <= tf.cast(clip_value, x.dtype), dy, tf.zeros_like(dy))
+
+        return tf.sign(x), grad
+
+    return _sign(tf.convert_to_tensor(x))
+
 
 def progressive_sign(
     w: tf.Tensor, temperature: tf.Tensor, threshold: float = TEMPERATURE_THRESHOLD
 ) -> tf.Tensor:
     """Binarize ``w`` progressively: ``clip(w / T, -1, 1)`` while ``T >= threshold``, else sign.
+
+    ``sign(0) = 0`` as in the original (``torch.sign``).
 
     The gradient with respect to ``w`` is the identity (straight-through), in both regimes;
     no gradient flows to the temperature.
@@ -95,7 +134,7 @@ def progressive_sign(
     @tf.custom_gradient
     def _quantize(x):
         x32 = tf.cast(x, dtype)
-        hard = lq.math.sign(x32)
+        hard = tf.sign(x32)  # sign(0) = 0, as torch.sign
         soft = tf.clip_by_value(x32 / tf.maximum(temperature, 1e-8), -1.0, 1.0)
         out = tf.cast(tf.where(temperature < threshold, hard, soft), x.dtype)
         return out, lambda dy: dy

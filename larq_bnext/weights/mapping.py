@@ -74,7 +74,9 @@ class ConversionReport:
         skipped: official keys deliberately not loaded (tensors the original never applies).
         clamped_scales: number of FFN-1x1 scale values clamped into [0, 1].
         zero_sign_weights: binary-conv key -> number of weights that are exactly 0 in a layer
-            whose temperature is below 1e-7 (PyTorch's ``sign(0) = 0``, Larq's ``+1``).
+            whose temperature is below 1e-7. Information only: the model binarizes them to 0,
+            as the original (``torch.sign``); an LCE export sets them to ``+1``
+            (:func:`larq_bnext.deploy.zero_sign_weights`).
         checkpoint_size: the official size the checkpoint matches, or ``None``.
     """
 
@@ -85,12 +87,19 @@ class ConversionReport:
     checkpoint_size: str | None = None
 
     def summary(self) -> str:
-        """One line: counts of converted and skipped tensors, clamped scale values."""
+        """One line: counts of converted and skipped tensors, clamped scales, zero weights."""
         size = f"BNext-{registry.get(self.checkpoint_size).letter} " if self.checkpoint_size else ""
+        zeros = sum(self.zero_sign_weights.values())
+        zeros = (
+            f"; {zeros} sign-regime binary weights are exactly 0 (binarized to 0 as in the "
+            "original; an LCE export sets them to +1)"
+            if zeros
+            else ""
+        )
         return (
             f"{size}checkpoint: converted {len(self.converted)} tensors, skipped "
             f"{len(self.skipped)} never-applied ones (unused PReLUs, num_batches_tracked), "
-            f"clamped {self.clamped_scales} FFN-1x1 scale values into [0, 1]"
+            f"clamped {self.clamped_scales} FFN-1x1 scale values into [0, 1]{zeros}"
         )
 
 
@@ -382,14 +391,6 @@ def load_state_dict_into_model(
                     report.zero_sign_weights[t.key] = zeros
         t.variable.assign(t.to_keras(array))
         report.converted.append(t.key)
-    if report.zero_sign_weights:
-        listed = ", ".join(f"{k} ({n})" for k, n in list(report.zero_sign_weights.items())[:5])
-        warnings.warn(
-            f"{source}: {sum(report.zero_sign_weights.values())} binary weights are exactly 0 "
-            f"in layers binarized with sign(w) ({listed}). PyTorch binarizes them to 0, Larq to "
-            "+1, so the Keras model's outputs can differ slightly from the original's.",
-            stacklevel=2,
-        )
     return report
 
 

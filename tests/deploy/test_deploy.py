@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,53 @@ def test_inference_form_of_a_binary_conv_matches_pytorch_and_lce(strides, kernel
     np.testing.assert_array_equal(deploy.predict(flatbuffer, x), expected)
 
 
+def _torch_binary_chain(x, kernels, strides, sign):
+    """Binary convolutions in PyTorch (NCHW, padding k // 2), binarizing with ``sign``."""
+    y = torch.from_numpy(x).permute(0, 3, 1, 2)
+    for kernel, stride in zip(kernels, strides, strict=True):
+        w = torch.from_numpy(kernel).permute(3, 2, 0, 1)
+        y = torch.nn.functional.conv2d(sign(y), sign(w), stride=stride, padding=w.shape[-1] // 2)
+    return y.permute(0, 2, 3, 1).numpy()
+
+
+def test_export_sets_exact_zero_weights_to_plus_one_and_says_how_many():
+    """The Keras model binarizes exact zeros to 0 (torch.sign); only the export maps them to +1."""
+    rng = np.random.default_rng(7)
+    inputs = tf.keras.Input((8, 8, 8))
+    first = BinaryConv2D(8, 3, strides=1, name="bconv_s1")
+    second = BinaryConv2D(8, 3, strides=2, name="bconv_s2")
+    soft = BinaryConv2D(8, 1, name="bconv_soft")
+    model = tf.keras.Model(inputs, [second(first(inputs)), soft(inputs)])
+    kernels = {}
+    for layer, zeros in ((first, 10), (second, 4), (soft, 3)):
+        kernel = rng.standard_normal(layer.kernel.shape).astype("float32")
+        kernel.reshape(-1)[rng.choice(kernel.size, zeros, replace=False)] = 0.0
+        layer.set_weights([kernel, 0.0, 0.0])
+        kernels[layer.name] = kernel
+    soft.temperature.assign(0.5)  # clip(w / T) keeps 0 at 0 exactly: nothing to change
+    x = rng.standard_normal((2, 8, 8, 8)).astype("float32")
+    x[0, 2:5, :, 1] = 0.0  # exact-zero activations too
+
+    assert deploy.zero_sign_weights(model) == {"bconv_s1": 10, "bconv_s2": 4}
+    chain = [kernels["bconv_s1"], kernels["bconv_s2"]]
+    original = _torch_binary_chain(x, chain, (1, 2), torch.sign)
+    plus_one = _torch_binary_chain(x, chain, (1, 2), lambda t: torch.where(t >= 0, 1.0, -1.0))
+    assert not np.array_equal(original, plus_one)  # the zeros matter here
+
+    np.testing.assert_array_equal(model.predict(x, verbose=0)[0], original)
+    with pytest.warns(UserWarning, match="14 binary kernel weights are exactly 0"):
+        clone = deploy.inference_model(model, allow_float_kernels=True)
+    np.testing.assert_array_equal(clone.predict(x, verbose=0)[0], plus_one)
+    stored = clone.get_layer("bconv_s1").get_weights()[0]
+    np.testing.assert_array_equal(stored[kernels["bconv_s1"] == 0], 1.0)
+
+    probe = tf.keras.Model(inputs, second(first(inputs)))
+    with pytest.warns(UserWarning, match="14 binary kernel weights are exactly 0"):
+        flatbuffer = deploy.convert(probe)
+    assert deploy.op_counts(flatbuffer)[deploy.BINARY_CONV_OP] == 2
+    np.testing.assert_array_equal(deploy.predict(flatbuffer, x), plus_one)
+
+
 def test_stem_padding_is_kept_pytorch_style():
     # The stem pads 1 on every side before a stride-2 3x3 conv; the inference form pads only
     # top/left (the same pixels for even sizes) so that LCE's padding fusion leaves it alone.
@@ -185,6 +233,13 @@ def _layerwise_parity(size: str, input_size: int = 96, n_images: int = 4):
         size, input_shape=(input_size, input_size, 3), classifier_activation=None
     )
     deploy.binarize_for_demo(model)
+    # The random N(0, 0.001) kernels hold a few exact zeros (1 in T, 3 in S here): the model
+    # binarizes them to 0 and the export to +1 (tested on its own above). Make them +1 in both,
+    # so that this test sees the rest of the conversion alone.
+    for layer in deploy.zero_sign_weights(model):
+        kernel = model.get_layer(layer).kernel
+        kernel.assign(tf.where(kernel == 0, 1e-6, kernel))
+    assert not deploy.zero_sign_weights(model)
     _randomize_float_parameters(model, rng)
     _with_data_statistics(
         model, rng.standard_normal((8, input_size, input_size, 3)).astype("float32")
@@ -270,6 +325,7 @@ def test_export_cli_writes_a_binary_bnext_tiny(tmp_path):
     flatbuffer = output.read_bytes()
     _assert_binary_structure(deploy.op_counts(flatbuffer), BINARY_CONVS["tiny"])
     assert "31 binary convolutions" in proc.stdout
+    assert re.search(r"\b\d+ binary weights that are exactly 0 set to \+1", proc.stdout)
     # 28,253,184 binary weights at 1 bit and 2,600,092 float32 parameters (spec).
     ideal = 28_253_184 // 8 + 4 * (30_853_276 - 28_253_184)
     assert abs(len(flatbuffer) - ideal) <= 0.15 * ideal

@@ -26,7 +26,7 @@ def _value_and_grad(fn, x):
 def test_hard_sign_forward_and_gradient_window():
     x = np.array([-2.0, -1.5, -1.49, -0.3, 0.0, 0.7, 1.5, 1.51, 3.0])
     y, g = _value_and_grad(HardSign(), x)
-    np.testing.assert_array_equal(y, [-1, -1, -1, -1, 1, 1, 1, 1, 1])  # sign(0) = +1 (Larq)
+    np.testing.assert_array_equal(y, [-1, -1, -1, -1, 0, 1, 1, 1, 1])  # sign(0) = 0 (PyTorch)
     # Straight-through where |x| <= 1.5, zero outside.
     np.testing.assert_array_equal(g, [0, 1, 1, 1, 1, 1, 1, 0, 0])
     assert HardSign().precision == 1
@@ -40,12 +40,12 @@ def test_progressive_sign_soft_regime():
 
 
 def test_progressive_sign_hard_regime_and_threshold():
-    w = np.array([-1.2, -3e-8, 3e-8, 0.6])
+    w = np.array([-1.2, -3e-8, 0.0, 3e-8, 0.6])
     y_hard, g = _value_and_grad(lambda v: progressive_sign(v, 9e-8), w)
-    np.testing.assert_array_equal(y_hard, [-1, -1, 1, 1])  # T < 1e-7: sign(w)
+    np.testing.assert_array_equal(y_hard, [-1, -1, 0, 1, 1])  # T < 1e-7: sign(w), sign(0) = 0
     np.testing.assert_array_equal(g, np.ones_like(w))
     y_edge, _ = _value_and_grad(lambda v: progressive_sign(v, 1e-7), w)
-    np.testing.assert_allclose(y_edge, [-1.0, -0.3, 0.3, 1.0])  # T = 1e-7 is still soft
+    np.testing.assert_allclose(y_edge, [-1.0, -0.3, 0.0, 0.3, 1.0])  # T = 1e-7 is still soft
 
 
 def test_progressive_sign_quantizer_follows_its_layer_temperature():
@@ -59,6 +59,9 @@ def test_progressive_sign_quantizer_follows_its_layer_temperature():
     layer.temperature.assign(1e-9)
     with lq.context.quantized_scope(True):
         np.testing.assert_array_equal(layer.kernel.numpy().ravel(), [1, -1, 1, -1])
+    layer.kernel.latent_variable.assign(np.array([[[[0.0, -0.05], [1.0, 0.0]]]]))
+    with lq.context.quantized_scope(True):
+        np.testing.assert_array_equal(layer.kernel.numpy().ravel(), [0, -1, 1, 0])
     # Temperatures are non-trainable weights of the layer, so they are saved with it.
     names = [w.name.split("/")[-1] for w in layer.non_trainable_weights]
     assert names == ["temperature:0", "input_temperature:0"]
@@ -70,6 +73,11 @@ def test_binary_conv_matches_pytorch_conv(kernel_size, strides, size, temperatur
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, size, size, 4))
     w = rng.normal(scale=0.5, size=(kernel_size, kernel_size, 4, 3))
+    # Exact zeros, where sign(0) = 0 (torch.sign) and Larq's sign(0) = +1 differ.
+    x[0, 1:4, :, 2] = 0.0
+    x[1, :, 2, :] = 0.0
+    w[..., 1, :] = 0.0
+    w.reshape(-1)[::7] = 0.0
     tf.keras.backend.set_floatx("float64")
     layer = BinaryConv2D(3, kernel_size, strides=strides)
     layer.build(x.shape)
@@ -87,6 +95,25 @@ def test_binary_conv_matches_pytorch_conv(kernel_size, strides, size, temperatur
     ).permute(0, 2, 3, 1)
     assert y.shape == tuple(ref.shape)
     np.testing.assert_allclose(y, ref.numpy(), rtol=0, atol=1e-12)
+
+
+def test_binary_conv_exact_zeros_by_hand():
+    """sign(0) = 0 for inputs and sign-regime kernels, in float32, float64 and mixed precision."""
+    # One output pixel of a 1x1 convolution: sign(x) . sign(w) over 4 input channels.
+    x = np.array([[[[0.0, 2.0, -0.5, 0.3]]]])
+    w = np.array([[[[1.0], [0.0], [-0.2], [0.7]]]])  # (1, 1, in=4, out=1)
+    # sign(x) = [0, 1, -1, 1], sign(w) = [1, 0, -1, 1]: 0 + 0 + 1 + 1 = 2
+    # (with sign(0) = +1 on both sides it would be 1 + 1 + 1 + 1 = 4).
+    for policy in ("float32", "float64", "mixed_float16"):
+        tf.keras.mixed_precision.set_global_policy(policy)
+        layer = BinaryConv2D(1, 1)
+        layer.build(x.shape)
+        layer.kernel.latent_variable.assign(w)
+        layer.temperature.assign(1e-9)
+        y = layer(tf.constant(x, layer.dtype))
+        assert y.dtype == layer.compute_dtype
+        np.testing.assert_array_equal(y.numpy().ravel(), [2.0], err_msg=policy)
+    tf.keras.mixed_precision.set_global_policy(None)
 
 
 def test_binary_conv_gradients():

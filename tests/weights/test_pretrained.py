@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -207,21 +208,46 @@ def test_recoupling_scales_follow_the_original_in_eval(tmp_path, float64):
     _assert_parity(got, want)
 
 
-def test_exact_zero_weights_in_sign_layers_are_reported(tmp_path):
-    """sign(0) is 0 in PyTorch and +1 in Larq: the converter says where that matters."""
+def test_exact_zeros_in_sign_layers_and_activations_match_the_reference(tmp_path, float64):
+    """sign(0) = 0, as torch.sign: exact-zero weights and activations binarize as the original.
+
+    Before, Larq's sign(0) = +1 made such checkpoints differ from the original (a warning).
+    """
     ref = _reference(NARROW, seed=6, num_classes=10)
+    rng = np.random.default_rng(6)
+    expected = {}
     with torch.no_grad():
-        ref.feature[3].FFN.binary_conv.temperature.fill_(1e-9)
-        ref.feature[3].FFN.binary_conv.weight[0, 0, 0, 0] = 0.0
+        for name, conv in binary_convs(ref):
+            conv.temperature.fill_(1e-9)  # sign regime everywhere: zeros are never clipped
+            flat = conv.weight.view(-1)
+            idx = rng.choice(flat.numel(), size=max(1, flat.numel() // 10), replace=False)
+            flat[torch.from_numpy(idx)] = 0.0
+            expected[name + ".weight"] = len(idx)
         ref.feature[1].FFN_1.binary_conv.temperature.fill_(1.0)  # clip(w / T): 0 stays 0
-        ref.feature[1].FFN_1.binary_conv.weight[0, 0, 0, 0] = 0.0
+        expected.pop("feature.1.FFN_1.binary_conv.weight")
+        # Stem channel 0 is exactly 0 after its convolution, so its BatchNorm output is beta;
+        # block 1's first move subtracts beta: its binary activation sees exact zeros.
+        stem = ref.feature[0]
+        stem.conv1.weight[0] = 0.0
+        stem.bn1.running_mean[0] = 0.0
+        ref.feature[1].Attention.move.bias[0, 0] = -stem.bn1.bias[0]
     path = tmp_path / "zeros.pth.tar"
     save_like_original(ref, path)
-    model = larq_bnext.BNext(NARROW, input_shape=(32, 32, 3), num_classes=10)
-    with pytest.warns(UserWarning, match="exactly 0") as record:
+    model = larq_bnext.BNext(
+        NARROW, input_shape=(32, 32, 3), num_classes=10, classifier_activation=None
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no more "exactly 0" warning
         report = weights.load_official_checkpoint(model, path)
-    assert "feature.3.FFN.binary_conv.weight" in str(record[0].message)
-    assert report.zero_sign_weights == {"feature.3.FFN.binary_conv.weight": 1}
+    assert report.zero_sign_weights == expected
+    assert f"{sum(expected.values())} sign-regime binary weights are exactly 0" in report.summary()
+
+    got, want = _logits_both(ref, model, 32, 4)
+    moved = tf.keras.Model(model.input, model.get_layer("block1_attention_move").output)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)).double()
+    assert np.all(moved(nchw_to_nhwc(x)).numpy()[..., 0] == 0)  # the zeros reach the sign
+    rel = _assert_parity(got, want)
+    assert rel < 1e-12, rel
 
 
 @pytest.mark.parametrize(
