@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from larq_bnext.training.teachers import Teacher, _as_teacher
+from larq_bnext.training.teachers import Teacher, _as_teacher, check_teacher_classes
 
 __all__ = [
     "distillation_loss",
@@ -153,6 +153,7 @@ class Distiller(tf.keras.Model):
         self.student = student
         self.teacher = _as_teacher(teacher)
         self.assistants = assistants
+        check_teacher_classes(student, self._all_teachers())
         # Keep the teacher models tracked (for `summary`, device placement, checkpoints).
         self.teacher_models = [t.model for t in self._all_teachers()]
         self.clip_norm = clip_norm
