@@ -99,6 +99,14 @@ flags.DEFINE_string(
     "a comma list of Keras teachers, assistants first and the main teacher last, e.g. "
     "efficientnet_b0,efficientnet_b2.",
 )
+flags.DEFINE_enum(
+    "teacher_weights",
+    "imagenet",
+    ["imagenet", "none"],
+    "Weights of the Keras ImageNet teachers: imagenet (downloaded once into ~/.keras/models) or "
+    "none: the same architectures UNTRAINED (random weights), to smoke-test the recipe offline "
+    "(the student then learns nothing useful).",
+)
 flags.DEFINE_integer("teacher_epochs", 30, "Epochs of the float teacher on digits.")
 flags.DEFINE_bool(
     "baseline", None, "Also train the student without distillation (default: on for digits)."

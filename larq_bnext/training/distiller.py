@@ -45,7 +45,12 @@ from typing import Literal, get_args
 
 import tensorflow as tf
 
-from larq_bnext.training.teachers import Teacher, _as_teacher, _loss_dtype
+from larq_bnext.training.teachers import (
+    Teacher,
+    _as_teacher,
+    _loss_dtype,
+    check_teacher_classes,
+)
 
 __all__ = [
     "Weighting",
@@ -223,6 +228,7 @@ class Distiller(tf.keras.Model):
         self.student = student
         self.teacher = _as_teacher(teacher)
         self.assistants = assistants
+        check_teacher_classes(student, self._all_teachers())
         # Keep the teacher models tracked (for `summary`, device placement, checkpoints).
         self.teacher_models = [t.model for t in self._all_teachers()]
         self.clip_norm = clip_norm

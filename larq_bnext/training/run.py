@@ -249,16 +249,27 @@ def build_teachers(info):
     shape = (info["image_size"],) * 2 + (3,)
     if spec == "none":
         return [], None
+    weights = None if FLAGS.teacher_weights == "none" else FLAGS.teacher_weights
+    # An ImageNet subset (class folders named by wnid) is scored on its own classes.
+    classes = info["train_source"].class_names
     if spec == "auto":
         if FLAGS.dataset == "digits":
             raise ValueError("The digits teacher is trained by the run (see main()).")
-        return default_teachers(model_size() or "tiny", input_shape=shape)
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    built = {}
-    for n in names:
-        if n not in built:
-            built[n] = imagenet_teacher(n, input_shape=shape)
-    return [built[n] for n in names[:-1]], built[names[-1]]
+        assistants, main = default_teachers(model_size() or "tiny", shape, weights, classes)
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        built = {}
+        for n in names:
+            if n not in built:
+                built[n] = imagenet_teacher(n, shape, weights, classes)
+        assistants, main = [built[n] for n in names[:-1]], built[names[-1]]
+    if weights is None:
+        logging.warning(
+            "--teacher_weights=none: the teachers %s are UNTRAINED (random weights). This run "
+            "only smoke-tests the recipe; its student learns nothing useful.",
+            ",".join(t.name for t in [*assistants, main]),
+        )
+    return assistants, main
 
 
 def build_optimizer(info, epochs: int, base_lr: float | None = None):
@@ -514,6 +525,7 @@ def _run_in_scope(flag_names) -> dict:
             metrics["teachers"] = {
                 "assistants": [t.name for t in assistants],
                 "main": teacher.name,
+                "weights": FLAGS.teacher_weights,
             }
 
     distiller = build_models(info, teacher=teacher, assistants=assistants)

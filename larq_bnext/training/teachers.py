@@ -20,6 +20,8 @@ __all__ = [
     "denormalize_to_255",
     "Teacher",
     "imagenet_teacher",
+    "imagenet_class_indices",
+    "check_teacher_classes",
     "default_teachers",
 ]
 
@@ -74,6 +76,10 @@ class Teacher:
             feeds the student's input unchanged.
         from_logits: whether ``model`` outputs logits (``True``) or probabilities.
         name: a name for logs; defaults to the model's name.
+        class_indices: keep only these outputs, in this order (a teacher of all 1,000 ImageNet
+            classes distilling a student of a subset of them; see
+            :func:`imagenet_class_indices`). The softmax of the kept logits is the teacher's
+            distribution conditioned on the subset. ``None`` keeps all outputs.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class Teacher:
         input_adapter: Callable[[tf.Tensor], tf.Tensor] | None = None,
         from_logits: bool = True,
         name: str | None = None,
+        class_indices: Sequence[int] | None = None,
     ):
         if not isinstance(model, tf.keras.Model):
             raise TypeError(f"A teacher must be a tf.keras.Model, got {type(model).__name__}.")
@@ -90,6 +97,23 @@ class Teacher:
         self.input_adapter = input_adapter
         self.from_logits = from_logits
         self.name = name or model.name
+        self.class_indices = None
+        if class_indices is not None:
+            indices = [int(i) for i in class_indices]
+            outputs = model.output_shape[-1] if _has_output_shape(model) else None
+            if not indices or (outputs and not all(0 <= i < outputs for i in indices)):
+                raise ValueError(
+                    f"class_indices of teacher {self.name!r} must be indices into its "
+                    f"{outputs} outputs, got {indices[:10]}."
+                )
+            self.class_indices = indices
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes the teacher scores (after ``class_indices``); ``None``: unknown."""
+        if self.class_indices is not None:
+            return len(self.class_indices)
+        return int(self.model.output_shape[-1]) if _has_output_shape(self.model) else None
 
     def logits(self, images: tf.Tensor) -> tf.Tensor:
         """The teacher's float32 (float64 for a float64 model) logits for ``images`` (no gradient).
@@ -102,10 +126,41 @@ class Teacher:
         out = tf.cast(out, _loss_dtype(out))
         if not self.from_logits:
             out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
+        if self.class_indices is not None:
+            out = tf.gather(out, self.class_indices, axis=-1)
         return tf.stop_gradient(out)
 
     def __repr__(self):
         return f"Teacher({self.name!r})"
+
+
+def _has_output_shape(model) -> bool:
+    try:
+        return model.output_shape[-1] is not None
+    except (AttributeError, RuntimeError):  # a subclassed model not built yet
+        return False
+
+
+def check_teacher_classes(student: tf.keras.Model, teachers: Sequence[Teacher]) -> None:
+    """Refuse teachers that score another number of classes than the student.
+
+    Args:
+        student: the student (logits output).
+        teachers: the teachers.
+
+    Raises:
+        ValueError: naming the teacher and the fix.
+    """
+    classes = int(student.output_shape[-1])
+    for t in teachers:
+        if t.num_classes is not None and t.num_classes != classes:
+            raise ValueError(
+                f"The teacher {t.name!r} scores {t.num_classes} classes but the student "
+                f"{classes}. Distilling a subset of ImageNet's classes from an ImageNet "
+                "teacher needs the subset's positions among the 1,000 outputs: "
+                "Teacher(..., class_indices=imagenet_class_indices(class_names)) (the train "
+                "CLI does this when the class folders are named by WordNet id, n01440764...)."
+            )
 
 
 def _as_teacher(teacher) -> Teacher:
@@ -119,8 +174,38 @@ def _as_teacher(teacher) -> Teacher:
 
 
 # --------------------------------------------------------------------------- teachers
+def imagenet_class_indices(class_names: Sequence[str]) -> list[int]:
+    """Positions of ImageNet classes, named by WordNet id, among the 1,000 outputs.
+
+    The Keras ImageNet models (and BNext) order their outputs by sorted WordNet id, the order
+    of :func:`larq_bnext.preprocessing.imagenet_class_index`.
+
+    Args:
+        class_names: WordNet ids such as ``"n01440764"`` (the class folders of an ImageNet
+            subset).
+
+    Raises:
+        ValueError: naming the classes that are not ImageNet WordNet ids.
+    """
+    from larq_bnext.preprocessing import imagenet_class_index
+
+    position = {wnid: i for i, (wnid, _) in enumerate(imagenet_class_index())}
+    unknown = [c for c in class_names if c not in position]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} of the {len(class_names)} classes are not ImageNet WordNet ids "
+            f"(e.g. {unknown[:3]}), so the 1,000-class ImageNet teachers cannot score them. "
+            "Name the class folders by wnid (n01440764, ...), or train with --teachers=none "
+            "or teachers of your own classes."
+        )
+    return [position[c] for c in class_names]
+
+
 def imagenet_teacher(
-    name: str, input_shape: tuple = (224, 224, 3), weights: str | None = "imagenet"
+    name: str,
+    input_shape: tuple = (224, 224, 3),
+    weights: str | None = "imagenet",
+    class_names: Sequence[str] | None = None,
 ) -> Teacher:
     """A ``tf.keras.applications`` ImageNet classifier as a frozen teacher.
 
@@ -134,11 +219,15 @@ def imagenet_teacher(
         name: one of :data:`KERAS_TEACHERS` (``"efficientnet_b0"``, ``"efficientnet_b2"``,
             ``"efficientnet_b4"``, ``"convnext_tiny"``).
         input_shape: the student's input shape.
-        weights: ``"imagenet"`` (downloaded once into ``~/.keras/models``) or ``None`` (random,
-            for tests).
+        weights: ``"imagenet"`` (downloaded once into ``~/.keras/models``), a weights file, or
+            ``None``: the architecture with random weights, an *untrained* teacher (offline
+            smoke tests of the recipe, unit tests).
+        class_names: the student's classes as ImageNet WordNet ids when they are a subset of
+            the 1,000 (the teacher then scores only those, see
+            :func:`imagenet_class_indices`); ``None`` or 1,000 names: all outputs, in order.
 
     Raises:
-        ValueError: for an unknown name.
+        ValueError: for an unknown name, or class names that are not ImageNet wnids.
         RuntimeError: when the ImageNet weights cannot be downloaded (offline).
     """
     key = name.strip().lower().replace("-", "_")
@@ -170,11 +259,19 @@ def imagenet_teacher(
     elif weights is not None:
         model.load_weights(weights)
     model.trainable = False
-    return Teacher(model, input_adapter=denormalize_to_255, from_logits=True, name=key)
+    indices = None
+    if class_names is not None and len(class_names) != 1000:
+        indices = imagenet_class_indices(class_names)
+    return Teacher(
+        model, input_adapter=denormalize_to_255, from_logits=True, name=key, class_indices=indices
+    )
 
 
 def default_teachers(
-    size: str, input_shape: tuple = (224, 224, 3), weights: str | None = "imagenet"
+    size: str,
+    input_shape: tuple = (224, 224, 3),
+    weights: str | None = "imagenet",
+    class_names: Sequence[str] | None = None,
 ) -> tuple[list[Teacher], Teacher]:
     """The original's teachers for a BNext size: ``(assistants, main)``, from its recipe in
     :mod:`larq_bnext.registry`.
@@ -187,6 +284,7 @@ def default_teachers(
         size: a BNext size name (``"tiny"``, ``"T"``, ...).
         input_shape: the student's input shape.
         weights: passed to :func:`imagenet_teacher`.
+        class_names: passed to :func:`imagenet_teacher`.
     """
     recipe = registry.get(size).recipe
     assistant_names, main_name = recipe.assistants, recipe.teacher
@@ -194,7 +292,7 @@ def default_teachers(
 
     def get(teacher_name):
         if teacher_name not in built:
-            built[teacher_name] = imagenet_teacher(teacher_name, input_shape, weights)
+            built[teacher_name] = imagenet_teacher(teacher_name, input_shape, weights, class_names)
         return built[teacher_name]
 
     main = get(main_name)

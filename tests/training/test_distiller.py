@@ -219,7 +219,7 @@ def test_teacher_adapter_and_default_assignments():
 def test_default_teacher_assignments_build_each_teacher_once(monkeypatch):
     built = []
 
-    def fake(name, input_shape, weights):
+    def fake(name, input_shape, weights, class_names=None):
         built.append(name)
         return Teacher(_dense_model(0, name=name), input_adapter=denormalize_to_255, name=name)
 
