@@ -10,7 +10,8 @@ published ImageNet top-1, where its official checkpoint lives, how it wants its 
     info.stage_channels[:3]                 # (32, 64, 128)
     info.preprocessing.crop_fraction        # 0.95
     info.recipe.teachers                    # ('efficientnet_b0', 'efficientnet_b2')
-    [m.name for m in registry.list_models()]  # ['tiny', 'small', 'middle', 'large']
+    [m.name for m in registry.list_models()]  # ['tiny', 'small', 'middle', 'large', 'bnext18']
+    registry.get("bnext18").top1            # None: no BNext-18 checkpoint is published
 
 The model builders (:mod:`larq_bnext.models`), the weight loader (:mod:`larq_bnext.weights`),
 the preprocessing (:mod:`larq_bnext.preprocessing`), the training CLI's defaults and
@@ -84,31 +85,43 @@ class Recipe:
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
-    """One published BNext.
+    """One model of the original repository: a published BNext size, or BNext-18.
 
     Args:
-        name: canonical size name (``"tiny"``, ``"small"``, ``"middle"``, ``"large"``).
-        letter: the paper's letter (``"T"``, ...).
+        name: canonical name (``"tiny"``, ``"small"``, ``"middle"``, ``"large"``,
+            ``"bnext18"``).
+        letter: the paper's letter (``"T"``, ...; ``"18"`` for BNext-18).
         aliases: other accepted spellings, lower case.
         stage_channels: channels of the stem followed by those of each block.
-        top1: published ImageNet top-1 accuracy (%).
-        share: the ownCloud share of the official checkpoint (from the BNext README).
-        recipe: the published training recipe.
+        top1: published ImageNet top-1 accuracy (%); ``None`` where none is published.
+        share: the ownCloud share of the official checkpoint (from the BNext README);
+            ``None`` where no checkpoint is published.
+        recipe: the training recipe (the published one; BNext-18 has none and takes
+            BNext-T's).
         sha256: checksum of the official checkpoint (``None``: the authors publish none).
         download_url: where to download the checkpoint, when not ``share + "/download"``.
         preprocessing: how the model wants its input.
+        family: ``"bnext"`` (BNext-T/S/M/L, built by :func:`larq_bnext.BNext` from
+            ``stage_channels``) or ``"bnext18"`` (the ResNet-18-shaped
+            :func:`larq_bnext.BNext18`).
     """
 
     name: str
     letter: str
     aliases: tuple[str, ...]
     stage_channels: tuple[int, ...]
-    top1: float
-    share: str
+    top1: float | None
+    share: str | None
     recipe: Recipe
     sha256: str | None = None
     download_url: str | None = None
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING
+    family: str = "bnext"
+
+    @property
+    def published(self) -> bool:
+        """Whether an official ImageNet checkpoint (and its top-1) is published."""
+        return self.share is not None or self.download_url is not None
 
     @property
     def display_name(self) -> str:
@@ -117,13 +130,24 @@ class ModelInfo:
 
     @property
     def model_name(self) -> str:
-        """The Keras model name and file stem, ``"bnext_tiny"`` and so on."""
-        return f"bnext_{self.name}"
+        """The Keras model name and file stem, ``"bnext_tiny"`` and so on (``"bnext18"``)."""
+        return f"bnext_{self.name}" if self.family == "bnext" else self.name
 
     @property
     def url(self) -> str:
-        """Direct download URL of the official checkpoint (share + ``/download``)."""
-        return self.download_url or self.share + "/download"
+        """Direct download URL of the official checkpoint (share + ``/download``).
+
+        Raises:
+            ValueError: where no checkpoint is published (BNext-18).
+        """
+        if self.download_url:
+            return self.download_url
+        if self.share is None:
+            raise ValueError(
+                f"No official ImageNet checkpoint of {self.display_name} is published; "
+                "train one (python -m larq_bnext.train) or load your own with weights=PATH."
+            )
+        return self.share + "/download"
 
 
 def _stages(*stages: tuple[int, int]) -> tuple[int, ...]:
@@ -159,18 +183,29 @@ MODELS: dict[str, ModelInfo] = {
             Recipe(("efficientnet_b0", "efficientnet_b4", "convnext_tiny"), "convnext_tiny",
                    batch_size=128),
         ),
+        # BNext-18 (the original's src/birealnet.py): no checkpoint, top-1 or run script is
+        # released for it, so it trains with BNext-T's recipe (experiments/bnext18.flags).
+        ModelInfo(
+            "bnext18", "18", ("bnext-18", "bnext_18"),
+            _stages((64, 1), (64, 2), (128, 2), (256, 2), (512, 2)),
+            None, None, Recipe(("efficientnet_b0",), "efficientnet_b2"), family="bnext18",
+        ),
     )
 }  # fmt: skip
 
 
-def list_models() -> list[ModelInfo]:
-    """The published models, smallest first."""
-    return list(MODELS.values())
+def list_models(family: str | None = None) -> list[ModelInfo]:
+    """The models of the original repository, smallest BNext first, then BNext-18.
+
+    Args:
+        family: only this family (``"bnext"``: BNext-T/S/M/L; ``"bnext18"``); ``None``: all.
+    """
+    return [m for m in MODELS.values() if family is None or m.family == family]
 
 
-def _lookup() -> dict[str, str]:
+def _lookup(family: str | None = "bnext") -> dict[str, str]:
     table = {}
-    for m in MODELS.values():
+    for m in list_models(family):
         for spelling in (m.name, m.model_name, m.display_name.lower(), *m.aliases):
             table[spelling] = m.name
     return table
@@ -190,21 +225,26 @@ def canonical_size(size: str) -> str:
     if key not in table:
         raise ValueError(
             f"Unknown BNext size {size!r}. Use one of 'tiny', 'small', 'middle', 'large' "
-            "(or T/S/M/L), or call larq_bnext.BNext(stage_channels=...) for a custom width. "
+            "(or T/S/M/L), or call larq_bnext.BNext(stage_channels=...) for a custom width "
+            "(BNext-18: larq_bnext.BNext18, registry.get('bnext18')). "
             f"Every accepted name: {', '.join(sorted(table))}."
         )
     return table[key]
 
 
 def get(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of a published model.
+    """The :class:`ModelInfo` of a model: a BNext size (see :func:`canonical_size`) or BNext-18.
 
     Args:
-        name: a size name or alias, any case (see :func:`canonical_size`).
+        name: a size name or alias, any case (``"T"``, ``"bnext_tiny"``, ``"bnext18"``, ...).
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
+    key = str(name).strip().lower()
+    others = _lookup(family="bnext18")
+    if key in others:
+        return MODELS[others[key]]
     return MODELS[canonical_size(name)]
 
 

@@ -20,9 +20,16 @@ PUBLISHED = {
 
 
 def test_list_models_holds_the_four_published_sizes_in_order():
-    assert [m.name for m in registry.list_models()] == ["tiny", "small", "middle", "large"]
+    assert [m.name for m in registry.list_models("bnext")] == ["tiny", "small", "middle", "large"]
+    assert [m.name for m in registry.list_models()] == [
+        "tiny",
+        "small",
+        "middle",
+        "large",
+        "bnext18",
+    ]
     assert larq_bnext.list_models() == registry.list_models()
-    for info in registry.list_models():
+    for info in registry.list_models("bnext"):
         top1, share = PUBLISHED[info.name]
         assert info.top1 == top1
         assert info.url == share + "/download"
@@ -46,6 +53,20 @@ def test_unknown_name_lists_the_valid_ones():
     assert "tiny" in str(info.value) and "bnext_large" in str(info.value)
 
 
+def test_bnext18_entry_has_no_checkpoint_and_bnext_ts_recipe():
+    info = registry.get("BNext-18")
+    assert info is registry.get("bnext_18") and info.family == "bnext18"
+    assert info.model_name == "bnext18" and info.display_name == "BNext-18"
+    assert info.top1 is None and not info.published
+    with pytest.raises(ValueError, match="No official ImageNet checkpoint of BNext-18"):
+        _ = info.url
+    assert info.recipe == registry.get("tiny").recipe  # no recipe is released for BNext-18
+    # Stem, then four stages of two basic blocks (the original's BNext18).
+    assert info.stage_channels == (64, 64, 64, 128, 128, 256, 256, 512, 512)
+    with pytest.raises(ValueError, match="BNext18"):
+        registry.canonical_size("bnext18")  # not a size of the BNext-T/S/M/L builder
+
+
 def test_entries_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         registry.get("tiny").top1 = 0.0
@@ -54,7 +75,7 @@ def test_entries_are_frozen():
 def test_stage_channels_double_or_repeat_and_count_blocks():
     # Block counts of the paper: 13 blocks for T and S, 21 for M, 29 for L.
     blocks = {"tiny": 13, "small": 13, "middle": 21, "large": 29}
-    for info in registry.list_models():
+    for info in registry.list_models("bnext"):
         ch = info.stage_channels
         assert len(ch) - 1 == blocks[info.name]
         assert all(b in (a, 2 * a) for a, b in zip(ch[1:], ch[2:], strict=False))
@@ -66,7 +87,7 @@ def test_sized_builders_read_the_registry_and_share_bnexts_signature():
     import inspect
 
     bnext = inspect.signature(larq_bnext.BNext).parameters
-    for info in registry.list_models():
+    for info in registry.list_models("bnext"):
         builder = getattr(larq_bnext, f"BNext{info.letter}")
         params = inspect.signature(builder).parameters
         assert set(params) == set(bnext) - {"stage_channels", "size"}

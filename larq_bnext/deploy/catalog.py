@@ -14,14 +14,14 @@ _QUICKNETS = {"quicknet_small": ("QuickNet-S", 59.4), "quicknet": ("QuickNet", 6
 _QUICKNETS["quicknet_large"] = ("QuickNet-L", 66.9)
 
 #: Model names of the BNexts, smallest first.
-BNEXT_NAMES = tuple(m.model_name for m in registry.list_models())
+BNEXT_NAMES = tuple(m.model_name for m in registry.list_models("bnext"))
 #: Model names of larq-zoo's QuickNets, smallest first.
 QUICKNET_NAMES = tuple(_QUICKNETS)
 #: Published ImageNet top-1 (%) of every model the benchmark knows, in table order.
-PUBLISHED_TOP1 = {m.model_name: round(m.top1, 1) for m in registry.list_models()} | {
+PUBLISHED_TOP1 = {m.model_name: round(m.top1, 1) for m in registry.list_models("bnext")} | {
     name: top1 for name, (_, top1) in _QUICKNETS.items()
 }
 #: How tables and plots name each model.
-DISPLAY_NAMES = {m.model_name: m.display_name for m in registry.list_models()} | {
+DISPLAY_NAMES = {m.model_name: m.display_name for m in registry.list_models("bnext")} | {
     name: display for name, (display, _) in _QUICKNETS.items()
 }

@@ -37,6 +37,7 @@ import os
 
 import tensorflow as tf
 
+from larq_bnext import registry
 from larq_bnext.models.blocks import batch_norm, information_recoupling, prelu
 from larq_bnext.models.layers import BinaryConv2D, LearnableBias
 from larq_bnext.models.quantizers import ProgressiveSign
@@ -55,7 +56,8 @@ __all__ = [
 #: ``(channels, blocks, stride)`` of the four stages.
 STAGES = ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))
 #: Names that select BNext-18 in ``get_model`` and the CLIs' ``--model`` (any case).
-BNEXT18_NAMES = ("bnext18", "bnext-18", "bnext_18")
+_INFO = registry.get("bnext18")
+BNEXT18_NAMES = tuple(dict.fromkeys((_INFO.name, _INFO.display_name.lower(), *_INFO.aliases)))
 #: BNext-18's kernel quantizer uses ``sign(w)`` below this temperature (``src/birealnet.py``).
 TEMPERATURE_THRESHOLD_18 = 1e-5
 

@@ -119,7 +119,7 @@ def _model_stage_channels(model: tf.keras.Model) -> list[int] | None:
 
 def _model_size(model: tf.keras.Model) -> str | None:
     channels = _model_stage_channels(model)
-    for size, official in ((m.name, m.stage_channels) for m in registry.list_models()):
+    for size, official in ((m.name, m.stage_channels) for m in registry.list_models("bnext")):
         if channels is not None and tuple(channels) == tuple(official):
             return size
     return None

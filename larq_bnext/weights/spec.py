@@ -104,7 +104,7 @@ def detect_size(shapes: Mapping[str, Sequence[int]]) -> str | None:
     """
     got = {k: tuple(s) for k, s in shapes.items() if not _is_bookkeeping(k)}
     num_classes = got.get("fc.bias", (1000,))[0]
-    for size, channels in ((m.name, m.stage_channels) for m in registry.list_models()):
+    for size, channels in ((m.name, m.stage_channels) for m in registry.list_models("bnext")):
         want = {
             k: s
             for k, s in official_state_dict_spec(channels, num_classes).items()
@@ -123,7 +123,7 @@ def _guess_size(shapes: Mapping[str, Sequence[int]]) -> str | None:
     blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"feature\.(\d+)\.", k))}
     if stem is None or not blocks:
         return None
-    for size, channels in ((m.name, m.stage_channels) for m in registry.list_models()):
+    for size, channels in ((m.name, m.stage_channels) for m in registry.list_models("bnext")):
         if tuple(stem)[0] == channels[0] and max(blocks) == len(channels) - 1:
             return size
     return None
