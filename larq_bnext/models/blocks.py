@@ -26,6 +26,7 @@ __all__ = [
     "ffn_3x3",
     "ffn_1x1",
     "bnext_block",
+    "classifier_head",
     "BN_EPSILON",
     "BN_MOMENTUM",
     "SE_RATIO",
@@ -183,3 +184,44 @@ def bnext_block(
     y1 = ffn_1x1(y, info_recoupling, name=f"{name}_ffn_1")
     y2 = ffn_1x1(y, info_recoupling, name=f"{name}_ffn_2")
     return layers.Concatenate(name=f"{name}_concat")([y1, y2])
+
+
+def classifier_head(
+    x,
+    inputs,
+    input_tensor,
+    include_top: bool,
+    num_classes: int,
+    classifier_activation,
+    pooling,
+    name: str,
+) -> tf.keras.Model:
+    """The ``keras.applications`` ending shared by every BNext: head PReLU, then either the
+    classifier (average pool, dense, optional activation in float32) or the optional pooling of
+    a feature extractor; returns the ``tf.keras.Model`` from ``inputs`` (or the source inputs of
+    ``input_tensor``).
+
+    Args:
+        x: the last block's output.
+        inputs: the model's ``Input``.
+        input_tensor: the caller's ``input_tensor`` argument (``None`` if not given).
+        include_top: add the classifier.
+        num_classes: classes of the classifier.
+        classifier_activation: activation on the logits (``None`` for logits).
+        pooling: ``None``, ``"avg"`` or ``"max"`` without the top.
+        name: the model's name.
+    """
+    x = prelu("final_prelu")(x)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dense(num_classes, name="logits")(x)
+        if classifier_activation is not None:
+            x = layers.Activation(classifier_activation, dtype="float32", name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    model_inputs = inputs
+    if input_tensor is not None:
+        model_inputs = tf.keras.utils.get_source_inputs(input_tensor)
+    return tf.keras.Model(model_inputs, x, name=name)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from larq_bnext import registry
-from larq_bnext.models.blocks import batch_norm, bnext_block, prelu
+from larq_bnext.models.blocks import batch_norm, bnext_block, classifier_head
 from larq_bnext.registry import block_configs, canonical_size
 from larq_bnext.weights.loading import load_weights
 
@@ -151,21 +151,9 @@ def BNext(
             info_recoupling=info_recoupling,
             name=f"block{i}",
         )
-    x = prelu("final_prelu")(x)
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dense(num_classes, name="logits")(x)
-        if classifier_activation is not None:
-            x = layers.Activation(classifier_activation, dtype="float32", name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    model_inputs = inputs
-    if input_tensor is not None:
-        model_inputs = tf.keras.utils.get_source_inputs(input_tensor)
-    model = tf.keras.Model(model_inputs, x, name=name)
+    model = classifier_head(
+        x, inputs, input_tensor, include_top, num_classes, classifier_activation, pooling, name
+    )
 
     if weights is not None:
         apply_weights(model, weights, size=size)

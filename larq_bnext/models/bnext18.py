@@ -38,7 +38,7 @@ import os
 import tensorflow as tf
 
 from larq_bnext import registry
-from larq_bnext.models.blocks import batch_norm, information_recoupling, prelu
+from larq_bnext.models.blocks import batch_norm, classifier_head, information_recoupling, prelu
 from larq_bnext.models.layers import BinaryConv2D, LearnableBias
 from larq_bnext.models.quantizers import ProgressiveSign
 
@@ -293,21 +293,9 @@ def BNext18(
         prefix = f"layer{stage}_{index}"
         x = _attention(x, c_out, strides, downsample, f"{prefix}_attention")
         x = _ffn(x, f"{prefix}_ffn")
-    x = prelu("final_prelu")(x)
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dense(num_classes, name="logits")(x)
-        if classifier_activation is not None:
-            x = layers.Activation(classifier_activation, dtype="float32", name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    model_inputs = inputs
-    if input_tensor is not None:
-        model_inputs = tf.keras.utils.get_source_inputs(input_tensor)
-    model = tf.keras.Model(model_inputs, x, name=name)
+    model = classifier_head(
+        x, inputs, input_tensor, include_top, num_classes, classifier_activation, pooling, name
+    )
     if weights is not None:
         from larq_bnext.weights.bnext18 import load_bnext18_weights
 
