@@ -13,7 +13,16 @@ cost of a real teacher's forward pass (``--teacher efficientnet_b2``) is measure
     python benchmarks/train_throughput.py --size large --batch 64 --modes function,xla \\
         --mixed_precision mixed_float16          # on a GPU (see docs/distributed.md)
 
-The PyTorch side imports ``tests/torch_reference.py`` (run from the repository root); the
+Against the ORIGINAL model code (a checkout of github.com/hpi-xnor/BNext, fetched by you,
+never vendored; its unused imports are stood in at run time), interleaved, equal threads:
+
+    git clone https://github.com/hpi-xnor/BNext /tmp/BNext
+    python benchmarks/train_throughput.py --modes function,original,torch \
+        --original /tmp/BNext --interleave --steps 3 --threads 2 --teacher none
+
+It prints ``function / original`` and ``function / torch`` (the rewrite), the medians of the
+interleaved rounds, the machine, the versions and the load average at start and end.
+The ``torch`` mode imports ``tests/torch_reference.py`` (run from the repository root); the
 ``larq_bnext`` package itself never imports torch.
 """
 
