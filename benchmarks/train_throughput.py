@@ -13,7 +13,16 @@ cost of a real teacher's forward pass (``--teacher efficientnet_b2``) is measure
     python benchmarks/train_throughput.py --size large --batch 64 --modes function,xla \\
         --mixed_precision mixed_float16          # on a GPU (see docs/distributed.md)
 
-The PyTorch side imports ``tests/torch_reference.py`` (run from the repository root); the
+Against the ORIGINAL model code (a checkout of github.com/hpi-xnor/BNext, fetched by you,
+never vendored; its unused imports are stood in at run time), interleaved, equal threads:
+
+    git clone https://github.com/hpi-xnor/BNext /tmp/BNext
+    python benchmarks/train_throughput.py --modes function,original,torch \
+        --original /tmp/BNext --interleave --steps 3 --threads 2 --teacher none
+
+It prints ``function / original`` and ``function / torch`` (the rewrite), the medians of the
+interleaved rounds, the machine, the versions and the load average at start and end.
+The ``torch`` mode imports ``tests/torch_reference.py`` (run from the repository root); the
 ``larq_bnext`` package itself never imports torch.
 """
 
@@ -30,7 +39,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-MODES = ("eager", "function", "xla", "torch")
+MODES = ("eager", "function", "xla", "torch", "original")
+
+# The original imports these but never uses them on the training path; tiny stand-ins are
+# written to a temporary directory at run time (real timm/torchvision break beside this torch).
+_STUBS = {
+    "timm/__init__.py": "",
+    "timm/models/__init__.py": "",
+    "timm/models/layers.py": (
+        "import torch\n"
+        "def trunc_normal_(t, *a, **k):\n    return t\n"
+        "class DropPath(torch.nn.Identity):\n"
+        "    def __init__(self, *a, **k):\n        super().__init__()\n"
+    ),
+    "torchinfo.py": "def summary(*a, **k):\n    return None\n",
+    "einops.py": "def rearrange(*a, **k):\n    raise NotImplementedError('stand-in')\n",
+}
 
 
 def _timed(step, warmup: int, steps: int):
@@ -146,6 +170,74 @@ def torch_step(size, batch, image_size, classes, threads):
     return step, time.perf_counter() - start, torch.__version__, torch.get_num_threads()
 
 
+def _import_original(checkout):
+    """Import ``src/bnext.py`` and ``utils/KD_loss.py`` of a checkout of hpi-xnor/BNext."""
+    import importlib.util
+    import tempfile
+
+    checkout = os.path.abspath(checkout)
+    for part in ("src/bnext.py", "utils/KD_loss.py"):
+        if not os.path.isfile(os.path.join(checkout, part)):
+            raise SystemExit(
+                f"--original {checkout!r} has no {part}: pass the root of a checkout of "
+                "github.com/hpi-xnor/BNext (git clone https://github.com/hpi-xnor/BNext)."
+            )
+    stubs = tempfile.mkdtemp(prefix="bnext_stubs_")
+    for name, text in _STUBS.items():
+        path = os.path.join(stubs, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    sys.path.insert(0, stubs)
+    modules = []
+    for name, part in (("original_bnext", "src/bnext.py"), ("original_kd", "utils/KD_loss.py")):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(checkout, part))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules.append(module)
+    return modules
+
+
+def original_step(checkout, size, batch, image_size, classes, threads):
+    """The original's training step: its model, its ``DistributionLoss``, its two AdamW
+    decay groups (4-D or ``binary_conv`` parameters at 1e-8, the rest at 1e-3) and
+    ``clip_grad_norm_(5)``; the same stand-in teacher as the rewrite's step."""
+    import contextlib
+    import io
+
+    import torch
+
+    bnext, kd_loss = _import_original(checkout)
+    torch.manual_seed(0)
+    if threads:
+        torch.set_num_threads(threads)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = bnext.BNext(num_classes=classes, size=size).train()
+    teacher = torch.nn.Linear(3, classes).eval()
+    decay = [p for n, p in model.named_parameters() if p.dim() == 4 or "binary_conv" in n]
+    ids = {id(p) for p in decay}
+    other = [p for p in model.parameters() if id(p) not in ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": other, "weight_decay": 1e-3}, {"params": decay, "weight_decay": 1e-8}],
+        lr=1e-3,
+    )
+    criterion = kd_loss.DistributionLoss()
+    x = torch.randn(batch, 3, image_size, image_size)
+
+    def step():
+        with torch.no_grad():
+            teacher_logits = teacher(x.mean(dim=(2, 3)))
+        loss = criterion(model(x), teacher_logits)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    start = time.perf_counter()
+    step()
+    return step, time.perf_counter() - start, torch.__version__, torch.get_num_threads()
+
+
 def _report(row):
     print(
         f"{row['mode']:9s} {row['images_per_second']:8.2f} img/s  (median step "
@@ -165,7 +257,19 @@ def main(argv=None):
     parser.add_argument("--modes", default=",".join(MODES), help=f"Any of {MODES}.")
     parser.add_argument("--teacher", default="efficientnet_b2", help="'none' to skip.")
     parser.add_argument("--mixed_precision", default="float32")
-    parser.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: default).")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="Threads of both frameworks (torch.set_num_threads and TensorFlow's intra-op "
+        "pool; inter-op 1); 0 keeps each framework's default.",
+    )
+    parser.add_argument(
+        "--original",
+        default=None,
+        help="Root of a checkout of github.com/hpi-xnor/BNext: adds the 'original' mode "
+        "(its model code, loss and optimizer groups).",
+    )
     parser.add_argument("--json", default=None, help="Write the results here.")
     parser.add_argument(
         "--interleave",
@@ -174,11 +278,19 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.original and "original" not in modes:
+        modes.append("original")
     unknown = set(modes) - set(MODES)
     if unknown:
         parser.error(f"unknown modes {sorted(unknown)}; use {MODES}")
+    if "original" in modes and not args.original:
+        parser.error("mode 'original' needs --original PATH (a checkout of hpi-xnor/BNext)")
 
     import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
 
     results = {
         "model": f"BNext-{args.size}",
@@ -190,14 +302,19 @@ def main(argv=None):
             "processor": platform.processor() or platform.machine(),
             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
             "tensorflow": tf.__version__,
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+            "threads": args.threads or "default",
         },
         "rows": [],
     }
     built = {}
     for mode in modes:
-        if mode == "torch":
-            step, first, version, threads = torch_step(
-                args.size, args.batch, args.image_size, args.classes, args.threads
+        if mode in ("torch", "original"):
+            make = torch_step if mode == "torch" else original_step
+            head = (args.original,) if mode == "original" else ()
+            step, first, version, threads = make(
+                *head, args.size, args.batch, args.image_size, args.classes, args.threads
             )
             results["machine"]["torch"] = version
             extra = {"first_step_seconds": first, "threads": threads}
@@ -240,12 +357,20 @@ def main(argv=None):
         results["rows"].append(row)
         print(f"{row['mode']} forward {row['images_per_second']:.2f} img/s", flush=True)
     by_mode = {row["mode"]: row["images_per_second"] for row in results["rows"]}
-    if "torch" in by_mode:
-        results["ratio_to_torch"] = {
-            mode: by_mode[mode] / by_mode["torch"] for mode in modes if mode != "torch"
+    for base in ("original", "torch"):
+        if base not in by_mode:
+            continue
+        label = "the original" if base == "original" else "the rewrite"
+        ratios = {
+            mode: by_mode[mode] / by_mode[base]
+            for mode in modes
+            if mode not in ("torch", "original")
         }
-        for mode, ratio in results["ratio_to_torch"].items():
-            print(f"{mode:9s} / torch = {ratio:.2f}")
+        results[f"ratio_to_{base}"] = ratios
+        for mode, ratio in ratios.items():
+            print(f"{mode:9s} / {base:8s} = {ratio:.2f}  (PyTorch side: {label})")
+    results["machine"]["load_average_end"] = os.getloadavg()
+    print("machine:", json.dumps(results["machine"]), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -142,19 +142,41 @@ class AdamW(tf.keras.optimizers.Adam):
             return self.conv_weight_decay
         return self.other_weight_decay
 
+    def _step_coefficients(self, dtype):
+        """``(lr, 1 - b1^t, 1 - b2^t)`` of this step in ``dtype``: bias corrections in float64,
+        as PyTorch computes them in Python (``1 - 0.999`` in float32 is off by 1e-5 relative,
+        which would show in the first steps), or, without float64 (TPUs), in the exact float32
+        form of :func:`bias_correction`."""
+        cache = getattr(self, "_coefficient_cache", None)
+        if cache is not None and dtype in cache:
+            return cache[dtype]
+        float64 = float64_supported() if self.float64 is None else self.float64
+        step = self.iterations + 1
+        coefficients = (
+            tf.cast(self.learning_rate, dtype),
+            tf.cast(bias_correction(self.beta_1, step, float64), dtype),
+            tf.cast(bias_correction(self.beta_2, step, float64), dtype),
+        )
+        if cache is not None:
+            cache[dtype] = coefficients
+        return coefficients
+
+    def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
+        # The learning rate and both bias corrections are the same for every variable of a
+        # dtype: compute them once per step instead of once per variable (hundreds of tiny
+        # float64 ops per step otherwise). The XLA path traces each update on its own.
+        grads_and_vars = list(grads_and_vars)
+        self._coefficient_cache = None if self.jit_compile else {}
+        try:
+            return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
+        finally:
+            self._coefficient_cache = None
+
     def update_step(self, gradient, variable):
         """One AdamW update of ``variable`` (PyTorch's formula)."""
         if isinstance(gradient, tf.IndexedSlices):
             gradient = tf.convert_to_tensor(gradient)
-        dtype = variable.dtype
-        lr = tf.cast(self.learning_rate, dtype)
-        # Bias corrections in float64, as PyTorch computes them in Python: 1 - 0.999 in
-        # float32 is off by 1e-5 (relative), which would show in the first steps. Without
-        # float64 (TPUs), the exact float32 form.
-        float64 = float64_supported() if self.float64 is None else self.float64
-        step = self.iterations + 1
-        bias_1 = tf.cast(bias_correction(self.beta_1, step, float64), dtype)
-        bias_2 = tf.cast(bias_correction(self.beta_2, step, float64), dtype)
+        lr, bias_1, bias_2 = self._step_coefficients(variable.dtype)
         index = self._index_dict[self._var_key(variable)]
         m = self._momentums[index]
         v = self._velocities[index]
