@@ -54,6 +54,9 @@ def test_two_epoch_run_writes_weights_logs_metrics_and_flags(tmp_path):
         "--teachers=none",
         "--randaugment=false",
         "--flip=false",
+        # 1 corrupt file in 13 (7.7 %) is over the default limit of 1 % (which stops the run,
+        # tests/training/test_resume.py): allow it here to see the file skipped and listed.
+        "--max_skipped_fraction=0.1",
         f"--output_dir={out}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -64,6 +64,22 @@ def bias_correction(beta: float, step: tf.Tensor, float64: bool = True) -> tf.Te
     return -tf.math.expm1(t * tf.constant(math.log(beta), tf.float32))
 
 
+class _StepCache:
+    """The per-step scalars of one apply: a plain object, so that the optimizer's checkpoint
+    does not try to track it (a dict attribute would be wrapped and refused by the saver)."""
+
+    def __init__(self):
+        self.values = None
+
+
+def _step_cache(optimizer) -> _StepCache:
+    cache = optimizer.__dict__.get("_larq_bnext_step_cache")
+    if cache is None:
+        cache = _StepCache()
+        optimizer.__dict__["_larq_bnext_step_cache"] = cache
+    return cache
+
+
 class AdamW(tf.keras.optimizers.Adam):
     """AdamW exactly as PyTorch's ``torch.optim.AdamW``, with a per-variable weight decay.
 
@@ -147,7 +163,7 @@ class AdamW(tf.keras.optimizers.Adam):
         as PyTorch computes them in Python (``1 - 0.999`` in float32 is off by 1e-5 relative,
         which would show in the first steps), or, without float64 (TPUs), in the exact float32
         form of :func:`bias_correction`."""
-        cache = getattr(self, "_coefficient_cache", None)
+        cache = _step_cache(self).values
         if cache is not None and dtype in cache:
             return cache[dtype]
         float64 = float64_supported() if self.float64 is None else self.float64
@@ -166,11 +182,12 @@ class AdamW(tf.keras.optimizers.Adam):
         # dtype: compute them once per step instead of once per variable (hundreds of tiny
         # float64 ops per step otherwise). The XLA path traces each update on its own.
         grads_and_vars = list(grads_and_vars)
-        self._coefficient_cache = None if self.jit_compile else {}
+        cache = _step_cache(self)
+        cache.values = None if self.jit_compile else {}
         try:
             return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
         finally:
-            self._coefficient_cache = None
+            cache.values = None
 
     def update_step(self, gradient, variable):
         """One AdamW update of ``variable`` (PyTorch's formula)."""
