@@ -372,8 +372,10 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     info = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
     assert [i["chief"] for i in info] == [True, False]
     assert info[0]["replicas"] == 2 and info[0]["history"] == info[1]["history"]
-    # Only the chief's files remain: no worker temporaries, a verified backup.
+    # Only the chief's files remain: no worker temporaries, a verified backup (best.json:
+    # StudentCheckpoint's record of every epoch's score, which a resume restores).
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == [
+        "best.json",
         "best.weights.h5",
         "last.weights.h5",
     ]
