@@ -34,11 +34,13 @@ class TemperatureScheduler(tf.keras.callbacks.Callback):
     Both ``temperature`` (the kernel's: ``clip(w / T, -1, 1)``, exactly ``sign(w)`` below
     1e-7) and ``input_temperature`` are annealed, as in the original (``T = 0.9^epoch``).
 
-    The temperatures are weights, so a resumed run restores them. The callback never
-    accumulates: at the first epoch of ``fit`` it records each layer's temperatures and the
-    epoch, and after epoch ``e`` sets ``T = T_start * factor^(e + 1 - first_epoch)``, so calling
-    it twice for an epoch, or resuming with ``initial_epoch``, cannot apply the factor twice.
-    Place it *before* checkpoint callbacks so that saved weights hold the annealed values.
+    The temperatures are weights, so a resumed run restores them. After each epoch the callback
+    multiplies them in place by ``factor``, once per epoch (a repeated call for the same epoch
+    changes nothing), as the original multiplies its buffers: the value after epoch ``e`` is a
+    function of the value before it alone, so a run resumed from a backup continues bitwise as
+    the uninterrupted run does (re-deriving ``T_start * factor^k`` from a saved float32 value
+    would round differently). Place it *before* checkpoint callbacks so that saved weights hold
+    the annealed values.
 
     The temperature in effect during the epoch is added to the logs as ``temperature``
     (TensorBoard and CSV loggers placed after this callback record it).
@@ -52,24 +54,10 @@ class TemperatureScheduler(tf.keras.callbacks.Callback):
         if not 0.0 < factor <= 1.0:
             raise ValueError(f"factor must be in (0, 1], got {factor}.")
         self.factor = float(factor)
-        self._start = None
+        self._annealed_epochs = set()
 
     def on_train_begin(self, logs=None):
-        self._start = None
-
-    def _record(self, epoch):
-        layers = binary_conv_layers(self.model)
-        self._start = (
-            int(epoch),
-            [
-                (layer, float(layer.temperature.numpy()), float(layer.input_temperature.numpy()))
-                for layer in layers
-            ],
-        )
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._start is None:
-            self._record(epoch)
+        self._annealed_epochs = set()
 
     def temperature(self) -> float:
         """The current kernel temperature of the first binary convolution (1.0 if none)."""
@@ -77,15 +65,14 @@ class TemperatureScheduler(tf.keras.callbacks.Callback):
         return float(layers[0].temperature.numpy()) if layers else 1.0
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._start is None:
-            self._record(epoch)
         if logs is not None:
             logs["temperature"] = self.temperature()
-        first, records = self._start
-        scale = self.factor ** (int(epoch) + 1 - first)
-        for layer, kernel_t, input_t in records:
-            layer.temperature.assign(kernel_t * scale)
-            layer.input_temperature.assign(input_t * scale)
+        if int(epoch) in self._annealed_epochs:
+            return
+        self._annealed_epochs.add(int(epoch))
+        for layer in binary_conv_layers(self.model):
+            for variable in (layer.temperature, layer.input_temperature):
+                variable.assign(variable * tf.constant(self.factor, variable.dtype))
 
 
 class LearningRateLogger(tf.keras.callbacks.Callback):
