@@ -9,6 +9,7 @@ checkpoint's files written, one cut short, no manifest), run again to the end.
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -89,8 +90,13 @@ def test_cli_killed_mid_epoch_and_during_a_backup_ends_with_the_same_weights(tmp
     a = _weights(straight / "student" / "last.weights.h5")
     b = _weights(chained / "student" / "last.weights.h5")
     assert a.keys() == b.keys() and len(a) > 20
-    diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
-    assert diff == 0.0, diff  # measured: 0 (bitwise equal)
+    # Measured: bitwise equal on the development machine (3 of 3 runs, also with oneDNN held
+    # to AVX2 or SSE4.1); once, on a CI machine, 3.05e-5 = one float32 ulp of a BatchNorm
+    # variance in the hundreds, a relative 1e-7. A resume that replays another data stream
+    # (the chain resumed with --seed=6) ends 1.4e-2 apart relative to each tensor's largest
+    # value (median over tensors; up to 1.8); the bound sits far between the two.
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
     # Every epoch the chain logged (epoch 2 twice: before the second kill, and redone after
     # it) has the uninterrupted run's loss, accuracy, lr and temperature.
     full = {row["epoch"]: row for row in _history(straight)}
@@ -98,7 +104,8 @@ def test_cli_killed_mid_epoch_and_during_a_backup_ends_with_the_same_weights(tmp
     assert [r["epoch"] for r in rows] == ["0", "1", "1", "2"]
     for row in rows:
         for key in ("loss", "top1", "val_loss", "lr", "temperature"):
-            assert float(row[key]) == float(full[row["epoch"]][key]), (row["epoch"], key)
+            expected = float(full[row["epoch"]][key])
+            assert math.isclose(float(row[key]), expected, rel_tol=1e-5), (row["epoch"], key)
     first, second = (json.loads((d / "metrics.json").read_text()) for d in (straight, chained))
     assert first["student"]["top1"] == second["student"]["top1"]
     assert first["student"]["best_epoch"] == second["student"]["best_epoch"]
