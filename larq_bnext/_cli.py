@@ -1,4 +1,9 @@
-"""What the command-line programs share: argument checks and user-facing errors."""
+"""What the command-line programs share: argument checks and user-facing errors.
+
+Each program defines its flags in a ``define_flags(flag_values)`` function that runs only when
+the module runs as a program, so that importing one (for its ``run`` function, or beside
+:mod:`larq_bnext.train`, which also has ``--model``) claims no names in absl's global registry.
+"""
 
 from __future__ import annotations
 

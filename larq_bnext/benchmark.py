@@ -22,13 +22,10 @@ FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
-    """Define this command's flags on ``flag_values``.
-
-    Called when the module runs as a program, so that importing it does not claim common
-    flag names (``--model``, ``--input_size``, ...) in absl's global registry.
+    """Define the benchmark flags (see :mod:`larq_bnext._cli`).
 
     Args:
-        flag_values: the registry to define them on (absl's global ``FLAGS`` by default).
+        flag_values: the absl flag registry to define them on.
 
     Returns:
         ``flag_values``.

@@ -316,6 +316,14 @@ def rotate(images, degrees, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
     return _affine(images, matrix, fill, interpolation)
 
 
+def _identity_but(images, slot, value, fill, interpolation):
+    """PIL affine: the identity with coefficient ``slot`` (of ``a, b, c, d, e, f``) set."""
+    one = _ones_like_batch(value)
+    coefficients = [one, 0.0 * one, 0.0 * one, 0.0 * one, one, 0.0 * one]
+    coefficients[slot] = value
+    return _affine(images, tf.stack(coefficients, axis=-1), fill, interpolation)
+
+
 def shear_x(images, factor, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
     """timm's ``shear_x``: PIL affine ``(1, factor, 0, 0, 1, 0)``.
 
@@ -331,9 +339,7 @@ def shear_x(images, factor, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
     >>> shear_x(img, [0.0], fill=(0,)).numpy().ravel().tolist()
     [0.0, 1.0, 2.0, 3.0]
     """
-    one, zero = _ones_like_batch(factor), 0.0 * _ones_like_batch(factor)
-    matrix = tf.stack([one, _f(factor), zero, zero, one, zero], axis=-1)
-    return _affine(images, matrix, fill, interpolation)
+    return _identity_but(images, 1, _f(factor), fill, interpolation)
 
 
 def shear_y(images, factor, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
@@ -351,9 +357,7 @@ def shear_y(images, factor, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
     >>> shear_y(img, [0.0], fill=(0,)).numpy().ravel().tolist()
     [0.0, 1.0, 2.0, 3.0]
     """
-    one, zero = _ones_like_batch(factor), 0.0 * _ones_like_batch(factor)
-    matrix = tf.stack([one, zero, zero, _f(factor), one, zero], axis=-1)
-    return _affine(images, matrix, fill, interpolation)
+    return _identity_but(images, 3, _f(factor), fill, interpolation)
 
 
 def translate_x(images, fraction, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
@@ -372,10 +376,7 @@ def translate_x(images, fraction, fill=IMAGENET_MEAN_FILL, interpolation="biline
     [1.0, 2.0, 3.0, 9.0]
     """
     images = _f(images)
-    pixels = _f(fraction) * _f(tf.shape(images)[2])
-    one, zero = _ones_like_batch(fraction), 0.0 * _ones_like_batch(fraction)
-    matrix = tf.stack([one, zero, pixels, zero, one, zero], axis=-1)
-    return _affine(images, matrix, fill, interpolation)
+    return _identity_but(images, 2, _f(fraction) * _f(tf.shape(images)[2]), fill, interpolation)
 
 
 def translate_y(images, fraction, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
@@ -394,7 +395,4 @@ def translate_y(images, fraction, fill=IMAGENET_MEAN_FILL, interpolation="biline
     [9.0, 0.0, 1.0, 2.0]
     """
     images = _f(images)
-    pixels = _f(fraction) * _f(tf.shape(images)[1])
-    one, zero = _ones_like_batch(fraction), 0.0 * _ones_like_batch(fraction)
-    matrix = tf.stack([one, zero, zero, zero, one, pixels], axis=-1)
-    return _affine(images, matrix, fill, interpolation)
+    return _identity_but(images, 5, _f(fraction) * _f(tf.shape(images)[1]), fill, interpolation)

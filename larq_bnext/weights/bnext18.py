@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -31,6 +30,9 @@ from larq_bnext.weights.mapping import (
     _Target,
     _to_numpy,
     _weight_name,
+    format_problems,
+    match_state_to_targets,
+    strip_module_prefix,
 )
 from larq_bnext.weights.pytorch_reader import ZIP_MAGIC, TorchCheckpoint
 
@@ -144,38 +146,18 @@ def load_bnext18_state_dict(
         WeightsMismatchError: missing, unexpected or mis-shaped tensors; the message names the
             keys, the expected shapes and, where it can tell, the build that fits.
     """
-    state = OrderedDict(
-        (k[len("module.") :] if k.startswith("module.") else k, v) for k, v in state.items()
-    )
+    state = strip_module_prefix(state)
     shapes = {k: _shape_of(v) for k, v in state.items()}
     targets = bnext18_weight_map(model)
     has_top = any(layer.name == "logits" for layer in model.layers)
-
-    problems, used = [], set()
-    for t in targets:
-        want = t.official_shape()
-        keras_name = t.variable.name.split(":")[0]
-        if t.key not in state:
-            problems.append(f"missing: {t.key} (expected shape {want}, for {keras_name})")
-            continue
-        used.add(t.key)
-        got = shapes[t.key]
-        if not (got == want or (t.kind == "scalar" and int(np.prod(got)) == 1)):
-            problems.append(f"wrong shape: {t.key} is {got}, expected {want} (for {keras_name})")
     report = ConversionReport()
-    for key in state:
-        if key in used:
-            continue
-        if _allowed_unused(key, has_top):
-            report.skipped.append(key)
-        else:
-            problems.append(f"unexpected: {key} {shapes[key]} (no such weight in the model)")
+    problems, _ = match_state_to_targets(
+        shapes, targets, lambda key: _allowed_unused(key, has_top), report
+    )
     if problems:
-        detail = "\n  ".join(problems[:25])
-        more = f"\n  ... and {len(problems) - 25} more" if len(problems) > 25 else ""
         raise WeightsMismatchError(
             f"{source} does not fit the BNext-18 model {model.name!r} ({len(problems)} "
-            f"problems).{_hint(shapes, targets)}\n  {detail}{more}"
+            f"problems).{_hint(shapes, targets)}{format_problems(problems)}"
         )
 
     for t in targets:

@@ -58,6 +58,9 @@ __all__ = [
     "keras_weight_map",
     "load_state_dict_into_model",
     "load_official_checkpoint",
+    "strip_module_prefix",
+    "match_state_to_targets",
+    "format_problems",
 ]
 
 
@@ -281,6 +284,72 @@ def _to_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def strip_module_prefix(state: Mapping) -> OrderedDict:
+    """``state`` with the ``module.`` prefix of ``DataParallel``/DDP checkpoints removed.
+
+    Args:
+        state: checkpoint key -> tensor.
+    """
+    return OrderedDict(
+        (k[len("module.") :] if k.startswith("module.") else k, v) for k, v in state.items()
+    )
+
+
+def fits(target, shape: tuple) -> bool:
+    """Whether a checkpoint tensor of ``shape`` fits ``target`` (a scalar may be ``(1,)``)."""
+    return shape == target.official_shape() or (
+        target.kind == "scalar" and int(np.prod(shape)) == 1
+    )
+
+
+def match_state_to_targets(shapes: Mapping, targets, allowed_unused, report) -> tuple[list, set]:
+    """Check a checkpoint's keys and shapes against the model's targets.
+
+    Args:
+        shapes: checkpoint key -> shape.
+        targets: the model's weight targets (:func:`keras_weight_map` or BNext-18's map).
+        allowed_unused: ``key -> bool``, whether a checkpoint key the model has no weight for
+            may be left out (a head the model was built without, say).
+        report: the :class:`ConversionReport`; left-out keys go to its ``skipped``.
+
+    Returns:
+        ``(problems, used)``: one line per missing, mis-shaped or unexpected tensor, and the
+        checkpoint keys that have a target.
+    """
+    problems, used = [], set()
+    for t in targets:
+        want = t.official_shape()
+        keras_name = t.variable.name.split(":")[0]
+        if t.key not in shapes:
+            problems.append(f"missing: {t.key} (expected shape {want}, for {keras_name})")
+            continue
+        used.add(t.key)
+        if not fits(t, shapes[t.key]):
+            problems.append(
+                f"wrong shape: {t.key} is {shapes[t.key]}, expected {want} (for {keras_name} "
+                f"{tuple(t.variable.shape)})"
+            )
+    for key in shapes:
+        if key in used:
+            continue
+        if allowed_unused(key):
+            report.skipped.append(key)
+        else:
+            problems.append(f"unexpected: {key} {shapes[key]} (no such weight in the model)")
+    return problems, used
+
+
+def format_problems(problems: list, most: int = 25) -> str:
+    """The first ``most`` problem lines, indented, and how many more there are.
+
+    Args:
+        problems: one line per problem (:func:`match_state_to_targets`).
+        most: how many lines to show.
+    """
+    more = f"\n  ... and {len(problems) - most} more" if len(problems) > most else ""
+    return "\n  " + "\n  ".join(problems[:most]) + more
+
+
 def load_state_dict_into_model(
     model: tf.keras.Model,
     state: Mapping[str, object],
@@ -309,9 +378,7 @@ def load_state_dict_into_model(
         WeightsMismatchError: checkpoint of another size, or (with ``strict``) missing,
             unexpected or mis-shaped tensors; the message names keys and expected shapes.
     """
-    state = OrderedDict(
-        (k[len("module.") :] if k.startswith("module.") else k, v) for k, v in state.items()
-    )
+    state = strip_module_prefix(state)
     shapes = {k: _shape_of(v) for k, v in state.items()}
     layer_names = {layer.name for layer in model.layers}
     first = {
@@ -333,41 +400,18 @@ def load_state_dict_into_model(
             f"(weights=...) for this checkpoint, or use the {model_size} checkpoint."
         )
 
-    problems = []
-    used = set()
-    for t in targets:
-        want = t.official_shape()
-        keras_name = t.variable.name.split(":")[0]
-        if t.key not in state:
-            problems.append(f"missing: {t.key} (expected shape {want}, for {keras_name})")
-            continue
-        used.add(t.key)
-        got = shapes[t.key]
-        ok = got == want or (t.kind == "scalar" and int(np.prod(got)) == 1)
-        if not ok:
-            problems.append(
-                f"wrong shape: {t.key} is {got}, expected {want} (for {keras_name} "
-                f"{tuple(t.variable.shape)})"
-            )
-    for key in state:
-        if key in used:
-            continue
-        if _allowed_unused(key, layer_names):
-            report.skipped.append(key)
-        else:
-            problems.append(f"unexpected: {key} {shapes[key]} (no such weight in the model)")
-
+    problems, used = match_state_to_targets(
+        shapes, targets, lambda key: _allowed_unused(key, layer_names), report
+    )
     if problems:
-        detail = "\n  ".join(problems[:25])
-        more = f"\n  ... and {len(problems) - 25} more" if len(problems) > 25 else ""
         hint = ""
         if report.checkpoint_size:
             official = registry.get(report.checkpoint_size).display_name
             hint = f" The checkpoint is an official {official}."
         message = (
             f"{source} does not fit the model {model.name!r} ({len(problems)} problems).{hint}"
-            f"\n  {detail}{more}\nBuild the model with the architecture the checkpoint was "
-            "trained with (size, num_classes, elm_attention, info_recoupling)."
+            f"{format_problems(problems)}\nBuild the model with the architecture the "
+            "checkpoint was trained with (size, num_classes, elm_attention, info_recoupling)."
         )
         if strict:
             raise WeightsMismatchError(message)
@@ -376,8 +420,7 @@ def load_state_dict_into_model(
     for t in targets:
         if t.key not in state or t.key not in used:
             continue
-        got = shapes[t.key]
-        if not (got == t.official_shape() or (t.kind == "scalar" and int(np.prod(got)) == 1)):
+        if not fits(t, shapes[t.key]):
             continue
         array = _to_numpy(state[t.key])
         if re.match(r"^feature\.\d+\.FFN(_1|_2)?\.scale$", t.key):
