@@ -13,6 +13,7 @@ bicubic, which the original's timm call uses. Everything else matches PIL exactl
 
 from __future__ import annotations
 
+import functools
 import math
 
 import tensorflow as tf
@@ -30,6 +31,8 @@ __all__ = [
     "brightness",
     "sharpness",
     "rotate",
+    "shear",
+    "translate",
     "shear_x",
     "shear_y",
     "translate_x",
@@ -324,48 +327,40 @@ def _identity_but(images, slot, value, fill, interpolation):
     return _affine(images, tf.stack(coefficients, axis=-1), fill, interpolation)
 
 
-def shear_x(images, factor, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
-    """timm's ``shear_x``: PIL affine ``(1, factor, 0, 0, 1, 0)``.
+def shear(images, factor, axis, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
+    """timm's ``shear_x``/``shear_y``: PIL affine ``(1, factor, 0, 0, 1, 0)`` or its transpose.
+
+    ``shear_x`` and ``shear_y`` are this function with ``axis`` set to ``"x"`` or ``"y"``.
 
     Args:
         images: ``(B, H, W, C)`` on ``[0, 255]``.
         factor: ``(B,)`` shear per image (timm: up to 0.3).
+        axis: ``"x"`` (rows slide sideways) or ``"y"`` (columns slide up or down).
         fill: colour of the uncovered area.
         interpolation: ``"bilinear"`` or ``"nearest"``.
 
     Example:
 
     >>> img = tf.reshape(tf.range(4.0), [1, 2, 2, 1])
-    >>> shear_x(img, [0.0], fill=(0,)).numpy().ravel().tolist()
+    >>> shear(img, [0.0], "x", fill=(0,)).numpy().ravel().tolist()
     [0.0, 1.0, 2.0, 3.0]
+    >>> img = tf.reshape(tf.range(9.0), [1, 3, 3, 1])
+    >>> shear_y(img, [1.0], fill=(9,), interpolation="nearest").numpy()[0, :, :, 0].tolist()
+    [[3.0, 7.0, 9.0], [6.0, 9.0, 9.0], [9.0, 9.0, 9.0]]
     """
-    return _identity_but(images, 1, _f(factor), fill, interpolation)
+    return _identity_but(images, {"x": 1, "y": 3}[axis], _f(factor), fill, interpolation)
 
 
-def shear_y(images, factor, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
-    """timm's ``shear_y``: PIL affine ``(1, 0, 0, factor, 1, 0)``.
+def translate(images, fraction, axis, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
+    """timm's ``translate_x_rel``/``translate_y_rel``: content moves by a fraction of the size.
 
-    Args:
-        images: ``(B, H, W, C)`` on ``[0, 255]``.
-        factor: ``(B,)`` shear per image (timm: up to 0.3).
-        fill: colour of the uncovered area.
-        interpolation: ``"bilinear"`` or ``"nearest"``.
-
-    Example:
-
-    >>> img = tf.reshape(tf.range(4.0), [1, 2, 2, 1])
-    >>> shear_y(img, [0.0], fill=(0,)).numpy().ravel().tolist()
-    [0.0, 1.0, 2.0, 3.0]
-    """
-    return _identity_but(images, 3, _f(factor), fill, interpolation)
-
-
-def translate_x(images, fraction, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
-    """timm's ``translate_x_rel``: content moves left by ``fraction * width`` pixels.
+    ``translate_x`` (left by ``fraction * width`` pixels) and ``translate_y`` (up by
+    ``fraction * height``) are this function with ``axis`` set to ``"x"`` or ``"y"``.
 
     Args:
         images: ``(B, H, W, C)`` on ``[0, 255]``.
         fraction: ``(B,)`` per image (timm: up to 0.45, signed).
+        axis: ``"x"`` or ``"y"``.
         fill: colour of the uncovered area.
         interpolation: ``"bilinear"`` or ``"nearest"``.
 
@@ -374,25 +369,16 @@ def translate_x(images, fraction, fill=IMAGENET_MEAN_FILL, interpolation="biline
     >>> img = tf.reshape(tf.range(4.0), [1, 1, 4, 1])
     >>> translate_x(img, [0.25], fill=(9,), interpolation="nearest").numpy().ravel().tolist()
     [1.0, 2.0, 3.0, 9.0]
-    """
-    images = _f(images)
-    return _identity_but(images, 2, _f(fraction) * _f(tf.shape(images)[2]), fill, interpolation)
-
-
-def translate_y(images, fraction, fill=IMAGENET_MEAN_FILL, interpolation="bilinear"):
-    """timm's ``translate_y_rel``: content moves up by ``fraction * height`` pixels.
-
-    Args:
-        images: ``(B, H, W, C)`` on ``[0, 255]``.
-        fraction: ``(B,)`` per image (timm: up to 0.45, signed).
-        fill: colour of the uncovered area.
-        interpolation: ``"bilinear"`` or ``"nearest"``.
-
-    Example:
-
     >>> img = tf.reshape(tf.range(4.0), [1, 4, 1, 1])
     >>> translate_y(img, [-0.25], fill=(9,), interpolation="nearest").numpy().ravel().tolist()
     [9.0, 0.0, 1.0, 2.0]
     """
     images = _f(images)
-    return _identity_but(images, 5, _f(fraction) * _f(tf.shape(images)[1]), fill, interpolation)
+    size = _f(tf.shape(images)[2 if axis == "x" else 1])
+    return _identity_but(images, {"x": 2, "y": 5}[axis], _f(fraction) * size, fill, interpolation)
+
+
+shear_x = functools.partial(shear, axis="x")
+shear_y = functools.partial(shear, axis="y")
+translate_x = functools.partial(translate, axis="x")
+translate_y = functools.partial(translate, axis="y")

@@ -29,10 +29,10 @@ from larq_bnext.weights.mapping import (
     _shape_of,
     _Target,
     _to_numpy,
-    _weight_name,
     format_problems,
     match_state_to_targets,
     strip_module_prefix,
+    targets_from_layers,
 )
 from larq_bnext.weights.pytorch_reader import ZIP_MAGIC, TorchCheckpoint
 
@@ -70,28 +70,17 @@ def bnext18_weight_map(model: tf.keras.Model) -> list[_Target]:
     Raises:
         ValueError: for a layer with weights that has no counterpart in ``BNext18``.
     """
-    targets = []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        match = _LAYER_RE.match(layer.name)
-        if layer.name in _TOP_LEVEL:
-            table, prefix = _TOP_LEVEL[layer.name], ""
-        elif match and match.group(4) in _PARTS:
+
+    def locate(name):
+        match = _LAYER_RE.match(name)
+        if name in _TOP_LEVEL:
+            return _TOP_LEVEL[name], ""
+        if match and match.group(4) in _PARTS:
             stage, index, sub, part = match.groups()
-            table, prefix = _PARTS[part], f"layer{stage}.{index}.{_SUBMODULES[sub]}."
-        else:
-            raise ValueError(
-                f"Layer {layer.name!r} has weights but no counterpart in the original BNext18; "
-                "only models built by larq_bnext.BNext18 can load BNext18 checkpoints."
-            )
-        for variable in layer.weights:
-            name = _weight_name(variable)
-            if name not in table:
-                raise ValueError(f"Weight {variable.name!r} has no counterpart in BNext18.")
-            suffix, kind = table[name]
-            targets.append(_Target(prefix + suffix, variable, kind))
-    return targets
+            return _PARTS[part], f"layer{stage}.{index}.{_SUBMODULES[sub]}."
+        return None
+
+    return targets_from_layers(model, locate, "the original BNext18", "larq_bnext.BNext18")
 
 
 def _allowed_unused(key: str, has_top: bool) -> bool:

@@ -61,6 +61,7 @@ __all__ = [
     "strip_module_prefix",
     "match_state_to_targets",
     "format_problems",
+    "targets_from_layers",
 ]
 
 
@@ -222,28 +223,51 @@ def keras_weight_map(
         ValueError: for a layer with weights that has no official counterpart.
     """
     first_submodule = first_submodule or {}
+
+    def locate(name):
+        match = _LAYER_RE.match(name)
+        if name in _TOP_LEVEL:
+            return _TOP_LEVEL[name], ""
+        if match and match.group(3) in _PART_WEIGHTS:
+            i, sub, part = int(match.group(1)), match.group(2), match.group(3)
+            module = first_submodule.get(i, "Attention") if sub == "attention" else _SUBMODULES[sub]
+            return _PART_WEIGHTS[part], f"feature.{i}.{module}."
+        return None
+
+    return targets_from_layers(model, locate, "the official BNext checkpoints", "larq_bnext.BNext")
+
+
+def targets_from_layers(model: tf.keras.Model, locate, original: str, builder: str) -> list:
+    """Map each weight of ``model``'s layers to a checkpoint key through ``locate``.
+
+    Args:
+        model: the Keras model.
+        locate: ``layer name -> (table, key prefix)`` or ``None`` for a layer the original
+            has no counterpart of; ``table`` maps a Keras weight name to ``(key suffix, kind)``.
+        original: what the checkpoints are, for messages.
+        builder: the function that builds models that fit them, for messages.
+
+    Returns:
+        A list of targets with ``.key``, ``.variable`` and ``.kind``.
+
+    Raises:
+        ValueError: for a layer or weight with no counterpart in ``original``.
+    """
     targets = []
     for layer in model.layers:
         if not layer.weights:
             continue
-        match = _LAYER_RE.match(layer.name)
-        if layer.name in _TOP_LEVEL:
-            table, prefix = _TOP_LEVEL[layer.name], ""
-        elif match and match.group(3) in _PART_WEIGHTS:
-            i, sub, part = int(match.group(1)), match.group(2), match.group(3)
-            module = first_submodule.get(i, "Attention") if sub == "attention" else _SUBMODULES[sub]
-            table, prefix = _PART_WEIGHTS[part], f"feature.{i}.{module}."
-        else:
+        found = locate(layer.name)
+        if found is None:
             raise ValueError(
-                f"Layer {layer.name!r} has weights but no counterpart in the official BNext "
-                "checkpoints; only models built by larq_bnext.BNext can load them."
+                f"Layer {layer.name!r} has weights but no counterpart in {original}; only "
+                f"models built by {builder} can load them."
             )
+        table, prefix = found
         for variable in layer.weights:
             name = _weight_name(variable)
             if name not in table:
-                raise ValueError(
-                    f"Weight {variable.name!r} has no counterpart in the official checkpoints."
-                )
+                raise ValueError(f"Weight {variable.name!r} has no counterpart in {original}.")
             suffix, kind = table[name]
             targets.append(_Target(prefix + suffix, variable, kind))
     return targets
