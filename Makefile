@@ -5,8 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= test,deploy,docs,notebooks,datasets
 LINT_PATHS := larq_bnext tests experiments benchmarks notebooks
+# Worker processes for pytest (pytest-xdist): 2 suits a 2-core machine, where most of a test's
+# time is single-threaded Python (building models, tracing); `make test JOBS=auto` for more.
+JOBS ?= 2
+PYTEST := TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/pytest -n $(JOBS) --dist worksteal
 
-.PHONY: install demo test lint unit notebooks docs docs-serve clean
+.PHONY: install demo test lint suite unit notebooks docs docs-serve clean
 
 $(STAMP): setup.py constraints.txt
 	python3 -m venv $(VENV)
@@ -23,14 +27,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
+# The unit tests and the tutorials (executed top to bottom, offline) in one pytest run, so that
+# the workers share the long items between them.
+suite: $(STAMP)
+	$(PYTEST) --nbmake --nbmake-timeout=600 -p no:cacheprovider tests notebooks
+
 unit: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/pytest
+	$(PYTEST)
 
-# The tutorials, executed top to bottom (offline; a few minutes on a laptop CPU).
 notebooks: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/pytest --nbmake --nbmake-timeout=600 -p no:cacheprovider notebooks
+	$(PYTEST) --nbmake --nbmake-timeout=600 -p no:cacheprovider notebooks
 
-test: lint unit notebooks docs
+test: lint suite docs
 
 # The documentation site (site/): a broken link or a missing docstring fails the build.
 docs: $(STAMP)

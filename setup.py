@@ -25,6 +25,7 @@ EXTRAS = {
     "test": [
         "pytest>=7",
         "pytest-timeout>=2",
+        "pytest-xdist>=3.5",  # make test spreads tests and notebooks over the CPU cores
         "torch==2.13.0",  # writes genuine PyTorch checkpoints in tests; never needed at run time
         "ruff>=0.5",
         "nbmake>=1.5",
