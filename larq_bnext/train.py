@@ -70,7 +70,9 @@ flags.DEFINE_integer("steps_per_epoch", None, "Limit the steps per epoch (for sm
 flags.DEFINE_integer(
     "initial_epoch",
     0,
-    "Resume the student at this epoch (with --init_weights=.../last.weights.h5).",
+    "Resume the student at this epoch (with --init_weights=.../last.weights.h5, whose "
+    "temperatures are then annealed once, as the epoch after it starts; --backup resumes by "
+    "itself).",
 )
 flags.DEFINE_float("lr", 1e-3, "Peak learning rate (AdamW).")
 flags.DEFINE_float("weight_decay", 1e-3, "AdamW decay of all but 4-D conv kernels.")

@@ -19,6 +19,7 @@ from larq_bnext.training.callbacks import (
     LearningRateLogger,
     StudentCheckpoint,
     TemperatureScheduler,
+    anneal_temperatures,
 )
 from larq_bnext.training.distiller import Distiller, curriculum_phase, distillation_loss
 from larq_bnext.training.optimizer import AdamW, is_conv_kernel

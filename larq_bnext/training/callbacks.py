@@ -25,6 +25,7 @@ __all__ = [
     "LearningRateLogger",
     "StudentCheckpoint",
     "AssistantCurriculum",
+    "anneal_temperatures",
 ]
 
 
@@ -39,8 +40,11 @@ class TemperatureScheduler(tf.keras.callbacks.Callback):
     changes nothing), as the original multiplies its buffers: the value after epoch ``e`` is a
     function of the value before it alone, so a run resumed from a backup continues bitwise as
     the uninterrupted run does (re-deriving ``T_start * factor^k`` from a saved float32 value
-    would round differently). Place it *before* checkpoint callbacks so that saved weights hold
-    the annealed values.
+    would round differently). Place it *after* :class:`StudentCheckpoint`, so that
+    ``best.weights.h5`` and ``last.weights.h5`` hold the model as it was validated (as the
+    original saves its checkpoint before it anneals), and *before* the backup, which holds the
+    state the next epoch starts from. To continue from ``last.weights.h5`` by hand, anneal once
+    first (:func:`anneal_temperatures`; ``python -m larq_bnext.train --initial_epoch`` does).
 
     The temperature in effect during the epoch is added to the logs as ``temperature``
     (TensorBoard and CSV loggers placed after this callback record it).
@@ -70,9 +74,19 @@ class TemperatureScheduler(tf.keras.callbacks.Callback):
         if int(epoch) in self._annealed_epochs:
             return
         self._annealed_epochs.add(int(epoch))
-        for layer in binary_conv_layers(self.model):
-            for variable in (layer.temperature, layer.input_temperature):
-                variable.assign(variable * tf.constant(self.factor, variable.dtype))
+        anneal_temperatures(self.model, self.factor)
+
+
+def anneal_temperatures(model: tf.keras.Model, factor: float) -> None:
+    """Multiply every binary convolution's two temperatures in ``model`` by ``factor`` in place.
+
+    Args:
+        model: a BNext model, or a :class:`~larq_bnext.Distiller` (its student's).
+        factor: the multiplier (0.9 per epoch in BNext).
+    """
+    for layer in binary_conv_layers(model):
+        for variable in (layer.temperature, layer.input_temperature):
+            variable.assign(variable * tf.constant(factor, variable.dtype))
 
 
 class LearningRateLogger(tf.keras.callbacks.Callback):

@@ -26,6 +26,7 @@ from larq_bnext.training.callbacks import (
     LearningRateLogger,
     StudentCheckpoint,
     TemperatureScheduler,
+    anneal_temperatures,
 )
 from larq_bnext.training.checkpoints import (
     ResumableBackup,
@@ -335,8 +336,10 @@ def build_callbacks(
 ):
     """Temperature, curriculum, lr logging, checkpoints, CSV and TensorBoard callbacks.
 
-    Order matters: the callbacks that add ``temperature``/``lr``/``curriculum_phase`` to the
-    logs and anneal the weights run before the checkpoint and the loggers.
+    Order matters: the student's weight files are written before the temperatures are
+    annealed (they hold the model as validated, as the original's checkpoints do), the loggers
+    after the callbacks that add ``temperature``/``lr``/``curriculum_phase`` to the logs, and
+    the backup last (it holds the annealed state the next epoch starts from).
 
     Args:
         directory: run directory of this model (checkpoints, ``history.csv``, ``logs/``).
@@ -350,14 +353,16 @@ def build_callbacks(
     callbacks = []
     if curriculum:
         callbacks.append(AssistantCurriculum(epochs))
+    callbacks += [
+        LearningRateLogger(),
+        SkippedImagesMonitor(skip_logs, skipped_json),
+        StudentCheckpoint(directory, monitor="val_top1"),
+    ]
     if anneal:
         callbacks.append(TemperatureScheduler(temperature_decay(epochs)))
     backup_dir = _backup_dir(directory)
     resuming = FLAGS.backup and tf.io.gfile.exists(os.path.join(backup_dir, "chief"))
     callbacks += [
-        LearningRateLogger(),
-        SkippedImagesMonitor(skip_logs, skipped_json),
-        StudentCheckpoint(directory, monitor="val_top1"),
         tf.keras.callbacks.CSVLogger(os.path.join(directory, "history.csv"), append=resuming),
         tf.keras.callbacks.TensorBoard(os.path.join(directory, "logs"), profile_batch=0),
     ]
@@ -405,6 +410,11 @@ def fit(distiller, eval_ds, info, directory, epochs, anneal, title):
         resumed = backup_position(_backup_dir(directory), info["steps_per_epoch"], freq)
         if resumed != (0, 0):
             position = resumed
+    if anneal and FLAGS.initial_epoch > 0:
+        # --init_weights=.../last.weights.h5 holds the temperatures epoch initial_epoch - 1 was
+        # validated with; the next epoch starts from them annealed once. (A backup restored at
+        # the start of fit replaces them with its own.)
+        anneal_temperatures(distiller, temperature_decay(epochs))
     train_ds = info["make_train"](*position)
     checkpoint = next(c for c in callbacks if type(c).__name__ == "StudentCheckpoint")
     # Off a terminal (a log file, CI, Slurm) one line per epoch instead of the progress bar.

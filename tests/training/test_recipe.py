@@ -4,6 +4,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import torch
 
@@ -15,6 +16,7 @@ from larq_bnext.training import (
     StudentCheckpoint,
     TemperatureScheduler,
     WarmupCosine,
+    anneal_temperatures,
     is_conv_kernel,
 )
 
@@ -156,13 +158,15 @@ def test_temperature_callback_anneals_logs_and_resumes_without_double_applying(t
     distiller = larq_bnext.Distiller(student)
     distiller.compile(optimizer=AdamW(WarmupCosine(steps_per_epoch=2, epochs=3)))
     checkpoint = StudentCheckpoint(str(tmp_path))
+    # The order of the training CLI: the weight files, then the anneal.
     history = distiller.fit(
         x,
         y,
         batch_size=4,
         epochs=2,
         verbose=0,
-        callbacks=[TemperatureScheduler(0.9), LearningRateLogger(), checkpoint],
+        validation_data=(x, y),
+        callbacks=[LearningRateLogger(), checkpoint, TemperatureScheduler(0.9)],
     )
     temps = _temperatures(student)
     assert len(temps) == 3 * 2  # block 1: FFN-3x3 and two FFN-1x1 (8 -> 16 channels)
@@ -171,10 +175,24 @@ def test_temperature_callback_anneals_logs_and_resumes_without_double_applying(t
     np.testing.assert_allclose(history.history["lr"], [1e-5, 1e-5 + (1e-3 - 1e-5) / 5], rtol=1e-5)
     assert os.path.exists(checkpoint.last_path) and os.path.exists(checkpoint.best_path)
 
-    # Resume: the restored weights carry T = 0.81; epoch 2 ends at 0.729, not 0.6561 or 0.9.
+    # The files hold the model as validated: the temperature of their epoch, and the best
+    # file scores what its epoch's validation logged.
+    saved = _binary_model()
+    saved.load_weights(checkpoint.best_path)
+    best = checkpoint.best_epoch
+    np.testing.assert_allclose(list(_temperatures(saved).values()), 0.9**best, rtol=1e-6)
+    scores = larq_bnext.Distiller(saved)
+    scores.compile()
+    again = scores.evaluate(x, y, batch_size=4, return_dict=True, verbose=0)
+    assert again["loss"] == pytest.approx(history.history["val_loss"][best], rel=1e-6)
+    assert again["top1"] == history.history["val_top1"][best]
+
+    # Resume by hand: last.weights.h5 carries T = 0.9 (epoch 1's); annealed once, epoch 2 runs
+    # at 0.81 and ends at 0.729, not 0.6561 or 0.9.
     resumed = _binary_model()
     resumed.load_weights(checkpoint.last_path)
-    np.testing.assert_allclose(list(_temperatures(resumed).values()), 0.81, rtol=1e-6)
+    np.testing.assert_allclose(list(_temperatures(resumed).values()), 0.9, rtol=1e-6)
+    anneal_temperatures(resumed, 0.9)
     distiller = larq_bnext.Distiller(resumed)
     distiller.compile(optimizer=AdamW(1e-3))
     callback = TemperatureScheduler(0.9)
