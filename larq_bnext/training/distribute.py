@@ -41,6 +41,7 @@ __all__ = [
     "STRATEGY_KINDS",
     "PRECISION_POLICIES",
     "LR_SCALING_RULES",
+    "one_op_at_a_time",
     "tf_config_cluster",
     "tpu_configured",
     "strategy_kind",
@@ -386,6 +387,25 @@ def set_mixed_precision(policy: str = "float32") -> tf.keras.mixed_precision.Pol
         )
     tf.keras.mixed_precision.set_global_policy(policy)
     return tf.keras.mixed_precision.global_policy()
+
+
+def one_op_at_a_time() -> bool:
+    """Run one TensorFlow op at a time (inter-op threads 1; each op still uses every core).
+
+    Op determinism alone does not make a BNext training step reproducible on a CPU: with
+    TensorFlow 2.15, the same gradient computed repeatedly in one process differed by a float32
+    ulp or so in 3 of 8 steps (from BNext-T's last attention block to the stem) when
+    independent ops ran concurrently, and in 0 of 20 with one inter-op thread. TensorFlow takes
+    the setting only before it runs its first op.
+
+    Returns:
+        Whether TensorFlow runs one op at a time now.
+    """
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already started its runtime
+        pass
+    return tf.config.threading.get_inter_op_parallelism_threads() == 1
 
 
 def enable_determinism(seed: int) -> None:

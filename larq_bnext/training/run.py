@@ -311,6 +311,10 @@ def build_models(info, teacher=None, assistants=(), with_student: bool = True, n
         with_student: ``False`` builds the digits float teacher as the trained model.
         name: name of the trained model.
     """
+    # Each model starts from the seed's initialisation whatever ran before it: the random ops
+    # that training the digits teacher creates (their number is not fixed) shift TensorFlow's
+    # op seeds, and two runs of the same command built different students after it.
+    tf.keras.utils.set_random_seed(FLAGS.seed)
     model = build_student(info, name) if with_student else build_float_teacher(info)
     augmenter = None
     if FLAGS.augment_on_device:
@@ -472,6 +476,12 @@ def run(flag_names: Sequence[str] = ()) -> dict:
         flag_names: the flags whose values go to ``flags.json`` (those of the program).
     """
     check_train_flags(FLAGS)  # bad flags fail here, before any data is read
+    if deterministic() and not distribute.one_op_at_a_time():
+        logging.warning(
+            "--deterministic: TensorFlow already runs ops concurrently (inter-op threads "
+            "cannot change once it started), so results may differ in the last bits between "
+            "runs; run the command in a fresh process for bitwise reproducibility."
+        )
     strategy = distribute.create_strategy(
         FLAGS.strategy, FLAGS.devices, FLAGS.tpu, FLAGS.collective
     )
