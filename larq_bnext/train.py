@@ -183,7 +183,8 @@ flags.DEFINE_string("backup_freq", "epoch", "'epoch' or a number of steps betwee
 flags.DEFINE_bool(
     "deterministic",
     None,
-    "Deterministic TF ops and input pipeline: the same command gives bitwise the same run on "
+    "Deterministic TF ops (run one at a time) and input pipeline: the same command gives "
+    "bitwise the same run on "
     "the same machine. Unset: on for the embedded digits (the demo), off elsewhere (a "
     "deterministic tf.data pipeline runs random augmentation one image at a time).",
 )
