@@ -401,3 +401,25 @@ def test_run_killed_in_its_second_epoch_resumes_to_the_same_weights(tmp_path):
     # ... and log the same learning rate, temperature and losses.
     for key in ("lr", "temperature", "curriculum_phase", "loss"):
         assert second["history"][key] == pytest.approx(full["history"][key][1:], rel=1e-6)
+
+
+def test_one_op_at_a_time_before_tensorflow_starts_and_not_after():
+    code = (
+        "import tensorflow as tf\n"
+        "from larq_bnext.training import distribute\n"
+        "{before}"
+        "threads = tf.config.threading.get_inter_op_parallelism_threads\n"
+        "print(distribute.one_op_at_a_time(), threads())\n"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", code.format(before="")], env=_env(), capture_output=True, text=True
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", code.format(before="tf.constant(1.0) + 1.0\n")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert fresh.stdout.split() == ["True", "1"], fresh.stderr[-2000:]
+    # Too late: TensorFlow keeps its default (0, one thread per core) and says so by False.
+    assert started.stdout.split() == ["False", "0"], started.stderr[-2000:]
