@@ -311,9 +311,9 @@ def build_models(info, teacher=None, assistants=(), with_student: bool = True, n
         with_student: ``False`` builds the digits float teacher as the trained model.
         name: name of the trained model.
     """
-    # Each model starts from the seed's initialisation whatever ran before it: the random ops
-    # that training the digits teacher creates (their number is not fixed) shift TensorFlow's
-    # op seeds, and two runs of the same command built different students after it.
+    # Each model starts from the seed's initialisation whatever ran before it (the digits
+    # teacher's training, say): the distilled student and the labels-only baseline start from
+    # the same weights, and a model's start does not hang on how many random ops came first.
     tf.keras.utils.set_random_seed(FLAGS.seed)
     model = build_student(info, name) if with_student else build_float_teacher(info)
     augmenter = None
