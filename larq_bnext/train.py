@@ -184,9 +184,9 @@ flags.DEFINE_bool(
     "deterministic",
     None,
     "Deterministic TF ops (run one at a time) and input pipeline: the same command gives "
-    "bitwise the same run on "
-    "the same machine. Unset: on for the embedded digits (the demo), off elsewhere (a "
-    "deterministic tf.data pipeline runs random augmentation one image at a time).",
+    "bitwise the same run on the same machine. Unset: on for the embedded digits (the demo), "
+    "off elsewhere (a deterministic tf.data pipeline runs random augmentation one image at a "
+    "time).",
 )
 
 _OWN_FLAGS = sorted(set(FLAGS) - _FLAGS_BEFORE)
