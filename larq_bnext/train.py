@@ -119,6 +119,12 @@ flags.DEFINE_float(
 )
 flags.DEFINE_float("crop_scale_max", 1.0, "Random resized crop max area.")
 flags.DEFINE_list("crop_ratio", ["0.75", "1.3333333"], "Random resized crop ratio range.")
+flags.DEFINE_bool(
+    "jpeg_dct_scaling",
+    True,
+    "Decode JPEG crops of at least 2x the image size at 1/2, 1/4 or 1/8 scale (libjpeg's "
+    "DCT scaling, faster); --nojpeg_dct_scaling decodes at full size like the original.",
+)
 flags.DEFINE_bool("flip", None, "Horizontal flips; default on (off for digits).")
 flags.DEFINE_bool("randaugment", None, "RandAugment; default on (off for digits).")
 flags.DEFINE_string(

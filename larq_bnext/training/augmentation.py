@@ -5,14 +5,19 @@ Training, per image (in ``tf.data`` on the CPU, where images still have their ow
 1. **Random resized crop** (scale 0.08-1 of the area, aspect ratio 3/4-4/3, bicubic) sampled
    exactly as timm's ``RandomResizedCropAndInterpolation``: up to 10 tries of a uniform area
    and a log-uniform aspect ratio, else a central crop clamped to the ratio range. For JPEGs
-   only the crop window is decoded (``tf.image.decode_and_crop_jpeg``). The resize is bicubic
-   with anti-aliasing, like PIL's. (keras-cv's ``RandomCropAndResize`` cannot resize
-   bicubically and samples the ratio uniformly, clipping the box instead of retrying.)
+   only the crop window is decoded (``tf.image.decode_and_crop_jpeg``), at 1/2, 1/4 or 1/8
+   scale when the crop is that many times the output (libjpeg's DCT-domain scaling,
+   ``jpeg_dct_scaling``). The resize is bicubic with anti-aliasing, like PIL's
+   (:mod:`larq_bnext.training.resampling`: the arithmetic of ``tf.image.resize(...,
+   antialias=True)`` as two sparse matrix products, about twice as fast). (keras-cv's
+   ``RandomCropAndResize`` cannot resize bicubically and samples the ratio uniformly,
+   clipping the box instead of retrying.)
+2. **Horizontal flip** with probability 0.5, folded into the resize (its column matrix
+   reversed), so it costs nothing.
 
 Then per batch (in ``tf.data``, or on the accelerator as a model-side stage of the
 :class:`~larq_bnext.Distiller`, by choice):
 
-2. **Horizontal flip** with probability 0.5 (``tf.image.stateless_random_flip_left_right``).
 3. **RandAugment**: timm's ``rand-m7-mstd0.5-inc1`` itself (:mod:`larq_bnext.training.randaugment`:
    2 of timm's 15 ops per image with replacement, each with probability 0.5, magnitude
    ``N(7, 0.5)`` clipped to ``[0, 10]``, timm's argument mappings and random signs, fill of the
@@ -24,8 +29,8 @@ Then per batch (in ``tf.data``, or on the accelerator as a model-side stage of t
    :mod:`larq_bnext.training.stateless_mix`.
 
 Every random draw of the training augmentation except keras-cv's RandAugment is a function of
-a seed (stateless random ops): the crop of the element's seed, the batch stage of the batch's
-seed (see :class:`BatchAugmenter`).
+a seed (stateless random ops): the crop and flip of the element's seed, the batch stage of the
+batch's seed (see :class:`BatchAugmenter`).
 
 Evaluation: :func:`eval_transform` (resize the shorter side to ``size / 0.95`` bicubically,
 centre crop ``size``, normalise), the transform of :mod:`larq_bnext.preprocessing`.
@@ -41,6 +46,15 @@ import tensorflow as tf
 from larq_bnext import preprocessing
 from larq_bnext.preprocessing import preprocess_input
 from larq_bnext.training import randaugment as timm_randaugment
+from larq_bnext.training.resampling import resize_window
+
+#: libjpeg's DCT-domain scales (1/r) that decoding can use: ``tf.image.decode_and_crop_jpeg``'s
+#: ``ratio``.
+JPEG_SCALES = (1, 2, 4, 8)
+# PIL's default IDCT (JDCT_ISLOW), the one the original's loader decodes with.
+_DCT_METHOD = "INTEGER_ACCURATE"
+# fold_in tag of a crop's flip draw (the box takes the seed's split into four).
+_FLIP_DRAW = 5
 
 __all__ = [
     "AugmentConfig",
@@ -48,6 +62,8 @@ __all__ = [
     "random_resized_crop_box",
     "decode_and_random_crop",
     "random_resized_crop",
+    "jpeg_scale_index",
+    "JPEG_SCALES",
     "normalize",
     "eval_transform",
     "IMAGENET_CONFIG",
@@ -63,7 +79,10 @@ class AugmentConfig:
         crop_scale: range of the crop's area as a fraction of the image's.
         crop_ratio: range of the crop's aspect ratio (width / height).
         interpolation: resize method of the crop (``"bicubic"`` in BNext).
-        flip: random horizontal flips.
+        jpeg_dct_scaling: decode large JPEG crops at 1/2, 1/4 or 1/8 scale (libjpeg's
+            DCT-domain scaling) when the crop keeps at least ``image_size`` pixels on both
+            sides; ``False`` decodes at full size, as PIL does for the original.
+        flip: random horizontal flips (of the crop, folded into its resize).
         randaugment: apply RandAugment.
         randaugment_policy: a timm RandAugment string (BNext's ``"rand-m7-mstd0.5-inc1"``,
             see :func:`larq_bnext.training.randaugment.parse_policy`), or ``"keras-cv"`` for
@@ -84,6 +103,7 @@ class AugmentConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     interpolation: str = "bicubic"
+    jpeg_dct_scaling: bool = True
     flip: bool = True
     randaugment: bool = True
     randaugment_policy: str = "rand-m7-mstd0.5-inc1"
@@ -215,30 +235,91 @@ def _uniform_sampler(seed):
     return uniform
 
 
-def _resize(image: tf.Tensor, size: int, interpolation: str) -> tf.Tensor:
-    out = tf.image.resize(
-        tf.cast(image, tf.float32), [size, size], method=interpolation, antialias=True
-    )
+def _resize(image: tf.Tensor, config: AugmentConfig, window=None, flip=False) -> tf.Tensor:
+    """Resample (a window of) a crop to ``config.image_size``; whole values on ``[0, 255]``."""
+    size = config.image_size
+    if config.interpolation == "bicubic":
+        out = resize_window(image, size, window=window, flip=flip)
+    else:  # another tf.image.resize method, on the (integer) crop
+        out = tf.image.resize(
+            tf.cast(image, tf.float32), [size, size], method=config.interpolation, antialias=True
+        )
+        out = tf.where(flip, tf.reverse(out, [1]), out)
     # Whole values, like the uint8 image PIL's resize gives timm.
     return tf.round(tf.clip_by_value(out, 0.0, 255.0))
+
+
+def _flip_draw(config: AugmentConfig, seed):
+    """Whether the crop is mirrored: probability 0.5 when ``config.flip`` (else ``False``)."""
+    if not config.flip:
+        return tf.constant(False)
+    if seed is None:
+        return tf.random.uniform([]) < 0.5
+    flip_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), _FLIP_DRAW)
+    return tf.random.stateless_uniform([], flip_seed) < 0.5
 
 
 def random_resized_crop(
     image: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG, seed: tf.Tensor | None = None
 ) -> tf.Tensor:
-    """Random resized crop of a decoded ``(H, W, 3)`` image; returns float32 on ``[0, 255]``.
+    """Random resized crop (and flip) of a decoded ``(H, W, 3)`` image.
 
     Args:
         image: a decoded image (uint8 or float on ``[0, 255]``).
-        config: the crop's settings.
-        seed: optional shape ``[2]`` seed of the window (see :func:`random_resized_crop_box`).
+        config: the crop's settings (``config.flip``: mirrored with probability 0.5).
+        seed: optional shape ``[2]`` seed of the window and the flip (see
+            :func:`random_resized_crop_box`).
+
+    Returns:
+        A ``(size, size, 3)`` float32 image of whole values on ``[0, 255]``.
     """
     shape = tf.shape(image)
     top, left, ch, cw = tf.unstack(
         random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed)
     )
     crop = image[top : top + ch, left : left + cw]
-    return _resize(crop, config.image_size, config.interpolation)
+    return _resize(crop, config, flip=_flip_draw(config, seed))
+
+
+def jpeg_scale_index(crop_height, crop_width, size: int) -> tf.Tensor:
+    """Index into :data:`JPEG_SCALES` of the coarsest libjpeg scale that keeps the crop at
+    least ``size`` pixels on both sides (so the resize after it still shrinks).
+
+    Args:
+        crop_height: height of the crop in pixels of the full image (scalar int tensor).
+        crop_width: width of the crop (scalar int tensor).
+        size: side of the training image.
+    """
+    short = tf.minimum(crop_height, crop_width)
+    coarser = [tf.cast(short >= ratio * size, tf.int32) for ratio in JPEG_SCALES[1:]]
+    return tf.add_n(coarser)
+
+
+def _decode_jpeg_window(encoded, shape, box, scale_index):
+    """Decode the scaled pixels that the crop ``box`` of a JPEG touches, at the libjpeg scale
+    ``JPEG_SCALES[scale_index]``; returns them and the box in their (fractional) pixels."""
+    top, left, ch, cw = tf.unstack(box)
+    ratio = tf.gather(JPEG_SCALES, scale_index)
+
+    def scaled(x):  # libjpeg's scaled image has ceil(side / ratio) pixels
+        return -(-x // ratio)
+
+    first_row, first_col = top // ratio, left // ratio
+    rows = tf.minimum(scaled(top + ch), scaled(shape[0])) - first_row
+    cols = tf.minimum(scaled(left + cw), scaled(shape[1])) - first_col
+    window = tf.stack([first_row, first_col, rows, cols])
+
+    def decode(r):  # the scale is an attribute of the op: one branch per scale
+        return lambda: tf.image.decode_and_crop_jpeg(
+            encoded, window, channels=3, ratio=r, dct_method=_DCT_METHOD
+        )
+
+    crop = tf.switch_case(scale_index, [decode(r) for r in JPEG_SCALES])
+    crop.set_shape([None, None, 3])
+    box_in_crop = tf.cast(box, tf.float32) / tf.cast(ratio, tf.float32) - tf.cast(
+        tf.stack([first_row, first_col, 0, 0]), tf.float32
+    )
+    return crop, box_in_crop
 
 
 def decode_and_random_crop(
@@ -246,50 +327,66 @@ def decode_and_random_crop(
 ):
     """Decode an encoded image (JPEG, PNG, GIF, BMP) straight into a random resized crop.
 
-    JPEGs decode only the crop window; other formats decode fully, then crop.
+    JPEGs decode only the crop window, and, when ``config.jpeg_dct_scaling`` is on and the
+    crop is at least twice the output on both sides, at 1/2, 1/4 or 1/8 scale (libjpeg scales
+    in the DCT domain: the coarsest scale that keeps the crop at least ``image_size`` pixels);
+    the box is then resampled with its fractional corners. Other formats decode fully, then
+    crop. The flip (``config.flip``) is part of the resize.
 
     Args:
         encoded: a scalar string tensor holding the file's bytes.
         config: the crop's settings.
-        seed: optional shape ``[2]`` seed of the window (see :func:`random_resized_crop_box`).
+        seed: optional shape ``[2]`` seed of the window and the flip (see
+            :func:`random_resized_crop_box`).
 
     Returns:
-        A ``(size, size, 3)`` float32 image on ``[0, 255]``.
+        A ``(size, size, 3)`` float32 image of whole values on ``[0, 255]``.
     """
+    flip = _flip_draw(config, seed)
 
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
-        window = random_resized_crop_box(
+        box = random_resized_crop_box(
             shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed
         )
-        return tf.image.decode_and_crop_jpeg(
-            encoded, window, channels=3, dct_method="INTEGER_ACCURATE"
-        )
+        if not (config.jpeg_dct_scaling and config.interpolation == "bicubic"):
+            crop = tf.image.decode_and_crop_jpeg(encoded, box, channels=3, dct_method=_DCT_METHOD)
+            return _resize(crop, config, flip=flip)
+        index = jpeg_scale_index(box[2], box[3], config.image_size)
+        crop, box_in_crop = _decode_jpeg_window(encoded, shape, box, index)
+        return _resize(crop, config, window=box_in_crop, flip=flip)
 
     def other():
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        shape = tf.shape(image)
-        top, left, ch, cw = tf.unstack(
-            random_resized_crop_box(
-                shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed
-            )
-        )
-        return image[top : top + ch, left : left + cw]
+        image.set_shape([None, None, 3])
+        return random_resized_crop(image, config, seed)
 
     crop = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
-    crop.set_shape([None, None, 3])
-    return _resize(crop, config.image_size, config.interpolation)
+    crop.set_shape([config.image_size, config.image_size, 3])
+    return crop
 
 
 def normalize(images: tf.Tensor) -> tf.Tensor:
     """ImageNet mean/std normalisation of ``[0, 255]`` RGB images (float32 out).
 
-    ``(x / 255 - mean) / std``: :func:`larq_bnext.preprocessing.preprocess_input`.
+    ``(x / 255 - mean) / std``: :func:`larq_bnext.preprocessing.preprocess_input` (equal up to
+    float32 rounding). When the width is static it runs on rows of ``width * 3`` values
+    against the mean and std tiled along the row: broadcasting a 3-vector over the channel
+    axis is a slow path of TensorFlow's CPU kernels (about 4x the time on a batch of 224x224
+    images).
 
     Args:
         images: ``(..., 3)`` images on ``[0, 255]``.
     """
-    return preprocess_input(tf.cast(images, tf.float32))
+    images = tf.cast(images, tf.float32)
+    width = images.shape[-2] if images.shape.rank and images.shape.rank >= 3 else None
+    if width is None or images.shape[-1] != 3:
+        return preprocess_input(images)
+    shape = tf.shape(images)
+    rows = tf.reshape(images, tf.concat([shape[:-2], [width * 3]], axis=0))
+    mean = tf.tile(tf.constant(preprocessing.IMAGENET_MEAN, tf.float32), [width])
+    std = tf.tile(tf.constant(preprocessing.IMAGENET_STD, tf.float32), [width])
+    return tf.reshape((rows / 255.0 - mean) / std, shape)
 
 
 def eval_transform(image: tf.Tensor, image_size: int = 224, crop_fraction: float = 0.95):
@@ -305,7 +402,7 @@ def eval_transform(image: tf.Tensor, image_size: int = 224, crop_fraction: float
 
 
 class BatchAugmenter:
-    """The batch stage of the training augmentation: flip, RandAugment, normalise, mix, erase.
+    """The batch stage of the training augmentation: RandAugment, normalise, mix, erase.
 
     Call it on ``(images, labels, seed)`` with images on ``[0, 255]`` (float,
     ``(B, S, S, 3)``), integer labels and a shape ``[2]`` integer seed; it returns normalised
@@ -314,7 +411,11 @@ class BatchAugmenter:
     function of the run's seed, the epoch and the step) or inside the Distiller's train step
     on the accelerator (``Distiller(..., augmenter=augmenter)``, seeded by the optimizer step).
 
-    Flip, timm's RandAugment (:mod:`larq_bnext.training.randaugment`), mixup/cutmix
+    The horizontal flip is not here but in the crop (:func:`decode_and_random_crop`, where it
+    costs nothing: it reverses the resize's column matrix); ``flip=True`` adds one here for
+    crops made otherwise. It comes before RandAugment either way, as in timm.
+
+    The flip, timm's RandAugment (:mod:`larq_bnext.training.randaugment`), mixup/cutmix
     (:mod:`larq_bnext.training.stateless_mix`, timm's batch mode) and random erasing are
     functions of the seed (stateless random ops): the same seed gives the same batch, so a
     resumed run repeats an uninterrupted one exactly. Only keras-cv's ``RandAugment``
@@ -326,6 +427,8 @@ class BatchAugmenter:
         config: the augmentation settings.
         num_classes: number of classes (needed for one-hot labels with mixup/cutmix).
         seed: optional seed of keras-cv's RandAugment layer (``randaugment_policy="keras-cv"``).
+        flip: flip each image left-right with probability 0.5 (off: the pipeline's crops are
+            flipped already when ``config.flip``).
 
     Example:
 
@@ -336,9 +439,16 @@ class BatchAugmenter:
     True
     """
 
-    def __init__(self, config: AugmentConfig, num_classes: int, seed: int | None = None):
+    def __init__(
+        self,
+        config: AugmentConfig,
+        num_classes: int,
+        seed: int | None = None,
+        flip: bool = False,
+    ):
         self.config = config
         self.num_classes = int(num_classes)
+        self.flip = bool(flip)
         self.policy = config.timm_policy if config.randaugment else None
         self.randaugment = None
         if config.randaugment and self.policy is None:
@@ -370,7 +480,7 @@ class BatchAugmenter:
         )
         config = self.config
         images = tf.cast(images, tf.float32)
-        if config.flip:
+        if self.flip:
             images = tf.image.stateless_random_flip_left_right(images, flip_seed)
         if self.policy is not None:
             images = timm_randaugment.rand_augment(images, ra_seed, self.policy)

@@ -96,7 +96,7 @@ def train_dataset(
     skip_log=None,
     deterministic: bool | None = True,
 ):
-    """The training pipeline: shuffle, decode + random resized crop, batch, augment.
+    """The training pipeline: shuffle, decode + random resized crop + flip, batch, augment.
 
     Every random draw is a function of ``(seed, epoch, position)`` (stateless random ops):
     epoch ``e`` is a permutation of the examples drawn from ``(seed, e)``, the crop of its
@@ -111,9 +111,9 @@ def train_dataset(
         source: the training split.
         batch_size: the global batch size.
         config: the augmentation settings.
-        augment_on_device: leave the batch stage (flip, RandAugment, normalisation, mixup,
+        augment_on_device: leave the batch stage (RandAugment, normalisation, mixup,
             cutmix, erasing) to the model (``Distiller(augmenter=BatchAugmenter(...))``): the
-            pipeline then yields crops on ``[0, 255]``.
+            pipeline then yields crops (flipped, as ``config.flip`` says) on ``[0, 255]``.
         seed: the run's seed (``None``: 0).
         repeat: epochs after epoch after epoch (then pass ``steps_per_epoch`` to ``fit``);
             otherwise one epoch.

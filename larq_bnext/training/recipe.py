@@ -126,6 +126,7 @@ def augment_config():
         image_size=resolved("image_size"),
         crop_scale=(resolved("crop_scale_min"), FLAGS.crop_scale_max),
         crop_ratio=ratio,
+        jpeg_dct_scaling=FLAGS.jpeg_dct_scaling,
         flip=resolved("flip"),
         randaugment=resolved("randaugment"),
         randaugment_policy=FLAGS.randaugment_policy,

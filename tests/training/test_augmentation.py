@@ -56,7 +56,7 @@ def test_decoded_crops_have_the_right_shape_and_range():
     crop = random_resized_crop(tf.constant(image), config).numpy()
     assert crop.shape == (32, 32, 3) and 0 <= crop.min() and crop.max() <= 255
     # The whole image at scale 1 and its own ratio: a bicubic resize of the image itself.
-    whole = AugmentConfig(image_size=60, crop_scale=(1.0, 1.0), crop_ratio=(1.5, 1.5))
+    whole = AugmentConfig(image_size=60, crop_scale=(1.0, 1.0), crop_ratio=(1.5, 1.5), flip=False)
     out = random_resized_crop(tf.constant(image), whole).numpy()
     expected = tf.image.resize(image.astype(np.float32), (60, 60), "bicubic", antialias=True)
     np.testing.assert_allclose(out, np.clip(np.round(expected.numpy()), 0, 255), atol=1)
@@ -66,7 +66,14 @@ def test_normalisation_is_the_pretrained_models_preprocessing():
     mean = np.array([0.485, 0.456, 0.406]) * 255
     np.testing.assert_allclose(normalize(tf.constant(mean[None], tf.float32)), 0, atol=1e-5)
     x = np.random.default_rng(1).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
-    np.testing.assert_allclose(normalize(x), preprocess_input(x), rtol=1e-6)
+    # The tiled fast path and preprocess_input's broadcast, up to float32 rounding.
+    for images in (x, x[0], np.random.default_rng(2).uniform(0, 255, (2, 224, 224, 3))):
+        images = images.astype(np.float32)
+        np.testing.assert_allclose(
+            normalize(images), preprocess_input(images), rtol=1e-6, atol=1e-6
+        )
+    unknown_width = tf.function(normalize, input_signature=[tf.TensorSpec([None, 4, None, 3])])
+    np.testing.assert_allclose(unknown_width(x), preprocess_input(x), rtol=1e-6, atol=1e-6)
 
 
 def test_batch_stage_flip_randaugment_mixup_cutmix_erasing():
@@ -104,15 +111,17 @@ def test_batch_stage_flip_randaugment_mixup_cutmix_erasing():
     np.testing.assert_array_equal(seeded[0].numpy(), seeded[1].numpy())
     other = plain(tf.constant(images), tf.constant(labels), seed=[4, 3])[0]
     assert not np.array_equal(seeded[0].numpy(), other.numpy())
-    flip_only = BatchAugmenter(
-        AugmentConfig(image_size=32, randaugment=False), num_classes=5, seed=3
-    )
-    out, _ = flip_only(tf.constant(images), tf.constant(labels))
+    # The pipeline's crops come flipped: the batch stage flips only when asked.
+    config = AugmentConfig(image_size=32, randaugment=False)
     expected = preprocess_input(images)
+    out, _ = BatchAugmenter(config, num_classes=5)(tf.constant(images), tf.constant(labels))
+    np.testing.assert_array_equal(out, expected)
+    flip_only = BatchAugmenter(config, num_classes=5, flip=True)
+    out, _ = flip_only(tf.constant(images), tf.constant(labels), seed=[1, 1])
+    flipped = [not np.array_equal(out[i], expected[i]) for i in range(6)]
     for i in range(6):
-        assert np.allclose(out[i], expected[i], atol=1e-5) or np.allclose(
-            out[i], expected[i, :, ::-1], atol=1e-5
-        )
+        np.testing.assert_array_equal(out[i], expected[i, :, ::-1] if flipped[i] else expected[i])
+    assert 0 < sum(flipped) < 6
 
 
 def test_model_side_stage_runs_inside_the_train_step():
@@ -136,3 +145,63 @@ def test_config_rejects_bad_values():
         AugmentConfig(randaugment_policy="rand-m7-q1")
     with pytest.raises(ValueError, match="bicubic"):
         AugmentConfig(randaugment_interpolation="bicubic")
+
+
+def test_jpeg_scale_is_the_coarsest_that_keeps_the_output_size():
+    from larq_bnext.training.augmentation import JPEG_SCALES, jpeg_scale_index
+
+    cases = {(447, 900): 1, (448, 448): 2, (900, 1000): 4, (1792, 1800): 8, (100, 4000): 1}
+    for (height, width), ratio in cases.items():
+        assert JPEG_SCALES[int(jpeg_scale_index(height, width, 224))] == ratio
+
+
+def _smooth_jpeg(height, width):
+    # A smooth photograph-like picture: a bicubic enlargement of coarse random colours.
+    rng = np.random.default_rng(5)
+    low = rng.uniform(0, 255, (height // 64 + 2, width // 64 + 2, 3))
+    image = tf.image.resize(low, (height, width), "bicubic")
+    return tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality=95)
+
+
+def test_dct_scaled_crops_show_the_same_window_as_full_decoding():
+    encoded = _smooth_jpeg(1200, 1600)
+    full = AugmentConfig(jpeg_dct_scaling=False, flip=False)
+    fast = AugmentConfig(flip=False)
+    ratios = set()
+    for i in range(12):
+        seed = tf.constant([11, i], tf.int64)
+        box = random_resized_crop_box(1200, 1600, seed=seed).numpy()
+        ratios.add(int(2 ** float(tf.floor(tf.math.log(min(box[2:]) / 224.0) / math.log(2)))))
+        exact = decode_and_random_crop(encoded, full, seed).numpy()
+        scaled = decode_and_random_crop(encoded, fast, seed).numpy()
+        # A window off by one full-size pixel shifts these ramps by several levels.
+        assert np.abs(exact - scaled).mean() < 0.6, box  # measured 0.14-0.40
+        np.testing.assert_array_equal(scaled, np.round(scaled))
+    assert {2, 4} <= ratios  # both DCT scales ran
+    # The bound sees a window one full-size pixel off: the same crops of the picture shifted.
+    image = tf.image.decode_jpeg(encoded)
+    shifted = tf.concat([image[:, 1:], image[:, -1:]], axis=1)
+    for i in range(4):
+        seed = tf.constant([11, i], tf.int64)
+        moved = random_resized_crop(shifted, full, seed) - random_resized_crop(image, full, seed)
+        assert np.abs(moved.numpy()).mean() > 0.6  # measured 1.3-1.4
+
+
+def test_the_flip_is_part_of_the_crop():
+    encoded = _smooth_jpeg(300, 400)
+    plain = AugmentConfig(image_size=64, flip=False)
+    flipping = AugmentConfig(image_size=64)
+    flipped = []
+    for i in range(16):
+        seed = tf.constant([3, i], tf.int64)
+        reference = decode_and_random_crop(encoded, plain, seed).numpy()
+        out = decode_and_random_crop(encoded, flipping, seed).numpy()
+        flipped.append(not np.array_equal(out, reference))
+        np.testing.assert_array_equal(out, reference[:, ::-1] if flipped[-1] else reference)
+        if flipped[-1]:  # decoded images (other formats, arrays) flip the same way
+            image = tf.image.decode_jpeg(encoded)
+            np.testing.assert_array_equal(
+                random_resized_crop(image, flipping, seed),
+                random_resized_crop(image, plain, seed)[:, ::-1],
+            )
+    assert 3 <= sum(flipped) <= 13

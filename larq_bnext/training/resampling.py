@@ -1,0 +1,124 @@
+"""Bicubic resampling of a window of an image, as two sparse matrix products.
+
+The training crop is resized the way PIL (and so timm) resizes: Keys' cubic kernel
+(``a = -0.5``), widened by the scale factor when shrinking (anti-aliasing), weights renormalised
+where the kernel runs past the image's edge. ``tf.image.resize(..., "bicubic",
+antialias=True)`` computes exactly this (its ``ScaleAndTranslate`` kernel), but at 2-4 ms per
+ImageNet crop on one core it was the most expensive stage of the input pipeline. Each pass
+of the separable filter is a sparse ``(out, in)`` matrix with a few non-zeros per row, so
+:func:`resize_window` runs it as ``tf.sparse.sparse_dense_matmul``, whose inner loop adds
+whole rows of pixels (vectorised): the same arithmetic in the same order (rows, then
+columns), about half the time (``benchmarks/input_pipeline.py`` reports the stage).
+
+Two things come free with the matrices:
+
+* a **window** with fractional corners (the crop box of an image that libjpeg decoded at
+  1/2, 1/4 or 1/8 scale, see :func:`larq_bnext.training.augmentation.decode_and_random_crop`):
+  the sampling positions are shifted and scaled, no pixel is resampled twice;
+* a **horizontal flip**: the column matrix with its output columns reversed.
+
+Example:
+
+>>> import numpy as np, tensorflow as tf
+>>> image = tf.constant(np.random.default_rng(0).uniform(0, 255, (60, 90, 3)), tf.float32)
+>>> ours = resize_window(image, 32)
+>>> theirs = tf.image.resize(image, [32, 32], "bicubic", antialias=True)
+>>> float(tf.reduce_max(tf.abs(ours - theirs))) < 1e-3
+True
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+__all__ = ["keys_cubic", "resample_matrix", "resize_window"]
+
+
+def keys_cubic(x: tf.Tensor) -> tf.Tensor:
+    """Keys' cubic convolution kernel with ``a = -0.5`` (PIL's and TensorFlow's bicubic).
+
+    Args:
+        x: distances in input pixels (float32).
+    """
+    x = tf.abs(x)
+    near = ((1.5 * x - 2.5) * x) * x + 1.0
+    far = ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+    return tf.where(x >= 2.0, 0.0, tf.where(x >= 1.0, far, near))
+
+
+def resample_matrix(
+    in_size, out_size: int, start=0.0, length=None, mirror=False
+) -> tf.SparseTensor:
+    """The ``(out_size, in_size)`` matrix that resamples one axis bicubically.
+
+    Output pixel ``x`` samples the input at ``start + (x + 0.5) * length / out_size`` (pixel
+    ``i`` covers ``[i, i + 1)``), so the window ``[start, start + length)`` of the axis fills
+    the output. The kernel is widened by ``length / out_size`` when that exceeds 1 (shrinking,
+    anti-aliased); taps outside ``[0, in_size)`` are dropped and the rest renormalised. The
+    weights are computed as TensorFlow's ``ScaleAndTranslate`` computes them.
+
+    Args:
+        in_size: pixels along the input axis (scalar int tensor).
+        out_size: pixels along the output axis.
+        start: left edge of the window, in input pixels (float, may be fractional).
+        length: width of the window in input pixels (float); default ``in_size``.
+        mirror: reverse the output (a flip of the resampled axis; scalar bool tensor).
+
+    Returns:
+        A ``tf.SparseTensor`` of shape ``(out_size, in_size)`` in canonical order (rows, and
+        columns within a row, ascending; no repeated index).
+    """
+    in_size = tf.cast(in_size, tf.int32)
+    length = tf.cast(in_size if length is None else length, tf.float32)
+    inv_scale = length / float(out_size)
+    kernel_scale = tf.maximum(inv_scale, 1.0)
+    radius = 2.0 * kernel_scale
+    taps = tf.minimum(2 * tf.cast(tf.math.ceil(radius), tf.int32) + 1, in_size)
+    x = tf.range(out_size, dtype=tf.float32)
+    x = tf.where(tf.cast(mirror, tf.bool), float(out_size - 1) - x, x)
+    sample = (x + 0.5) * inv_scale + tf.cast(start, tf.float32)
+    first = tf.clip_by_value(tf.cast(tf.math.ceil(sample - radius - 0.5), tf.int32), 0, in_size - 1)
+    end = tf.clip_by_value(tf.cast(tf.math.floor(sample + radius - 0.5), tf.int32), 0, in_size - 1)
+    # `taps` distinct positions inside the axis that cover [first, end]; the others weigh 0.
+    start = tf.minimum(first, in_size - taps)
+    positions = start[:, None] + tf.range(taps)[None, :]
+    inside = (positions >= first[:, None]) & (positions <= end[:, None])
+    weights = keys_cubic((tf.cast(positions, tf.float32) + 0.5 - sample[:, None]) / kernel_scale)
+    weights = tf.where(inside, weights, 0.0)
+    weights = weights * (1.0 / tf.reduce_sum(weights, axis=1, keepdims=True))
+    rows = tf.broadcast_to(tf.range(out_size)[:, None], tf.shape(positions))
+    indices = tf.stack([tf.reshape(rows, [-1]), tf.reshape(positions, [-1])], axis=1)
+    return tf.SparseTensor(
+        tf.cast(indices, tf.int64),
+        tf.reshape(weights, [-1]),
+        tf.cast(tf.stack([out_size, in_size]), tf.int64),
+    )
+
+
+def resize_window(image: tf.Tensor, size: int, window=None, flip=False) -> tf.Tensor:
+    """Resample a window of ``image`` to ``(size, size)``, bicubic with anti-aliasing.
+
+    Args:
+        image: ``(H, W, C)`` image (any real dtype; computed in float32).
+        size: side of the square output.
+        window: ``[top, left, height, width]`` of the region to resample, in (fractional)
+            pixels of ``image``; default the whole image.
+        flip: mirror the output left-right (scalar bool tensor or Python bool).
+
+    Returns:
+        float32 ``(size, size, C)``, not rounded or clipped (bicubic overshoots).
+    """
+    image = tf.cast(image, tf.float32)
+    shape = tf.shape(image)
+    height, width, channels = shape[0], shape[1], shape[2]
+    if window is None:
+        window = tf.cast(tf.stack([0, 0, height, width]), tf.float32)
+    top, left, window_h, window_w = tf.unstack(tf.cast(window, tf.float32))
+    row_matrix = resample_matrix(height, size, top, window_h)
+    column_matrix = resample_matrix(width, size, left, window_w, mirror=flip)
+    rows = tf.sparse.sparse_dense_matmul(row_matrix, tf.reshape(image, [height, -1]))
+    # Columns: (size, W, C) -> (W, size * C), resample, back to (size, size, C).
+    columns = tf.transpose(tf.reshape(rows, [size, width, channels]), [1, 0, 2])
+    columns = tf.reshape(columns, [width, -1])
+    out = tf.sparse.sparse_dense_matmul(column_matrix, columns)
+    return tf.transpose(tf.reshape(out, [size, size, channels]), [1, 0, 2])
