@@ -22,6 +22,10 @@ never vendored; its unused imports are stood in at run time), interleaved, equal
 
 It prints ``function / original`` and ``function / torch`` (the rewrite), the medians of the
 interleaved rounds, the machine, the versions and the load average at start and end.
+``--isolate`` builds each mode in its own process (one after the other) and steps them
+round-robin through pipes, for models that do not fit twice in memory; a worker killed by
+the out-of-memory killer is reported as such. The Keras step runs Keras' train function on
+one long-lived iterator, as ``fit`` does.
 The ``torch`` mode imports ``tests/torch_reference.py`` (run from the repository root); the
 ``larq_bnext`` package itself never imports torch.
 """
@@ -244,6 +248,85 @@ def original_step(checkout, size, batch, image_size, classes, threads):
     return step, time.perf_counter() - start, torch.__version__, torch.get_num_threads()
 
 
+def _build(mode, args):
+    """``(step, extra)`` of one mode: its training step and facts about it."""
+    if mode in ("torch", "original"):
+        make = torch_step if mode == "torch" else original_step
+        head = (args.original,) if mode == "original" else ()
+        step, first, version, threads = make(
+            *head, args.size, args.batch, args.image_size, args.classes, args.threads
+        )
+        return step, {"first_step_seconds": first, "threads": threads, "torch": version}
+    step, first = keras_step(
+        args.size, args.batch, args.image_size, mode, args.mixed_precision, args.classes
+    )
+    return step, {"first_step_seconds": first}
+
+
+def _release_free_memory():
+    """Hand the allocator's free pages back to the system (glibc), so that an idle worker
+    of ``--isolate`` does not hold the peak of its last step while the other one runs."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _worker(mode, args):
+    """``--isolate``: build ``mode``, then run one step per ``step`` line read on stdin."""
+    step, extra = _build(mode, args)
+    _release_free_memory()
+    print(json.dumps(extra), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        start = time.perf_counter()
+        step()
+        seconds = time.perf_counter() - start
+        _release_free_memory()
+        print(json.dumps({"seconds": seconds}), flush=True)
+
+
+class _Isolated:
+    """A mode built and stepped in its own process (``--isolate``)."""
+
+    def __init__(self, mode, argv):
+        import subprocess
+
+        command = [sys.executable, os.path.abspath(__file__), *argv, "--worker", mode]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.extra = self._reply()
+
+    def _died(self):
+        return RuntimeError(
+            f"The worker of mode {self.process.args[-1]!r} died (exit code "
+            f"{self.process.poll()}; -9 is usually the kernel's out-of-memory killer): run "
+            "the modes one at a time, or with a smaller --batch."
+        )
+
+    def _reply(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise self._died()
+        return json.loads(line)
+
+    def __call__(self):
+        try:
+            self.process.stdin.write("step\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            raise self._died() from None
+        return self._reply()["seconds"]
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
 def _report(row):
     print(
         f"{row['mode']:9s} {row['images_per_second']:8.2f} img/s  (median step "
@@ -282,7 +365,21 @@ def main(argv=None):
         action="store_true",
         help="Build every mode first, then time them round-robin (fairer on a shared machine).",
     )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="With --interleave: each mode in its own process, built one after the other "
+        "(BNext-L in both frameworks does not fit 24 GiB in one process).",
+    )
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        import tensorflow as tf
+
+        if args.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        return _worker(args.worker, args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.original and "original" not in modes:
         modes.append("original")
@@ -316,24 +413,16 @@ def main(argv=None):
     }
     built = {}
     for mode in modes:
-        if mode in ("torch", "original"):
-            make = torch_step if mode == "torch" else original_step
-            head = (args.original,) if mode == "original" else ()
-            step, first, version, threads = make(
-                *head, args.size, args.batch, args.image_size, args.classes, args.threads
-            )
-            results["machine"]["torch"] = version
-            extra = {"first_step_seconds": first, "threads": threads}
-        else:
-            step, first = keras_step(
-                args.size,
-                args.batch,
-                args.image_size,
-                mode,
-                args.mixed_precision,
-                args.classes,
-            )
-            extra = {"first_step_seconds": first}
+        if args.interleave and args.isolate:
+            worker_argv = [a for a in (argv if argv is not None else sys.argv[1:])]
+            worker = _Isolated(mode, worker_argv)
+            if "torch" in worker.extra:
+                results["machine"]["torch"] = worker.extra.pop("torch")
+            built[mode] = (worker, worker.extra)
+            continue
+        step, extra = _build(mode, args)
+        if "torch" in extra:
+            results["machine"]["torch"] = extra.pop("torch")
         if not args.interleave:
             row = _summary(mode, _timed(step, args.warmup, args.steps), args.batch, **extra)
             results["rows"].append(row)
@@ -351,9 +440,14 @@ def main(argv=None):
         for _ in range(args.steps):
             for mode, (step, _) in built.items():
                 start = time.perf_counter()
-                step()
-                times[mode].append(time.perf_counter() - start)
-        for mode, (_, extra) in built.items():
+                seconds = step()
+                # An isolated worker reports its own step time (no pipe round trip).
+                if not isinstance(step, _Isolated):
+                    seconds = time.perf_counter() - start
+                times[mode].append(seconds)
+        for mode, (step, extra) in built.items():
+            if isinstance(step, _Isolated):
+                step.close()
             row = _summary(mode, times[mode], args.batch, interleaved=True, **extra)
             results["rows"].append(row)
             _report(row)
