@@ -140,7 +140,9 @@ flags.DEFINE_float("mixup", 0.0, "Mixup alpha (0: off, as in BNext).")
 flags.DEFINE_float("cutmix", 0.0, "CutMix alpha (0: off, as in BNext).")
 flags.DEFINE_float("random_erasing", 0.0, "Random erasing probability (0: off, as in BNext).")
 flags.DEFINE_bool(
-    "augment_on_device", False, "Run flip/RandAugment/normalise/mix in the train step."
+    "augment_on_device",
+    False,
+    "Run RandAugment/normalise/mix in the train step (the flip stays in the crop).",
 )
 # --------------------------------------------------------------------------- run
 flags.DEFINE_string("output_dir", "runs/demo", "Run directory.")

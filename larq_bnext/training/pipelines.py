@@ -69,18 +69,14 @@ def _epoch_order(source, seed: int, epoch, passes: int | None):
     return passes_ds.flat_map(_plain(one_pass)).enumerate()
 
 
-def _decode_failed(config: AugmentConfig, skip_log, name_of):
-    """``(fn, fallback)`` for :func:`larq_bnext.training.skipped.guarded_map` and the filter."""
-    size = config.image_size
-    blank = tf.zeros([size, size, 3], tf.float32)
-
-    def fallback(position, encoded_or_path, label, seed):
-        return blank, label, name_of(position, encoded_or_path), False
-
-    def keep(image, label, name, ok):
-        return skip_log.record(ok, name) if skip_log is not None else ok
-
-    return fallback, keep
+def _epoch_item(n: int, seed: int, epoch, position) -> tf.Tensor:
+    """The example index at ``position`` of an epoch of :func:`_epoch_order` (a failed file's
+    name is looked up with it; the permutation is recomputed, so only for failures)."""
+    position = tf.cast(position, tf.int64)
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), stream_seed(seed, _SHUFFLE, epoch, position // n)
+    )
+    return order[position % n]
 
 
 def train_dataset(
@@ -150,22 +146,20 @@ def train_dataset(
     if source.kind != "tfds":
         labels = tf.constant(np.asarray(source.labels, np.int64))
 
-    def name_of(position, item):
-        if source.kind == "path":
-            return item
-        return tf.strings.format("{}#{}", (source.name or source.kind, position))
-
-    fallback, keep = _decode_failed(config, skip_log, name_of)
-
     def crop(position, item, label, element_seed):
         if source.kind == "array":
             image = random_resized_crop(item, config, seed=element_seed)
         else:
             encoded = tf.io.read_file(item) if source.kind == "path" else item
             image = decode_and_random_crop(encoded, config, seed=element_seed)
-        return image, label, name_of(position, item), True
+        return image, label
 
     def epoch_batches(epoch):
+        def name_at(position):
+            if source.kind == "path":
+                return tf.gather(items, _epoch_item(source.num_examples, seed, epoch, position))
+            return tf.strings.format("{}#{}", (source.name or source.kind, position))
+
         if source.kind == "tfds":
             # Chunks of 16k examples permuted with stateless ops, a function of (seed, epoch,
             # chunk). TFDS's own file shuffle (`shuffle_files`) is not: see the docs' limits.
@@ -203,9 +197,8 @@ def train_dataset(
         if source.kind == "array":
             elements = elements.map(_plain(crop), num_parallel_calls=autotune)
         else:
-            elements = guarded_map(elements, crop, fallback).filter(_plain(keep))
-        batches = elements.map(_plain(lambda image, label, name, ok: (image, label)))
-        batches = batches.batch(batch_size, drop_remainder=True, num_parallel_calls=autotune)
+            elements = guarded_map(elements, crop, name_at, skip_log)
+        batches = elements.batch(batch_size, drop_remainder=True, num_parallel_calls=autotune)
         batches = batches.take(steps).enumerate()
         return batches.map(_plain(lambda step, batch: (epoch, step, batch)))
 
@@ -278,26 +271,26 @@ def eval_dataset(
         ds = ds.map(prepare, num_parallel_calls=autotune)
         return ds.batch(batch_size).prefetch(autotune)
 
-    def name_of(position, item):
+    names = tf.constant([str(p) for p in source.items]) if source.kind == "path" else None
+
+    def name_at(position):
         if source.kind == "path":
-            return item
+            return tf.gather(names, position)
         return tf.strings.format("{}#{}", (source.name or source.kind, position))
 
     def decode(position, item, label):
         encoded = tf.io.read_file(item) if source.kind == "path" else item
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
-        image = eval_transform(image, image_size, crop_fraction)
-        return image, label, name_of(position, item), True
+        return eval_transform(image, image_size, crop_fraction), label
 
     blank = tf.zeros([image_size, image_size, 3], tf.float32)
 
     def fallback(position, item, label):
-        return blank, label, name_of(position, item), False
+        return blank, label
 
-    def keep(image, label, name, ok):
-        return skip_log.record(ok, name) if skip_log is not None else ok
-
-    ds = guarded_map(ds, decode, fallback).filter(_plain(keep))
-    ds = ds.map(_plain(lambda image, label, name, ok: (image, label)))
+    # Files: the sentinel after the last one also catches failures at the end. (TFDS splits
+    # are decoded when written; a failure after the last good example is not seen.)
+    count = len(source.items) if source.kind == "path" else None
+    ds = guarded_map(ds, decode, name_at, skip_log, count=count, fallback=fallback)
     return ds.batch(batch_size).prefetch(autotune)

@@ -3,9 +3,9 @@
 A file can fail at any stage: the header check of the folder scan
 (:func:`larq_bnext.training.data.is_readable_image`), reading (deleted, unreadable), or decoding (a
 truncated JPEG, a text file named ``.jpg``). TensorFlow's ``ignore_errors`` would drop such
-an element silently (a warning in the log); :func:`guarded_map` instead turns the failure
-into a marked element, which the pipeline records in a :class:`SkipLog` and then drops, so
-every skipped file is known by name, whatever the stage at which it failed.
+an element silently (a warning in the log); :func:`guarded_map` notices the position that
+went missing and records the file in a :class:`SkipLog`, so every skipped file is known by
+name, whatever the stage at which it failed.
 
 :class:`SkipLog` keeps the unique paths per split, checks them against a maximum skipped
 fraction (``--max_skipped_fraction``), and is written atomically to ``skipped_images.json``
@@ -102,24 +102,21 @@ class SkipLog:
             "the files, or raise --max_skipped_fraction."
         )
 
-    def record(self, ok: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
-        """A ``tf.data`` filter: records ``path`` when ``ok`` is false; returns ``ok``.
+    def record_all(self, names: tf.Tensor) -> tf.Tensor:
+        """A ``tf.data`` op: records every path of the string vector ``names``; returns True.
 
         Args:
-            ok: scalar bool, whether the element decoded.
-            path: scalar string, the element's file (or a description).
+            names: 1-D string tensor of unreadable files (or descriptions).
         """
 
-        def log(p):
-            self.add(p.numpy())
-            return False
+        def log(values):
+            for value in values.numpy():
+                self.add(value)
+            return True
 
-        def bad():
-            flag = tf.py_function(log, [path], tf.bool)
-            flag.set_shape([])
-            return flag
-
-        return tf.cond(ok, lambda: tf.constant(True), bad)
+        flag = tf.py_function(log, [names], tf.bool)
+        flag.set_shape([])
+        return flag
 
     def to_dict(self) -> dict:
         """``{"split", "num_examples", "count", "fraction", "paths"}``."""
@@ -155,47 +152,83 @@ class SkipLog:
                 self.add(p)
 
 
-def guarded_map(dataset: tf.data.Dataset, fn, fallback, chunk: int = 16) -> tf.data.Dataset:
-    """``dataset.map(fn)`` where an element whose ``fn`` fails yields ``fallback(element)``.
+def guarded_map(
+    dataset: tf.data.Dataset,
+    fn,
+    name_at,
+    skip_log: SkipLog | None = None,
+    count: int | None = None,
+    fallback=None,
+) -> tf.data.Dataset:
+    """``dataset.map(fn)`` in parallel, without the elements whose ``fn`` fails, which are
+    recorded in ``skip_log`` by name.
 
-    The elements go in chunks of ``chunk``. A chunk first runs ``fn`` on its elements in one
-    small pipeline with ``ignore_errors``: when every element succeeds (the usual case), that
-    is the result. When one fails (any op error: reading, decoding, cropping), the chunk is
-    redone element by element, each through its own one-element dataset with
-    ``ignore_errors`` followed by the fallback, so a failure becomes the fallback instead of
-    vanishing. One dataset per chunk instead of one per element: per element, the guard
-    cost about as much as decoding and cropping the image. The elements stay in order and
-    the chunks are processed in parallel (``interleave``, autotuned, deterministic).
+    The elements carry their position first, ``0, 1, 2, ...`` (``enumerate``). The map runs
+    in parallel with its order kept (``deterministic=True`` whatever the pipeline's options)
+    and ``ignore_errors``; a sequential ``scan`` after it sees the positions that went
+    missing (any op error: reading, decoding, cropping) and records ``name_at(position)`` of
+    each. Nothing is built per element: an earlier guard that built a one-element dataset
+    per element (and later per chunk) cost as much CPU as decoding the image.
+
+    A failure after the last success of a finite dataset leaves no gap to see: pass its
+    ``count`` (and a ``fallback``), and a sentinel at position ``count`` goes through the
+    map as ``fallback(*element)`` and is dropped after the check.
 
     Args:
-        dataset: a dataset of tuples.
-        fn: the per-element function; must return a tuple of fixed-shape tensors whose last
-            entry is ``True``.
-        fallback: ``element -> tuple`` of the same structure, with last entry ``False``.
-        chunk: elements per chunk.
+        dataset: a dataset of tuples ``(position, ...)``, positions consecutive from 0.
+        fn: ``(position, ...) -> tuple`` of the outputs; may fail.
+        name_at: ``position -> scalar string``, the name of a failed element (evaluated
+            only for failures).
+        skip_log: receives the names (``None``: failures are only dropped).
+        count: the number of elements of a finite dataset (``None``: endless, or no need
+            to see failures at its end).
+        fallback: ``(position, ...) -> tuple`` like ``fn``'s outputs that cannot fail;
+            needed with ``count``.
+
+    Returns:
+        A dataset of ``fn``'s outputs, in order, failures left out.
     """
+    if count is not None:
+        if fallback is None:
+            raise ValueError("guarded_map needs a fallback for the sentinel of `count`.")
+        sentinel = dataset.take(1).map(
+            _plain(lambda position, *rest: (tf.cast(count, position.dtype), *rest))
+        )
+        dataset = dataset.concatenate(sentinel)
 
-    def one(*element):
-        good = tf.data.Dataset.from_tensors(element).map(_plain(lambda *e: fn(*e)))
-        bad = tf.data.Dataset.from_tensors(element).map(_plain(lambda *e: fallback(*e)))
-        good = good.ignore_errors()
-        return good.concatenate(bad).take(1)
+    def run(position, *rest):
+        position = tf.cast(position, tf.int64)
+        if count is None:
+            return (position, *fn(position, *rest))
+        outputs = tf.cond(
+            position >= count,
+            lambda: tuple(fallback(position, *rest)),
+            lambda: tuple(fn(position, *rest)),
+        )
+        return (position, *outputs)
 
-    def one_chunk(*elements):
-        size = tf.shape(elements[0])[0]
-        slices = tf.data.Dataset.from_tensor_slices(elements)
-        fast = slices.map(_plain(lambda *e: fn(*e))).ignore_errors().batch(chunk)
-        fast = fast.filter(_plain(lambda *out: tf.shape(out[0])[0] == size))
-        slow = slices.interleave(_plain(one), cycle_length=1).batch(chunk)
-        return fast.concatenate(slow).take(1)
+    mapped = dataset.map(
+        _plain(run), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).ignore_errors()
 
-    chunks = dataset.batch(chunk).interleave(
-        _plain(one_chunk),
-        cycle_length=None,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    return chunks.unbatch()
+    def check(last, element):
+        position = element[0]
+        missing = tf.range(last + 1, position)
+
+        def record():
+            names = tf.map_fn(name_at, missing, fn_output_signature=tf.string)
+            if skip_log is None:
+                return tf.constant(True)
+            return skip_log.record_all(names)
+
+        recorded = tf.cond(tf.size(missing) > 0, record, lambda: tf.constant(True))
+        with tf.control_dependencies([recorded]):
+            return tf.identity(position), element
+
+    checked = mapped.scan(tf.constant(-1, tf.int64), _plain(check))
+    if count is not None:
+        checked = checked.filter(_plain(lambda position, *outputs: position < count))
+    return checked.map(_plain(lambda position, *outputs: outputs))
 
 
 class SkippedImagesMonitor(tf.keras.callbacks.Callback):
