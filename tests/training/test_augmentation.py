@@ -66,7 +66,8 @@ def test_normalisation_is_the_pretrained_models_preprocessing():
     mean = np.array([0.485, 0.456, 0.406]) * 255
     np.testing.assert_allclose(normalize(tf.constant(mean[None], tf.float32)), 0, atol=1e-5)
     x = np.random.default_rng(1).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
-    # The tiled fast path and preprocess_input's broadcast, up to float32 rounding.
+    # The tensor path (rows against the tiled mean and std) against preprocess_input's NumPy
+    # path, up to float32 rounding; a graph of unknown width takes the broadcast.
     for images in (x, x[0], np.random.default_rng(2).uniform(0, 255, (2, 224, 224, 3))):
         images = images.astype(np.float32)
         np.testing.assert_allclose(
