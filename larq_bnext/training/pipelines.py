@@ -60,23 +60,24 @@ def _epoch_order(source, seed: int, epoch, passes: int | None):
     n = source.num_examples
 
     def one_pass(r):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), stream_seed(seed, _SHUFFLE, epoch, r)
-        )
-        return tf.data.Dataset.from_tensor_slices(order)
+        return tf.data.Dataset.from_tensor_slices(_pass_order(n, seed, epoch, r))
 
     passes_ds = tf.data.Dataset.range(passes) if passes else tf.data.Dataset.range(2**62)
     return passes_ds.flat_map(_plain(one_pass)).enumerate()
+
+
+def _pass_order(n: int, seed: int, epoch, r) -> tf.Tensor:
+    """The permutation of the ``n`` examples in pass ``r`` of an epoch."""
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), stream_seed(seed, _SHUFFLE, epoch, r)
+    )
 
 
 def _epoch_item(n: int, seed: int, epoch, position) -> tf.Tensor:
     """The example index at ``position`` of an epoch of :func:`_epoch_order` (a failed file's
     name is looked up with it; the permutation is recomputed, so only for failures)."""
     position = tf.cast(position, tf.int64)
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(n, dtype=tf.int64), stream_seed(seed, _SHUFFLE, epoch, position // n)
-    )
-    return order[position % n]
+    return _pass_order(n, seed, epoch, position // n)[position % n]
 
 
 def train_dataset(
