@@ -273,12 +273,16 @@ def random_resized_crop(
     Returns:
         A ``(size, size, 3)`` float32 image of whole values on ``[0, 255]``.
     """
+    return _resize(_random_crop(image, config, seed), config, flip=_flip_draw(config, seed))
+
+
+def _random_crop(image: tf.Tensor, config: AugmentConfig, seed) -> tf.Tensor:
+    """The random resized crop's window of a decoded image, not yet resized."""
     shape = tf.shape(image)
     top, left, ch, cw = tf.unstack(
         random_resized_crop_box(shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed)
     )
-    crop = image[top : top + ch, left : left + cw]
-    return _resize(crop, config, flip=_flip_draw(config, seed))
+    return image[top : top + ch, left : left + cw]
 
 
 def jpeg_scale_index(crop_height, crop_width, size: int) -> tf.Tensor:
@@ -359,7 +363,7 @@ def decode_and_random_crop(
     def other():
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
-        return random_resized_crop(image, config, seed)
+        return _resize(_random_crop(image, config, seed), config, flip=flip)
 
     crop = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
     crop.set_shape([config.image_size, config.image_size, 3])
