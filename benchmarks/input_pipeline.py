@@ -17,9 +17,9 @@ quality 90, ~85 kB; ImageNet's average is ~110 kB) into a temporary class-folder
   resize against ``tf.image.resize``, the kernel it replaced), the guard that turns an
   unreadable file into a recorded skip (a check of the positions after one parallel map,
   against the former one dataset per element, both around the whole crop stage in
-  ``tf.data``), normalisation (tiled against
-  ``preprocess_input``'s broadcast), the flip in the batch (what the flip folded into the
-  resize saves) and timm's RandAugment.
+  ``tf.data``), normalisation (``preprocess_input``'s tiled rows against the former
+  broadcast of a 3-vector over the channels), the flip in the batch (what the flip folded
+  into the resize saves) and timm's RandAugment.
 
 Every rate is images per CPU second of the process (all threads), the per-core figure that
 holds even when other jobs share the machine; the end-to-end rows also give images per
@@ -38,7 +38,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext.preprocessing import preprocess_input
+from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from larq_bnext.training import data
 from larq_bnext.training.augmentation import (
     AugmentConfig,
@@ -204,7 +204,9 @@ def stages(paths, config: AugmentConfig, threads: int) -> dict:
     flip = tf.function(lambda x, s: tf.image.stateless_random_flip_left_right(x, s))
     timm = tf.function(lambda x, s: rand_augment(x, s, config.timm_policy))
     normalise = tf.function(lambda x, s: normalize(x))
-    broadcast = tf.function(lambda x, s: preprocess_input(x))
+    mean = tf.reshape(tf.constant(IMAGENET_MEAN, tf.float32), [1, 1, 1, 3])
+    std = tf.reshape(tf.constant(IMAGENET_STD, tf.float32), [1, 1, 1, 3])
+    broadcast = tf.function(lambda x, s: (x / 255.0 - mean) / std)  # the former formula
     return {
         "read_file": _per_cpu_second(tf.function(tf.io.read_file), [(p,) for p in paths]),
         "box_and_decode_crop_window": _per_cpu_second(
