@@ -38,16 +38,15 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from larq_bnext.images.resampling import resize_window
+from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_input
 from larq_bnext.training import data
 from larq_bnext.training.augmentation import (
     AugmentConfig,
     decode_and_random_crop,
-    normalize,
     random_resized_crop_box,
 )
 from larq_bnext.training.randaugment import rand_augment
-from larq_bnext.training.resampling import resize_window
 from larq_bnext.training.skipped import guarded_map
 
 
@@ -203,7 +202,7 @@ def stages(paths, config: AugmentConfig, threads: int) -> dict:
     batch_seeds = [(batch, tf.constant([1, i], tf.int64)) for i in range(6)]
     flip = tf.function(lambda x, s: tf.image.stateless_random_flip_left_right(x, s))
     timm = tf.function(lambda x, s: rand_augment(x, s, config.timm_policy))
-    normalise = tf.function(lambda x, s: normalize(x))
+    normalise = tf.function(lambda x, s: preprocess_input(x))
     mean = tf.reshape(tf.constant(IMAGENET_MEAN, tf.float32), [1, 1, 1, 3])
     std = tf.reshape(tf.constant(IMAGENET_STD, tf.float32), [1, 1, 1, 3])
     broadcast = tf.function(lambda x, s: (x / 255.0 - mean) / std)  # the former formula

@@ -5,12 +5,12 @@ Models: :func:`BNextT`, :func:`BNextS`, :func:`BNextM`, :func:`BNextL` and the g
 published model (channels, top-1, checkpoint, preprocessing, recipe) are in
 :mod:`larq_bnext.registry`.
 
-Subpackages: :mod:`larq_bnext.models`, :mod:`larq_bnext.weights`, :mod:`larq_bnext.training`,
-:mod:`larq_bnext.deploy`; command-line programs ``python -m larq_bnext.<train|evaluate|convert|
-export|benchmark>``.
+Subpackages: :mod:`larq_bnext.models`, :mod:`larq_bnext.weights`, :mod:`larq_bnext.images`,
+:mod:`larq_bnext.training`, :mod:`larq_bnext.deploy`; command-line programs
+``python -m larq_bnext.<train|evaluate|convert|export|benchmark>``.
 """
 
-from larq_bnext import models, preprocessing, registry, training, weights
+from larq_bnext import images, models, preprocessing, registry, training, weights
 from larq_bnext.models import (
     BinaryConv2D,
     BNext,
@@ -64,6 +64,7 @@ __all__ = [
     "models",
     "weights",
     "training",
+    "images",
     "registry",
     "preprocessing",
 ]

@@ -15,11 +15,15 @@ standard deviation ``(0.229, 0.224, 0.225)``. Use the same steps to reproduce th
     print(larq_bnext.decode_predictions(preds.numpy(), top=5)[0])
 
 :func:`eval_transform` is plain TensorFlow and works inside ``tf.data`` pipelines
-(``dataset.map(eval_transform)``). :func:`preprocess_input` is only the normalisation, for images
-that already have the right size (``keras.applications`` style).
+(``dataset.map(eval_transform)``); :func:`decode_and_center_crop` does the same from a file's
+bytes (any image PIL reads), decoding only the crop's window of a JPEG.
+:func:`preprocess_input` is only the normalisation, for images that already have the right
+size (``keras.applications`` style).
 
-The resize is TensorFlow's antialiased bicubic, rounded to whole 0-255 values like the PIL image
-the original pipeline produced; it matches PIL's bicubic resize to within a few grey levels.
+The resize is the antialiased bicubic of PIL and ``tf.image.resize``
+(:func:`larq_bnext.images.resampling.resize_window`), rounded to whole 0-255 values like the
+PIL image the original pipeline produced; it matches PIL's bicubic resize to within a few grey
+levels. Only the crop's window is resampled: memory does not grow with the aspect ratio.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import numpy as np
 import tensorflow as tf
 
 from larq_bnext import registry
+from larq_bnext.images.files import MAX_IMAGE_PIXELS
+from larq_bnext.images.resampling import resize_window
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -42,6 +48,7 @@ __all__ = [
     "preprocess_input",
     "eval_resize_size",
     "eval_transform",
+    "decode_and_center_crop",
     "imagenet_class_index",
     "decode_predictions",
 ]
@@ -139,21 +146,30 @@ def eval_transform(
     2. Centre crop ``image_size`` x ``image_size`` (offsets rounded half to even, as torchvision).
     3. Scale to [0, 1] and normalise with :data:`IMAGENET_MEAN` and :data:`IMAGENET_STD`.
 
-    Works eagerly and inside ``tf.data`` / ``tf.function`` (images of any size).
+    Only the crop is computed: its window is mapped back onto the image, the pixels that its
+    resampling reads are cut out, and they are resized once
+    (:func:`larq_bnext.images.resampling.resize_window`). The result is that of resizing the
+    whole image and then cropping (to float32 rounding), but memory no longer grows with the
+    image's aspect ratio: a 1 x 20000 strip costs what a 224 x 224 image costs.
+
+    Works eagerly and inside ``tf.data`` / ``tf.function`` (images of any size). For files, see
+    :func:`decode_and_center_crop`, which decodes only the window of a JPEG.
 
     Args:
         image: one RGB image, ``(height, width, 3)``, values in [0, 255] (``uint8`` from
             ``tf.io.decode_jpeg(..., channels=3)``, or any numeric dtype). A single-channel image
             ``(height, width, 1)`` is repeated to RGB.
         image_size: side of the output (224 for the official models).
-        crop_fraction: fraction of the resized shorter side kept by the crop (0.95).
+        crop_fraction: fraction of the resized shorter side kept by the crop (0.95), in (0, 1].
 
     Returns:
         A ``float32`` tensor of shape ``(image_size, image_size, 3)``.
 
     Raises:
-        ValueError: if ``image`` is not a 3-D image with 1 or 3 channels.
+        ValueError: if ``image`` is not a 3-D image with 1 or 3 channels, or ``crop_fraction``
+            is not in (0, 1].
     """
+    _check_crop(image_size, crop_fraction)
     image = tf.convert_to_tensor(image)
     if image.shape.rank is not None and image.shape.rank != 3:
         raise ValueError(
@@ -161,30 +177,137 @@ def eval_transform(
             "Map it over a dataset of single images, or use tf.map_fn for a batch."
         )
     channels = image.shape[-1]
-    if channels == 1:
-        image = tf.repeat(image, 3, axis=-1)
-    elif channels is not None and channels != 3:
+    if channels is not None and channels not in (1, 3):
         raise ValueError(f"eval_transform needs an RGB image (3 channels); got {channels}.")
-    image = tf.cast(image, tf.float32)
-
-    resize = eval_resize_size(image_size, crop_fraction)
     shape = tf.shape(image)
-    height = tf.cast(shape[0], tf.float64)
-    width = tf.cast(shape[1], tf.float64)
+    window = _centre_window(shape[0], shape[1], image_size, crop_fraction)
+    rows, columns = _support(window, shape[0], shape[1], image_size)
+    # Cutting the support out is a copy: it pays where it leaves most pixels out (a
+    # panorama); a photograph is resampled in place.
+    area = tf.cast(rows[1] - rows[0], tf.int64) * tf.cast(columns[1] - columns[0], tf.int64)
+    cut = 2 * area < tf.cast(shape[0], tf.int64) * tf.cast(shape[1], tf.int64)
+    rows = tf.where(cut, rows, tf.stack([0, shape[0]]))
+    columns = tf.where(cut, columns, tf.stack([0, shape[1]]))
+    pixels = tf.cond(cut, lambda: image[rows[0] : rows[1], columns[0] : columns[1]], lambda: image)
+    if channels == 1:
+        pixels = tf.repeat(pixels, 3, axis=-1)
+    offset = tf.cast(tf.stack([rows[0], columns[0], 0, 0]), tf.float32)
+    return _finish(resize_window(pixels, image_size, window - offset), image_size)
+
+
+def decode_and_center_crop(
+    encoded,
+    image_size: int = EVAL_IMAGE_SIZE,
+    crop_fraction: float = EVAL_CROP_FRACTION,
+    max_image_pixels=MAX_IMAGE_PIXELS,
+    jpeg_dct_scaling: bool = True,
+) -> tf.Tensor:
+    """:func:`eval_transform` of an image file's bytes, decoding no more than the crop needs.
+
+    A JPEG's size is read from its header and only the pixels that the centre crop's
+    resampling reads are decoded (``tf.image.decode_and_crop_jpeg``); when that window is at
+    least four times the output on both sides (an image whose shorter side is 941 pixels or
+    more, at 224), libjpeg decodes it at 1/2, 1/4 or 1/8 scale in the DCT domain, the
+    coarsest that keeps twice the output, and the window is resampled from those pixels. Other
+    formats are decoded whole (:func:`larq_bnext.images.decode.decode_rgb`: TensorFlow, or PIL
+    for what it cannot read) and go through :func:`eval_transform`. Every image whose header
+    gives more than ``max_image_pixels`` pixels is refused before decoding (an op error, which
+    the input pipelines count as a skipped file).
+
+    Args:
+        encoded: a scalar string tensor (or ``bytes``) holding the file's bytes.
+        image_size: side of the output.
+        crop_fraction: fraction of the resized shorter side kept by the crop, in (0, 1].
+        max_image_pixels: the pixel limit (``None`` or 0: none); PIL's default.
+        jpeg_dct_scaling: let libjpeg scale large JPEG windows down in the DCT domain;
+            ``False`` decodes them at full size, as PIL does for the original.
+
+    Returns:
+        A ``float32`` tensor of shape ``(image_size, image_size, 3)``.
+    """
+    from larq_bnext.images import decode
+
+    _check_crop(image_size, crop_fraction)
+    encoded = tf.convert_to_tensor(encoded, tf.string)
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)[:2]
+        with tf.control_dependencies([decode.check_limit(shape, max_image_pixels)]):
+            window = _centre_window(shape[0], shape[1], image_size, crop_fraction)
+        rows, columns = _support(window, shape[0], shape[1], image_size)
+        box = tf.stack([rows[0], columns[0], rows[1] - rows[0], columns[1] - columns[0]])
+        if jpeg_dct_scaling:
+            index = decode.jpeg_scale_index(window[2], window[3], 2 * image_size)
+        else:
+            index = tf.constant(0)
+        pixels, box_in_pixels = decode.decode_jpeg_window(encoded, shape, box, index)
+        ratio = tf.cast(tf.gather(decode.JPEG_SCALES, index), tf.float32)
+        offset = tf.cast(tf.stack([rows[0], columns[0], 0, 0]), tf.float32)
+        origin = tf.concat([box_in_pixels[:2], [0.0, 0.0]], axis=0)
+        return _finish(
+            resize_window(pixels, image_size, (window - offset) / ratio + origin), image_size
+        )
+
+    def other():
+        image = decode.decode_rgb(encoded, max_image_pixels)
+        return eval_transform(image, image_size, crop_fraction)
+
+    out = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    return tf.ensure_shape(out, (image_size, image_size, 3))
+
+
+def _check_crop(image_size: int, crop_fraction: float) -> None:
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(
+            f"crop_fraction must be in (0, 1] (the crop keeps that fraction of the resized "
+            f"shorter side), not {crop_fraction}."
+        )
+    if int(image_size) < 1:
+        raise ValueError(f"image_size must be positive, not {image_size}.")
+
+
+def _centre_window(height, width, image_size: int, crop_fraction: float) -> tf.Tensor:
+    """The centre crop's window in the source, ``float32 [top, left, height, width]``.
+
+    The transform resizes the image to ``(new_h, new_w)`` (shorter side ``resize``) and crops
+    ``image_size`` pixels at ``(top, left)``; crop pixel ``x`` is resized pixel ``top + x``,
+    which samples the source at ``(top + x + 0.5) * height / new_h``: the window of
+    ``image_size`` output pixels that starts at ``top * height / new_h`` in the source.
+    """
+    resize = tf.constant(eval_resize_size(image_size, crop_fraction), tf.float64)
+    height = tf.cast(height, tf.float64)
+    width = tf.cast(width, tf.float64)
     short = tf.minimum(height, width)
-    long_side = tf.cast(tf.floor(resize * tf.maximum(height, width) / short), tf.int32)
+    long_side = tf.floor(resize * tf.maximum(height, width) / short)
     new_h = tf.where(height <= width, resize, long_side)
     new_w = tf.where(height <= width, long_side, resize)
-    image = tf.image.resize(
-        image, tf.stack([new_h, new_w]), method=_PREPROCESSING.interpolation, antialias=True
-    )
-    image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
+    top = tf.round((new_h - image_size) / 2.0)  # half to even, as torchvision
+    left = tf.round((new_w - image_size) / 2.0)
+    scale_h, scale_w = height / new_h, width / new_w
+    window = tf.stack([top * scale_h, left * scale_w, image_size * scale_h, image_size * scale_w])
+    return tf.cast(window, tf.float32)
 
-    top = tf.cast(tf.round(tf.cast(new_h - image_size, tf.float64) / 2.0), tf.int32)
-    left = tf.cast(tf.round(tf.cast(new_w - image_size, tf.float64) / 2.0), tf.int32)
-    image = image[top : top + image_size, left : left + image_size, :]
-    image = tf.ensure_shape(image, (image_size, image_size, 3))
-    return preprocess_input(image)
+
+def _support(window, height, width, image_size: int):
+    """``([first, end), [first, end))`` rows and columns of the source that the bicubic
+    resampling of ``window`` reads: the window widened by the kernel's radius (2 output
+    pixels, in source pixels when shrinking), clipped to the image."""
+    top, left, window_h, window_w = tf.unstack(window)
+
+    def span(start, length, size):
+        radius = 2.0 * tf.maximum(length / image_size, 1.0)
+        first = tf.cast(tf.floor(start - radius), tf.int32) - 1
+        end = tf.cast(tf.math.ceil(start + length + radius), tf.int32) + 1
+        size = tf.cast(size, tf.int32)
+        return tf.clip_by_value(first, 0, size), tf.clip_by_value(end, 0, size)
+
+    return span(top, window_h, height), span(left, window_w, width)
+
+
+def _finish(resized, image_size: int) -> tf.Tensor:
+    """Whole values on [0, 255], like the uint8 image PIL's resize gives timm; normalised."""
+    resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+    return preprocess_input(tf.ensure_shape(resized, (image_size, image_size, 3)))
 
 
 @functools.lru_cache(maxsize=1)

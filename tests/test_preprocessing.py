@@ -1,5 +1,7 @@
 """Evaluation preprocessing and prediction decoding, against hand values and a PIL pipeline."""
 
+import io
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +11,7 @@ import larq_bnext
 from larq_bnext.preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    decode_and_center_crop,
     eval_resize_size,
     eval_transform,
     imagenet_class_index,
@@ -124,3 +127,122 @@ def test_decode_predictions():
     assert len(decoded[1]) == 3
     with pytest.raises(ValueError, match=r"\(samples, 1000\)"):
         larq_bnext.decode_predictions(np.zeros((2, 10)))
+
+
+def test_preprocess_input_tensor_rows_match_the_numpy_path():
+    mean = np.array([0.485, 0.456, 0.406]) * 255
+    np.testing.assert_allclose(
+        larq_bnext.preprocess_input(tf.constant(mean[None], tf.float32)), 0, atol=1e-5
+    )
+    x = np.random.default_rng(1).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    # The tensor path (rows against the tiled mean and std) against the NumPy path, up to
+    # float32 rounding; a graph of unknown width takes the broadcast.
+    for images in (x, x[0], np.random.default_rng(2).uniform(0, 255, (2, 224, 224, 3))):
+        images = images.astype(np.float32)
+        np.testing.assert_allclose(
+            larq_bnext.preprocess_input(tf.constant(images)),
+            larq_bnext.preprocess_input(images),
+            rtol=1e-6,
+            atol=1e-6,
+        )
+    unknown_width = tf.function(
+        larq_bnext.preprocess_input, input_signature=[tf.TensorSpec([None, 4, None, 3])]
+    )
+    np.testing.assert_allclose(
+        unknown_width(x), larq_bnext.preprocess_input(x), rtol=1e-6, atol=1e-6
+    )
+
+
+def _resize_then_crop(image, size=224, crop_fraction=0.95):
+    """The former transform, written out: resize the whole image (shorter side 235, the longer
+    in proportion, rounded down) with TensorFlow's antialiased bicubic, then centre crop.
+    Returns the crop before rounding."""
+    height, width = image.shape[:2]
+    resize = int(size / crop_fraction)
+    if height <= width:
+        new_h, new_w = resize, int(resize * width / height)
+    else:
+        new_h, new_w = int(resize * height / width), resize
+    resized = tf.image.resize(image.astype(np.float32), [new_h, new_w], "bicubic", antialias=True)
+    top, left = round((new_h - size) / 2), round((new_w - size) / 2)  # half to even
+    return resized.numpy()[top : top + size, left : left + size]
+
+
+def _grey_levels(normalised):
+    return normalised * np.array(IMAGENET_STD) * 255 + np.array(IMAGENET_MEAN) * 255
+
+
+@pytest.mark.parametrize(
+    "shape, boundary",
+    [
+        ((300, 400), 0.002),
+        ((500, 333), 0.002),
+        ((375, 500), 0.002),
+        ((224, 224), 0.002),
+        ((900, 240), 0.002),
+        ((100, 80), 0.002),
+        # Thin strips (each output row resamples one source row 78 times over): the sample
+        # positions round differently by a little more.
+        ((3, 300), 0.02),
+        ((300, 1), 0.02),
+    ],
+)
+def test_eval_transform_equals_resizing_the_whole_image_then_cropping(shape, boundary):
+    """Only the window is resampled now; the result is the former one to float32 rounding:
+    equal, except that a value within ``boundary`` of .5 may round the other way."""
+    image = (
+        _photo_like(*shape, seed=shape[0])
+        if min(shape) > 12
+        else np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    )
+    before = _resize_then_crop(image)
+    want = np.clip(np.round(before), 0, 255)
+    got = _grey_levels(eval_transform(image).numpy())
+    np.testing.assert_allclose(got, np.round(got), atol=1e-3)  # whole grey levels
+    differ = np.abs(got - want) > 0.5
+    assert np.abs(got - want).max() < 1.01 and differ.mean() < 0.005
+    on_the_edge = np.abs(before - np.floor(before) - 0.5) < boundary
+    assert (on_the_edge | ~differ).all()
+
+
+def test_bad_crop_fractions_are_refused():
+    image = np.zeros((40, 40, 3), np.uint8)
+    for fraction in (0.0, 1.2):
+        with pytest.raises(ValueError, match=r"crop_fraction must be in \(0, 1\]"):
+            eval_transform(image, crop_fraction=fraction)
+    assert eval_transform(image, image_size=32, crop_fraction=1.0).shape == (32, 32, 3)
+
+
+def _encoded(image, fmt, **options):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_decode_and_center_crop_is_the_transform_of_the_decoded_file():
+    image = _photo_like(333, 500, seed=8)
+    for data in (_encoded(image, "PNG"), _encoded(image, "JPEG", quality=90)):
+        # PIL decodes the file as the original's loader does (JPEG: libjpeg's accurate IDCT).
+        with Image.open(io.BytesIO(data)) as decoded:
+            pixels = np.asarray(decoded.convert("RGB"))
+        got = _grey_levels(decode_and_center_crop(data).numpy())
+        want = _grey_levels(eval_transform(pixels).numpy())
+        if data.startswith(b"\x89PNG"):  # decoded whole, then the same transform
+            np.testing.assert_allclose(got, want, atol=1e-3)
+        else:  # only the window decoded: its sample positions round apart in the last bit
+            difference = np.abs(got - want)
+            assert difference.max() < 1.01 and (difference > 0.5).mean() < 0.005
+
+
+def test_large_jpegs_are_decoded_at_a_dct_scale_that_keeps_twice_the_crop():
+    # Shorter side 939: its window (224 / 235 of it) is just under 4 x 224, decoded in full;
+    # at 1300 the window is decoded at 1/2 scale, then resampled from those pixels.
+    for short, scaled in ((939, False), (1300, True)):
+        data = _encoded(_photo_like(short, short + 200, seed=short), "JPEG", quality=90)
+        full = decode_and_center_crop(data, jpeg_dct_scaling=False).numpy()
+        fast = decode_and_center_crop(data).numpy()
+        if not scaled:
+            np.testing.assert_array_equal(fast, full)
+            continue
+        difference = np.abs(_grey_levels(fast) - _grey_levels(full))
+        assert 0.05 < difference.mean() < 1.0, difference.mean()

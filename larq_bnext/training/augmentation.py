@@ -8,7 +8,7 @@ Training, per image (in ``tf.data`` on the CPU, where images still have their ow
    only the crop window is decoded (``tf.image.decode_and_crop_jpeg``), at 1/2, 1/4 or 1/8
    scale when the crop is that many times the output (libjpeg's DCT-domain scaling,
    ``jpeg_dct_scaling``). The resize is bicubic with anti-aliasing, like PIL's
-   (:mod:`larq_bnext.training.resampling`: the arithmetic of ``tf.image.resize(...,
+   (:mod:`larq_bnext.images.resampling`: the arithmetic of ``tf.image.resize(...,
    antialias=True)`` as two sparse matrix products, about twice as fast). (keras-cv's
    ``RandomCropAndResize`` cannot resize bicubically and samples the ratio uniformly,
    clipping the box instead of retrying.)
@@ -32,8 +32,9 @@ Every random draw of the training augmentation except keras-cv's RandAugment is 
 a seed (stateless random ops): the crop and flip of the element's seed, the batch stage of the
 batch's seed (see :class:`BatchAugmenter`).
 
-Evaluation: :func:`eval_transform` (resize the shorter side to ``size / 0.95`` bicubically,
-centre crop ``size``, normalise), the transform of :mod:`larq_bnext.preprocessing`.
+Evaluation is :mod:`larq_bnext.preprocessing`'s (:func:`~larq_bnext.preprocessing.eval_transform`,
+:func:`~larq_bnext.preprocessing.decode_and_center_crop`); decoding and the JPEG window at DCT
+scale are :mod:`larq_bnext.images.decode`'s, the resize :mod:`larq_bnext.images.resampling`'s.
 """
 
 from __future__ import annotations
@@ -43,16 +44,12 @@ import math
 
 import tensorflow as tf
 
-from larq_bnext import preprocessing
+from larq_bnext.images import decode
+from larq_bnext.images.files import MAX_IMAGE_PIXELS
+from larq_bnext.images.resampling import resize_window
 from larq_bnext.preprocessing import preprocess_input
 from larq_bnext.training import randaugment as timm_randaugment
-from larq_bnext.training.resampling import resize_window
 
-#: libjpeg's DCT-domain scales (1/r) that decoding can use: ``tf.image.decode_and_crop_jpeg``'s
-#: ``ratio``.
-JPEG_SCALES = (1, 2, 4, 8)
-# PIL's default IDCT (JDCT_ISLOW), the one the original's loader decodes with.
-_DCT_METHOD = "INTEGER_ACCURATE"
 # fold_in tag of a crop's flip draw (the box takes the seed's split into four).
 _FLIP_DRAW = 5
 
@@ -62,10 +59,6 @@ __all__ = [
     "random_resized_crop_box",
     "decode_and_random_crop",
     "random_resized_crop",
-    "jpeg_scale_index",
-    "JPEG_SCALES",
-    "normalize",
-    "eval_transform",
     "IMAGENET_CONFIG",
 ]
 
@@ -285,63 +278,29 @@ def _random_crop(image: tf.Tensor, config: AugmentConfig, seed) -> tf.Tensor:
     return image[top : top + ch, left : left + cw]
 
 
-def jpeg_scale_index(crop_height, crop_width, size: int) -> tf.Tensor:
-    """Index into :data:`JPEG_SCALES` of the coarsest libjpeg scale that keeps the crop at
-    least ``size`` pixels on both sides (so the resize after it still shrinks).
-
-    Args:
-        crop_height: height of the crop in pixels of the full image (scalar int tensor).
-        crop_width: width of the crop (scalar int tensor).
-        size: side of the training image.
-    """
-    short = tf.minimum(crop_height, crop_width)
-    coarser = [tf.cast(short >= ratio * size, tf.int32) for ratio in JPEG_SCALES[1:]]
-    return tf.add_n(coarser)
-
-
-def _decode_jpeg_window(encoded, shape, box, scale_index):
-    """Decode the scaled pixels that the crop ``box`` of a JPEG touches, at the libjpeg scale
-    ``JPEG_SCALES[scale_index]``; returns them and the box in their (fractional) pixels."""
-    top, left, ch, cw = tf.unstack(box)
-    ratio = tf.gather(JPEG_SCALES, scale_index)
-
-    def scaled(x):  # libjpeg's scaled image has ceil(side / ratio) pixels
-        return -(-x // ratio)
-
-    first_row, first_col = top // ratio, left // ratio
-    rows = tf.minimum(scaled(top + ch), scaled(shape[0])) - first_row
-    cols = tf.minimum(scaled(left + cw), scaled(shape[1])) - first_col
-    window = tf.stack([first_row, first_col, rows, cols])
-
-    def decode(r):  # the scale is an attribute of the op: one branch per scale
-        return lambda: tf.image.decode_and_crop_jpeg(
-            encoded, window, channels=3, ratio=r, dct_method=_DCT_METHOD
-        )
-
-    crop = tf.switch_case(scale_index, [decode(r) for r in JPEG_SCALES])
-    crop.set_shape([None, None, 3])
-    box_in_crop = tf.cast(box, tf.float32) / tf.cast(ratio, tf.float32) - tf.cast(
-        tf.stack([first_row, first_col, 0, 0]), tf.float32
-    )
-    return crop, box_in_crop
-
-
 def decode_and_random_crop(
-    encoded: tf.Tensor, config: AugmentConfig = IMAGENET_CONFIG, seed: tf.Tensor | None = None
+    encoded: tf.Tensor,
+    config: AugmentConfig = IMAGENET_CONFIG,
+    seed: tf.Tensor | None = None,
+    max_image_pixels=MAX_IMAGE_PIXELS,
 ):
-    """Decode an encoded image (JPEG, PNG, GIF, BMP) straight into a random resized crop.
+    """Decode an image file's bytes straight into a random resized crop.
 
     JPEGs decode only the crop window, and, when ``config.jpeg_dct_scaling`` is on and the
     crop is at least twice the output on both sides, at 1/2, 1/4 or 1/8 scale (libjpeg scales
-    in the DCT domain: the coarsest scale that keeps the crop at least ``image_size`` pixels);
-    the box is then resampled with its fractional corners. Other formats decode fully, then
-    crop. The flip (``config.flip``) is part of the resize.
+    in the DCT domain: the coarsest scale that keeps the crop at least ``image_size`` pixels;
+    :func:`larq_bnext.images.decode.decode_jpeg_window`); the box is then resampled with its
+    fractional corners. Other formats decode fully (:func:`larq_bnext.images.decode.decode_rgb`:
+    PNG and BMP by TensorFlow, GIF, TIFF, WebP and the rest by PIL), then crop. An image whose
+    header gives more than ``max_image_pixels`` pixels is refused before decoding (an op
+    error: the pipeline skips the file). The flip (``config.flip``) is part of the resize.
 
     Args:
         encoded: a scalar string tensor holding the file's bytes.
         config: the crop's settings.
         seed: optional shape ``[2]`` seed of the window and the flip (see
             :func:`random_resized_crop_box`).
+        max_image_pixels: the pixel limit (``None`` or 0: none); PIL's default.
 
     Returns:
         A ``(size, size, 3)`` float32 image of whole values on ``[0, 255]``.
@@ -350,47 +309,26 @@ def decode_and_random_crop(
 
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded)
-        box = random_resized_crop_box(
-            shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed
-        )
+        with tf.control_dependencies([decode.check_limit(shape[:2], max_image_pixels)]):
+            box = random_resized_crop_box(
+                shape[0], shape[1], config.crop_scale, config.crop_ratio, seed=seed
+            )
         if not (config.jpeg_dct_scaling and config.interpolation == "bicubic"):
-            crop = tf.image.decode_and_crop_jpeg(encoded, box, channels=3, dct_method=_DCT_METHOD)
+            crop = tf.image.decode_and_crop_jpeg(
+                encoded, box, channels=3, dct_method=decode.DCT_METHOD
+            )
             return _resize(crop, config, flip=flip)
-        index = jpeg_scale_index(box[2], box[3], config.image_size)
-        crop, box_in_crop = _decode_jpeg_window(encoded, shape, box, index)
+        index = decode.jpeg_scale_index(box[2], box[3], config.image_size)
+        crop, box_in_crop = decode.decode_jpeg_window(encoded, shape[:2], box, index)
         return _resize(crop, config, window=box_in_crop, flip=flip)
 
     def other():
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
+        image = decode.decode_rgb(encoded, max_image_pixels)
         return _resize(_random_crop(image, config, seed), config, flip=flip)
 
     crop = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
     crop.set_shape([config.image_size, config.image_size, 3])
     return crop
-
-
-def normalize(images: tf.Tensor) -> tf.Tensor:
-    """ImageNet mean/std normalisation of ``[0, 255]`` RGB images (float32 out).
-
-    ``(x / 255 - mean) / std``: :func:`larq_bnext.preprocessing.preprocess_input`.
-
-    Args:
-        images: ``(..., 3)`` images on ``[0, 255]``.
-    """
-    return preprocess_input(tf.cast(images, tf.float32))
-
-
-def eval_transform(image: tf.Tensor, image_size: int = 224, crop_fraction: float = 0.95):
-    """The evaluation transform: shorter side to ``image_size / crop_fraction`` (bicubic),
-    centre crop ``image_size``, normalise. Delegates to :mod:`larq_bnext.preprocessing`.
-
-    Args:
-        image: one decoded ``(H, W, 3)`` image on ``[0, 255]``.
-        image_size: side of the output.
-        crop_fraction: ``image_size`` over the resized shorter side (0.95 in BNext).
-    """
-    return preprocessing.eval_transform(image, image_size=image_size, crop_fraction=crop_fraction)
 
 
 class BatchAugmenter:
@@ -481,7 +419,7 @@ class BatchAugmenter:
                 images = self.randaugment(images, training=True)
             else:
                 images = self.randaugment(images, ra_seed)
-        images = normalize(images)
+        images = preprocess_input(images)
         if config.mixes_labels:
             labels = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), self.num_classes)
             choice_seed, mix_seed = tf.unstack(tf.random.experimental.stateless_split(mix_seed))

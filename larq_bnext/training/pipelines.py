@@ -2,22 +2,30 @@
 
 :func:`train_dataset` and :func:`eval_dataset` turn a :class:`~larq_bnext.training.data.DataSource`
 into batched ``tf.data`` pipelines (parallel, autotuned) with the training augmentation or the
-evaluation transform of :mod:`larq_bnext.training.augmentation`. Unreadable files are skipped
-and recorded in a :class:`~larq_bnext.training.skipped.SkipLog` at whatever stage they fail.
-Both are also exported by :mod:`larq_bnext.training.data`.
+evaluation transform of :mod:`larq_bnext.preprocessing`. Unreadable files, and images over
+the pixel limit, are skipped and recorded in a :class:`~larq_bnext.training.skipped.SkipLog`
+at whatever stage they fail. Paths go to TensorFlow as the bytes the operating system gave
+(``os.fsencode``), so names that are not UTF-8 are read like any other. Both are also
+exported by :mod:`larq_bnext.training.data`.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
+from larq_bnext.images.files import MAX_IMAGE_PIXELS
+from larq_bnext.preprocessing import (
+    EVAL_CROP_FRACTION,
+    decode_and_center_crop,
+    preprocess_input,
+)
 from larq_bnext.training.augmentation import (
     AugmentConfig,
     BatchAugmenter,
     decode_and_random_crop,
-    eval_transform,
-    normalize,
     random_resized_crop,
 )
 
@@ -92,6 +100,7 @@ def train_dataset(
     initial_step: int = 0,
     skip_log=None,
     deterministic: bool | None = True,
+    max_image_pixels=MAX_IMAGE_PIXELS,
 ):
     """The training pipeline: shuffle, decode + random resized crop + flip, batch, augment.
 
@@ -122,6 +131,8 @@ def train_dataset(
             needed for an exact resume; the stages stay parallel). ``False`` lets a slow image
             not hold up the batch (faster, but batches then depend on timing); ``None``
             follows TensorFlow's op determinism (``--deterministic``).
+        max_image_pixels: images whose header gives more pixels are skipped without being
+            decoded (``None`` or 0: no limit); PIL's default.
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, labels)``, ``drop_remainder`` batches.
@@ -143,7 +154,7 @@ def train_dataset(
     if source.kind == "array":
         items = tf.constant(source.items)
     elif source.kind == "path":
-        items = tf.constant([str(p) for p in source.items])
+        items = tf.constant(_path_bytes(source.items))
     if source.kind != "tfds":
         labels = tf.constant(np.asarray(source.labels, np.int64))
 
@@ -152,7 +163,7 @@ def train_dataset(
             image = random_resized_crop(item, config, seed=element_seed)
         else:
             encoded = tf.io.read_file(item) if source.kind == "path" else item
-            image = decode_and_random_crop(encoded, config, seed=element_seed)
+            image = decode_and_random_crop(encoded, config, element_seed, max_image_pixels)
         return image, label
 
     def epoch_batches(epoch):
@@ -235,14 +246,17 @@ def eval_dataset(
     source,
     batch_size: int,
     image_size: int,
-    crop_fraction: float = 0.95,
+    crop_fraction: float = EVAL_CROP_FRACTION,
     skip_log=None,
+    max_image_pixels=MAX_IMAGE_PIXELS,
+    jpeg_dct_scaling: bool = True,
 ):
     """The evaluation pipeline: decode, resize + centre crop (or just resize), normalise, batch.
 
-    Files and TFDS images get :func:`larq_bnext.training.augmentation.eval_transform`; in-memory
-    arrays (digits) are resized to ``image_size`` if needed and normalised. Files that fail
-    to read or decode are skipped and recorded in ``skip_log``.
+    Files and TFDS images get :func:`larq_bnext.preprocessing.decode_and_center_crop` (the
+    evaluation transform, decoding only the window of a JPEG); in-memory arrays (digits) are
+    resized to ``image_size`` if needed and normalised. Files that fail to read or decode,
+    and images over the pixel limit, are skipped and recorded in ``skip_log``.
 
     Args:
         source: the evaluation split.
@@ -250,6 +264,10 @@ def eval_dataset(
         image_size: side of the model's input.
         crop_fraction: centre-crop fraction of the evaluation transform (0.95 in BNext).
         skip_log: a :class:`larq_bnext.training.skipped.SkipLog` that receives the unreadable files.
+        max_image_pixels: images whose header gives more pixels are skipped without being
+            decoded (``None`` or 0: no limit); PIL's default.
+        jpeg_dct_scaling: let libjpeg decode large JPEG windows at 1/2, 1/4 or 1/8 scale (see
+            :func:`~larq_bnext.preprocessing.decode_and_center_crop`).
     """
     from larq_bnext.training.skipped import guarded_map
 
@@ -259,7 +277,7 @@ def eval_dataset(
     elif source.kind == "array":
         ds = tf.data.Dataset.from_tensor_slices((source.items, source.labels))
     else:
-        ds = tf.data.Dataset.from_tensor_slices((list(source.items), source.labels))
+        ds = tf.data.Dataset.from_tensor_slices((_path_bytes(source.items), source.labels))
         ds = ds.enumerate().map(_plain(lambda p, e: (p, e[0], e[1])))
     if source.kind == "array":
 
@@ -267,12 +285,12 @@ def eval_dataset(
             x = tf.cast(x, tf.float32)
             if x.shape[0] != image_size or x.shape[1] != image_size:
                 x = tf.image.resize(x, [image_size, image_size], method="bicubic", antialias=True)
-            return normalize(tf.clip_by_value(x, 0.0, 255.0)), y
+            return preprocess_input(tf.clip_by_value(x, 0.0, 255.0)), y
 
         ds = ds.map(prepare, num_parallel_calls=autotune)
         return ds.batch(batch_size).prefetch(autotune)
 
-    names = tf.constant([str(p) for p in source.items]) if source.kind == "path" else None
+    names = tf.constant(_path_bytes(source.items)) if source.kind == "path" else None
 
     def name_at(position):
         if source.kind == "path":
@@ -281,9 +299,10 @@ def eval_dataset(
 
     def decode(position, item, label):
         encoded = tf.io.read_file(item) if source.kind == "path" else item
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        return eval_transform(image, image_size, crop_fraction), label
+        image = decode_and_center_crop(
+            encoded, image_size, crop_fraction, max_image_pixels, jpeg_dct_scaling
+        )
+        return image, label
 
     blank = tf.zeros([image_size, image_size, 3], tf.float32)
 
@@ -295,3 +314,9 @@ def eval_dataset(
     count = len(source.items) if source.kind == "path" else None
     ds = guarded_map(ds, decode, name_at, skip_log, count=count, fallback=fallback)
     return ds.batch(batch_size).prefetch(autotune)
+
+
+def _path_bytes(paths) -> list[bytes]:
+    """File paths as the operating system's bytes, for TensorFlow (a ``str`` with undecodable
+    bytes, as ``os.listdir`` gives them, cannot become a string tensor)."""
+    return [os.fsencode(p) for p in paths]

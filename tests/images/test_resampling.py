@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from larq_bnext.training.resampling import keys_cubic, resample_matrix, resize_window
+from larq_bnext.images.resampling import keys_cubic, resample_matrix, resize_window
 
 
 def _image(height, width, seed=0):
@@ -72,3 +72,13 @@ def test_fractional_windows_sample_where_scale_and_translate_samples(window):
         antialias=True,
     )[0]
     np.testing.assert_allclose(resize_window(image, size, window=window), theirs, atol=0.02)
+
+
+def test_large_images_are_resampled_in_blocks_to_the_same_bits(monkeypatch):
+    from larq_bnext.images import resampling
+
+    image = tf.constant(np.random.default_rng(4).integers(0, 256, (90, 130, 3)), tf.uint8)
+    window = (10.5, 3.25, 70.0, 101.5)
+    whole = resize_window(image, 48, window, flip=True)
+    monkeypatch.setattr(resampling, "BLOCK_PIXELS", 90 * 7)  # blocks of 7 columns, 19 in all
+    np.testing.assert_array_equal(resize_window(image, 48, window, flip=True), whole)

@@ -1,8 +1,8 @@
 """Bicubic resampling of a window of an image, as two sparse matrix products.
 
-The training crop is resized the way PIL (and so timm) resizes: Keys' cubic kernel
-(``a = -0.5``), widened by the scale factor when shrinking (anti-aliasing), weights renormalised
-where the kernel runs past the image's edge. ``tf.image.resize(..., "bicubic",
+The training crop and the evaluation crop are resized the way PIL (and so timm) resizes:
+Keys' cubic kernel (``a = -0.5``), widened by the scale factor when shrinking (anti-aliasing),
+weights renormalised where the kernel runs past the image's edge. ``tf.image.resize(..., "bicubic",
 antialias=True)`` computes exactly this (its ``ScaleAndTranslate`` kernel), but at 2-4 ms per
 ImageNet crop on one core it was the most expensive stage of the input pipeline. Each pass
 of the separable filter is a sparse ``(out, in)`` matrix with a few non-zeros per row, so
@@ -13,8 +13,9 @@ columns), about half the time (``benchmarks/input_pipeline.py`` reports the stag
 Two things come free with the matrices:
 
 * a **window** with fractional corners (the crop box of an image that libjpeg decoded at
-  1/2, 1/4 or 1/8 scale, see :func:`larq_bnext.training.augmentation.decode_and_random_crop`):
-  the sampling positions are shifted and scaled, no pixel is resampled twice;
+  1/2, 1/4 or 1/8 scale, see :func:`larq_bnext.images.decode.decode_jpeg_window`; the
+  evaluation's centre crop, whose window in the source is fractional): the sampling
+  positions are shifted and scaled, no pixel is resampled twice;
 * a **horizontal flip**: the column matrix with its output columns reversed.
 
 Example:
@@ -31,7 +32,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["keys_cubic", "resample_matrix", "resize_window"]
+__all__ = ["keys_cubic", "resample_matrix", "resize_window", "BLOCK_PIXELS"]
+
+#: Images with more pixels are resampled in blocks of columns of about this many pixels (48 MiB
+#: of float32 RGB).
+BLOCK_PIXELS = 1 << 22
 
 
 def keys_cubic(x: tf.Tensor) -> tf.Tensor:
@@ -105,10 +110,14 @@ def resize_window(image: tf.Tensor, size: int, window=None, flip=False) -> tf.Te
             pixels of ``image``; default the whole image.
         flip: mirror the output left-right (scalar bool tensor or Python bool).
 
+    Images of more than :data:`BLOCK_PIXELS` pixels have their rows resampled one block of
+    columns at a time, so that only that block is held in float32 (the same sums: the
+    result is the same to the bit).
+
     Returns:
         float32 ``(size, size, C)``, not rounded or clipped (bicubic overshoots).
     """
-    image = tf.cast(image, tf.float32)
+    image = tf.convert_to_tensor(image)
     shape = tf.shape(image)
     height, width, channels = shape[0], shape[1], shape[2]
     if window is None:
@@ -116,9 +125,27 @@ def resize_window(image: tf.Tensor, size: int, window=None, flip=False) -> tf.Te
     top, left, window_h, window_w = tf.unstack(tf.cast(window, tf.float32))
     row_matrix = resample_matrix(height, size, top, window_h)
     column_matrix = resample_matrix(width, size, left, window_w, mirror=flip)
-    rows = tf.sparse.sparse_dense_matmul(row_matrix, tf.reshape(image, [height, -1]))
-    # Columns: (size, W, C) -> (W, size * C), resample, back to (size, size, C).
-    columns = tf.transpose(tf.reshape(rows, [size, width, channels]), [1, 0, 2])
+
+    def rows_of(part):  # (H, w, C) -> (w, size, C): the part's rows resampled
+        part_width = tf.shape(part)[1]
+        pixels = tf.reshape(tf.cast(part, tf.float32), [height, -1])
+        rows = tf.sparse.sparse_dense_matmul(row_matrix, pixels)
+        return tf.transpose(tf.reshape(rows, [size, part_width, channels]), [1, 0, 2])
+
+    def in_blocks():
+        block = tf.maximum(BLOCK_PIXELS // height, 1)
+        count = (width + block - 1) // block
+        parts = tf.TensorArray(tf.float32, size=count, infer_shape=False)
+
+        def step(i, parts):
+            return i + 1, parts.write(i, rows_of(image[:, i * block : (i + 1) * block]))
+
+        _, parts = tf.while_loop(lambda i, _: i < count, step, [0, parts])
+        return parts.concat()
+
+    big = tf.cast(height, tf.int64) * tf.cast(width, tf.int64) > BLOCK_PIXELS
+    columns = tf.cond(big, in_blocks, lambda: rows_of(image))
+    # Columns: (W, size, C) -> (W, size * C), resample, back to (size, size, C).
     columns = tf.reshape(columns, [width, -1])
     out = tf.sparse.sparse_dense_matmul(column_matrix, columns)
     return tf.transpose(tf.reshape(out, [size, size, channels]), [1, 0, 2])
