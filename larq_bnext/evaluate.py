@@ -10,10 +10,12 @@ Examples::
     python -m larq_bnext.evaluate --weights=runs/demo/student/best.weights.h5
 
 The evaluation transform is BNext's (shorter side to ``image_size / 0.95`` bicubic, centre
-crop, ImageNet normalisation); the digits images are only normalised. Prints the scores and,
-with ``--output``, writes them as JSON; writes the per-class table (examples, top-1, top-5, the
-class most often predicted instead, ImageNet descriptions for WordNet-id classes) to
-``--per_class_output`` (by default beside ``--output``).
+crop, ImageNet normalisation; see :func:`larq_bnext.preprocessing.decode_and_center_crop`);
+the digits images are only normalised. Files that cannot be read, and images whose header
+gives more pixels than ``--max_image_pixels``, are skipped and listed (``skipped_files``).
+Prints the scores and, with ``--output``, writes them as JSON; writes the per-class table
+(examples, top-1, top-5, the class most often predicted instead, ImageNet descriptions for
+WordNet-id classes) to ``--per_class_output`` (by default beside ``--output``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 from absl import app, flags
 
 from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext.images.files import MAX_IMAGE_PIXELS
 
 FLAGS = flags.FLAGS
 
@@ -80,6 +83,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
         "eval_crop_fraction", 0.95, "Centre crop / resized shorter side.", flag_values=flag_values
     )
     flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=flag_values)
+    flags.DEFINE_integer(
+        "max_image_pixels",
+        MAX_IMAGE_PIXELS,
+        "Skip images whose header gives more pixels (width x height), before decoding them "
+        "(PIL's Image.MAX_IMAGE_PIXELS); 0: no limit.",
+        flag_values=flag_values,
+        lower_bound=0,
+    )
     flags.DEFINE_string(
         "output", None, "Write the scores to this JSON file.", flag_values=flag_values
     )
@@ -106,6 +117,7 @@ def evaluate(
     crop_fraction: float = 0.95,
     tfds_manual_dir: str | None = None,
     per_class_output: str | None = None,
+    max_image_pixels=MAX_IMAGE_PIXELS,
 ) -> dict:
     """Evaluate a BNext model on the evaluation split of a dataset.
 
@@ -122,9 +134,12 @@ def evaluate(
         tfds_manual_dir: TFDS manual download directory.
         per_class_output: write the per-class table to this CSV file
             (:func:`larq_bnext.training.reporting.write_per_class_csv`).
+        max_image_pixels: skip images whose header gives more pixels (``None`` or 0: no
+            limit); PIL's default.
 
     Returns:
         ``{"top1", "top5", "loss", "examples", "skipped_files", "per_class"}``, where
+        ``skipped_files`` names (printably) every file that could not be read, and
         ``per_class`` is the table's summary
         (:func:`larq_bnext.training.reporting.summarize_per_class`) and, with
         ``per_class_output``, its ``path``.
@@ -134,10 +149,13 @@ def evaluate(
     import larq_bnext
     from larq_bnext.registry import canonical_size
     from larq_bnext.training import data, reporting
+    from larq_bnext.training.skipped import SkipLog
 
     image_size = image_size or (32 if dataset == "digits" else 224)
     kwargs = {}
-    if dataset not in ("digits", "folder"):
+    if dataset == "folder":
+        kwargs["max_image_pixels"] = max_image_pixels
+    elif dataset != "digits":
         kwargs["manual_dir"] = tfds_manual_dir
     _, source = data.load_dataset(dataset, data_dir, image_size=image_size, **kwargs)
     size = None if model_name.lower() == "custom" else canonical_size(model_name)
@@ -153,7 +171,10 @@ def evaluate(
         model = larq_bnext.get_model(size, **common)
     if weights:
         larq_bnext.models.apply_weights(model, weights, size=size)
-    ds = data.eval_dataset(source, batch_size, image_size, crop_fraction)
+    skipped = SkipLog("eval", source.num_examples + len(source.skipped), initial=source.skipped)
+    ds = data.eval_dataset(
+        source, batch_size, image_size, crop_fraction, skipped, max_image_pixels=max_image_pixels
+    )
     # One pass gives the scores and the per-class table (the Distiller's test step computes
     # the same loss, top-1 and top-5; tests/test_reporting.py checks that they agree).
     labels, top_k, losses = reporting.collect_predictions(model, ds, k=5)
@@ -166,7 +187,7 @@ def evaluate(
         "top5": float(np.mean((top_k == labels[:, None]).any(axis=1))),
         "loss": float(np.mean(losses)),
         "examples": int(len(labels)),
-        "skipped_files": source.skipped,
+        "skipped_files": skipped.paths,
         "per_class": summary,
     }
 
@@ -199,6 +220,7 @@ def main(argv):
             FLAGS.eval_crop_fraction,
             FLAGS.tfds_manual_dir,
             _per_class_path(FLAGS.per_class_output, FLAGS.output),
+            FLAGS.max_image_pixels,
         )
     print(
         f"top-1 {scores['top1']:.4f}  top-5 {scores['top5']:.4f}  loss {scores['loss']:.4f}  "

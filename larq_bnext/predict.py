@@ -9,11 +9,16 @@ Examples::
     python -m larq_bnext.predict cat.jpg --model bnext_small --weights bnext_small.h5 --top 3
 
 Each image gets the official evaluation transform (:func:`larq_bnext.eval_transform`: shorter
-side to 235 bicubic, centre crop 224, ImageNet normalisation); the printed probabilities are
-the softmax of the model's logits, named with the ImageNet class index shipped with the
-package (:func:`larq_bnext.decode_predictions`). JPEG, PNG, BMP and GIF files are read
-(grey and RGBA images become RGB). A missing or unreadable file is reported on stderr with
-what to do, the other files are still classified, and the command then exits with status 2.
+side to 235 bicubic, centre crop 224, ImageNet normalisation), decoding only what the crop
+needs (:func:`larq_bnext.preprocessing.decode_and_center_crop`), so a strip of 1 x 20000
+pixels costs what a photograph costs; the printed probabilities are the softmax of the
+model's logits, named with the ImageNet class index shipped with the package
+(:func:`larq_bnext.decode_predictions`). Every image PIL reads is read (JPEG, PNG, GIF, BMP,
+TIFF, WebP, ...; grey, palette, CMYK, 16-bit and transparent images become RGB). An image
+whose header gives more pixels than ``--max_image_pixels`` (PIL's limit, 89,478,485) is
+refused before it is decoded. A missing, unreadable or refused file is reported on stderr
+with what to do, the other files are still classified, and the command then exits with
+status 2. File names are printed in a printable form (bytes that are not UTF-8 as ``\xNN``).
 
 :func:`classify` is the library function behind the command.
 """
@@ -21,12 +26,21 @@ what to do, the other files are still classified, and the command then exits wit
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import sys
 
 import numpy as np
 from absl import app, flags
+
+from larq_bnext.images.files import (
+    MAX_IMAGE_PIXELS,
+    ImageFileError,
+    check_image_file,
+    display_path,
+    not_an_image,
+)
 
 __all__ = ["Prediction", "build_classifier", "load_image", "classify", "define_flags", "main"]
 
@@ -41,15 +55,22 @@ class Prediction:
     """The result for one file: its classes, or the error that kept it from being classified.
 
     Args:
-        path: the file.
+        path: the file, as given (``bytes`` and path objects become ``str``, undecodable bytes
+            as the operating system's surrogate escapes).
         classes: ``(wnid, description, probability)`` tuples, most likely first (empty on
             error).
-        error: why the file could not be classified (``None`` on success).
+        error: why the file could not be classified (``None`` on success); it names the file
+            by :attr:`name`.
     """
 
     path: str
     classes: list = dataclasses.field(default_factory=list)
     error: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The file's printable name (:func:`larq_bnext.images.files.display_path`)."""
+        return display_path(self.path)
 
 
 def build_classifier(model: str = "bnext_tiny", weights: str | None = "imagenet"):
@@ -75,30 +96,53 @@ def build_classifier(model: str = "bnext_tiny", weights: str | None = "imagenet"
     return models.get_model(size, weights=weights, classifier_activation=None)
 
 
-def load_image(path: str):
+def _read(path, max_image_pixels):
+    """The file's bytes (a string tensor: one copy), once its header says it is a whole image
+    within the pixel limit."""
+    import tensorflow as tf
+
+    check_image_file(path, max_image_pixels)
+    try:
+        return tf.io.read_file(os.fsencode(path))
+    except tf.errors.OpError as error:
+        raise ImageFileError(f"{display_path(path)}: cannot be read ({error.message}).") from None
+
+
+def _decoded(path, decode):
+    """``decode()``, with a decoder's failure turned into an error naming ``path``."""
+    import tensorflow as tf
+
+    try:
+        return decode()
+    except ImageFileError as error:  # PIL's decoding, which does not know the name
+        raise ImageFileError(f"{display_path(path)}: {error}") from None
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", str(error.message or "")).strip() or "unknown"
+        raise ImageFileError(not_an_image(path, reason)) from None
+
+
+def load_image(path, max_image_pixels=MAX_IMAGE_PIXELS):
     """Read an image file as an RGB ``uint8`` tensor ``(height, width, 3)``.
 
+    Reads every image PIL reads (see :func:`larq_bnext.images.decode.decode_rgb`), after
+    checking its header against the pixel limit.
+
     Args:
-        path: a JPEG, PNG, BMP or GIF file (the first frame of an animation).
+        path: the file (``str``, ``bytes`` or a path object; names need not be UTF-8).
+        max_image_pixels: refuse images with more pixels (``None`` or 0: no limit); PIL's
+            default.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a decodable image.
+        ImageFileError: (a ``ValueError``) not a readable image file (a directory, a broken
+            link, empty, damaged, another kind of file), or
+            :class:`~larq_bnext.images.files.ImageTooLargeError`: more pixels than the limit.
+            The message names the file and the fix.
     """
-    import tensorflow as tf
+    from larq_bnext.images.decode import decode_rgb
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file. Check the path.")
-    try:
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-        reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", str(error.message or "")).strip() or "unknown"
-        raise ValueError(
-            f"{path}: not a readable image ({reason}). Give a JPEG, PNG, BMP or GIF file; "
-            "re-save other formats (or a damaged file) as JPEG or PNG."
-        ) from error
-    return image
+    data = _read(path, max_image_pixels)
+    return _decoded(path, lambda: decode_rgb(data, max_image_pixels))
 
 
 def _uses_softmax(model) -> bool:
@@ -114,11 +158,15 @@ def classify(
     batch_size: int = 16,
     image_size: int | None = None,
     class_names=None,
+    max_image_pixels=MAX_IMAGE_PIXELS,
 ) -> list[Prediction]:
     """Classify image files with a model: the ``top`` most likely classes of each.
 
+    Each file is read with :func:`larq_bnext.preprocessing.decode_and_center_crop` (only the
+    crop's window of a JPEG is decoded), after its header was checked against the pixel limit.
+
     Args:
-        paths: image file paths.
+        paths: image file paths (``str``, ``bytes`` or path objects; names need not be UTF-8).
         model: a Keras classifier that returns logits (``classifier_activation=None``); a
             model ending in a softmax is used as it is. See :func:`build_classifier`.
         top: how many classes to return per image.
@@ -127,11 +175,13 @@ def classify(
         class_names: names of the model's classes in output order; defaults to the ImageNet
             classes ``(wnid, description)`` for a 1000-class model. Plain strings are
             returned as ``(name, name, probability)``.
+        max_image_pixels: refuse images with more pixels (``None`` or 0: no limit); PIL's
+            default.
 
     Returns:
         One :class:`Prediction` per path, in order: ``classes`` holds ``(wnid, description,
         probability)`` tuples (probabilities are the softmax over all classes), or
-        ``error`` says why the file could not be read.
+        ``error`` says why the file could not be read (naming it and the fix).
 
     Raises:
         ValueError: if ``top`` is out of range, or the model has neither 1000 outputs nor
@@ -139,7 +189,11 @@ def classify(
     """
     import tensorflow as tf
 
-    from larq_bnext.preprocessing import EVAL_IMAGE_SIZE, eval_transform, imagenet_class_index
+    from larq_bnext.preprocessing import (
+        EVAL_IMAGE_SIZE,
+        decode_and_center_crop,
+        imagenet_class_index,
+    )
 
     num_classes = int(model.output_shape[-1])
     if class_names is None:
@@ -161,12 +215,21 @@ def classify(
         shape = model.input_shape
         image_size = shape[1] if shape[1] is not None else EVAL_IMAGE_SIZE
 
-    results = [Prediction(str(p)) for p in paths]
+    results = [Prediction(os.fsdecode(p)) for p in paths]
     ready = []
     for result in results:
         try:
-            ready.append((result, eval_transform(load_image(result.path), image_size)))
-        except (FileNotFoundError, ValueError) as error:
+            x = _decoded(
+                result.path,
+                functools.partial(
+                    decode_and_center_crop,
+                    _read(result.path, max_image_pixels),
+                    image_size,
+                    max_image_pixels=max_image_pixels,
+                ),
+            )
+            ready.append((result, x))
+        except (OSError, ValueError) as error:
             result.error = str(error)
     softmax_top = _uses_softmax(model)
     for start in range(0, len(ready), batch_size):
@@ -209,6 +272,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_integer(
         "batch_size", 16, "Images per forward pass.", flag_values=flag_values, lower_bound=1
     )
+    flags.DEFINE_integer(
+        "max_image_pixels",
+        MAX_IMAGE_PIXELS,
+        "Refuse images whose header gives more pixels (width x height), before decoding them "
+        "(PIL's Image.MAX_IMAGE_PIXELS); 0: no limit.",
+        flag_values=flag_values,
+        lower_bound=0,
+    )
     return flag_values
 
 
@@ -233,13 +304,22 @@ def main(argv):
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    # Names are printable, but a terminal's encoding may still lack a letter of one.
+    sys.stdout.reconfigure(errors="backslashreplace")
     failed = 0
-    for result in classify(paths, model, top=FLAGS.top, batch_size=FLAGS.batch_size):
+    results = classify(
+        paths,
+        model,
+        top=FLAGS.top,
+        batch_size=FLAGS.batch_size,
+        max_image_pixels=FLAGS.max_image_pixels,
+    )
+    for result in results:
         if result.error is not None:
             failed += 1
             print(f"error: {result.error}", file=sys.stderr)
             continue
-        print(result.path)
+        print(result.name)
         for rank, (wnid, description, prob) in enumerate(result.classes, 1):
             print(f"  {rank}. {prob:7.2%}  {wnid}  {description}")
     if failed:

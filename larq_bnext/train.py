@@ -27,6 +27,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext.images.files import MAX_IMAGE_PIXELS
 
 FLAGS = flags.FLAGS
 _FLAGS_BEFORE = set(FLAGS)
@@ -62,6 +63,13 @@ flags.DEFINE_float(
     0.01,
     "Stop with an error when more than this fraction of a split's images cannot be read "
     "(they are skipped, counted and listed in metrics.json and skipped_images.json).",
+)
+flags.DEFINE_integer(
+    "max_image_pixels",
+    MAX_IMAGE_PIXELS,
+    "Skip images whose header gives more pixels (width x height), before decoding them "
+    "(PIL's Image.MAX_IMAGE_PIXELS); 0: no limit.",
+    lower_bound=0,
 )
 # --------------------------------------------------------------------------- recipe
 flags.DEFINE_integer("epochs", None, "Epochs; default 30 on digits, 512 otherwise.")
@@ -123,7 +131,8 @@ flags.DEFINE_bool(
     "jpeg_dct_scaling",
     True,
     "Decode JPEG crops of at least 2x the image size at 1/2, 1/4 or 1/8 scale (libjpeg's "
-    "DCT scaling, faster); --nojpeg_dct_scaling decodes at full size like the original.",
+    "DCT scaling, faster; evaluation crops of at least 4x at a scale that keeps 2x); "
+    "--nojpeg_dct_scaling decodes at full size like the original.",
 )
 flags.DEFINE_bool("flip", None, "Horizontal flips; default on (off for digits).")
 flags.DEFINE_bool("randaugment", None, "RandAugment; default on (off for digits).")

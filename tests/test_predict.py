@@ -2,6 +2,7 @@
 
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -30,6 +31,13 @@ def images(tmp_path_factory):
     grey = rng.integers(0, 256, size=(33, 45), dtype=np.uint8)
     Image.fromarray(grey, "L").save(root / "grey.png")
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    # A name that is not UTF-8 (Latin-1 bytes), and a PNG whose header claims 100000^2 pixels.
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.jpg"), "wb") as handle:
+        handle.write((root / "photo.jpg").read_bytes())
+    huge = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    (root / "huge.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + huge + b"\0" * 4
+    )
     return root
 
 
@@ -40,8 +48,10 @@ def model():
 
 
 def _direct_logits(model, path):
-    image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
-    return model(eval_transform(image, 32)[None], training=False).numpy()[0].astype(np.float64)
+    # The original's loader: PIL decodes the file and converts it to RGB.
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    return model(eval_transform(pixels, 32)[None], training=False).numpy()[0].astype(np.float64)
 
 
 def test_probabilities_are_the_softmax_of_the_logits_in_their_order(model, images):
@@ -116,6 +126,8 @@ def test_cli_prints_top_k_per_file_and_exits_2_on_a_bad_file(images):
         "3",
         str(images / "icon.png"),
         str(images / "nope.jpg"),
+        os.path.join(os.fsencode(images), b"caf\xe9.jpg"),
+        str(images / "huge.png"),
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "random weights" in result.stdout
@@ -126,14 +138,17 @@ def test_cli_prints_top_k_per_file_and_exits_2_on_a_bad_file(images):
             current = blocks.setdefault(line, [])
         elif row.match(line):
             current.append(row.match(line).groups())
-    assert list(blocks) == [str(images / "photo.jpg"), str(images / "icon.png")]
+    named = [str(images / "photo.jpg"), str(images / "icon.png"), f"{images}/caf\\xe9.jpg"]
+    assert list(blocks) == named
     for lines in blocks.values():
         assert [r[0] for r in lines] == ["1", "2", "3"]
         probs = [float(r[1]) for r in lines]
         assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 100
     assert f"error: {images / 'broken.jpg'}: not a readable image" in result.stderr
     assert f"error: {images / 'nope.jpg'}: no such file" in result.stderr
-    assert "2 of 4 files could not be classified" in result.stderr
+    assert f"error: {images / 'huge.png'}: 100000 x 100000 pixels" in result.stderr
+    assert "more than the limit of 89,478,485 pixels" in result.stderr
+    assert "3 of 6 files could not be classified" in result.stderr
 
 
 def test_cli_wrong_model_name_exits_2_with_the_names_to_use(images):

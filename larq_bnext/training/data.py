@@ -2,15 +2,17 @@
 
 * :func:`load_folder` reads an ImageNet-style tree (``train/<class>/*.JPEG``,
   ``val/<class>/*.JPEG``, the layout the original reads with ``ImageFolder``); classes are the
-  sorted sub-folder names of ``train``. Unreadable files are skipped and counted.
+  sorted sub-folder names of ``train``. Unreadable files, and images over the pixel limit, are
+  skipped and counted; names need not be UTF-8.
 * :func:`load_tfds` reads ``imagenet2012`` (or another TFDS image classification set) with
   its manual download directory.
 * :func:`load_digits` is the embedded default: scikit-learn's handwritten digits (1,797 8x8
   grey images of 10 classes, shipped with scikit-learn), upsampled to RGB, split 80/20.
 
 Each returns a :class:`DataSource`; :func:`train_dataset` and :func:`eval_dataset` turn one
-into batched ``tf.data`` pipelines with the training augmentation or the evaluation transform
-of :mod:`larq_bnext.training.augmentation`.
+into batched ``tf.data`` pipelines with the training augmentation
+(:mod:`larq_bnext.training.augmentation`) or the evaluation transform
+(:mod:`larq_bnext.preprocessing`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
+
+from larq_bnext.images.files import MAX_IMAGE_PIXELS, display_path, unreadable_reason
 
 __all__ = [
     "DataSource",
@@ -32,13 +37,11 @@ __all__ = [
     "eval_dataset",
     "stream_seed",
     "scan_image_folder",
-    "is_readable_image",
     "IMAGE_EXTENSIONS",
 ]
 
 #: File extensions read from an image folder (those of torchvision's ImageFolder).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-_DECODABLE = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 @dataclasses.dataclass
@@ -48,12 +51,13 @@ class DataSource:
     Args:
         kind: ``"array"`` (``items`` is a uint8 array of images), ``"path"`` (file paths) or
             ``"tfds"`` (``items`` is a ``tf.data.Dataset`` of ``(encoded bytes, label)``).
-        items: the images, paths or dataset.
+        items: the images, paths (as the operating system gives them) or dataset.
         labels: integer labels (``None`` for ``"tfds"``, whose dataset carries them).
         num_examples: number of examples.
         num_classes: number of classes.
-        class_names: class names in label order.
-        skipped: files left out because they could not be read.
+        class_names: class names in label order (printable:
+            :func:`larq_bnext.images.files.display_path`).
+        skipped: printable names of the files left out because they could not be read.
         name: the dataset's name, for logs.
     """
 
@@ -99,33 +103,6 @@ def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0)
 
 
 # ----------------------------------------------------------------------------- folders
-def is_readable_image(path: str) -> bool:
-    """A quick structural check of an image file: not empty, known header, JPEG end marker.
-
-    It reads the first and last bytes only. Files that pass but still fail to decode are
-    skipped by the pipelines and recorded in their :class:`larq_bnext.training.skipped.SkipLog`.
-
-    Args:
-        path: the file's path.
-    """
-    try:
-        size = os.path.getsize(path)
-        if size < 16:
-            return False
-        with open(path, "rb") as f:
-            head = f.read(16)
-            if head[:3] == b"\xff\xd8\xff":  # JPEG: the end-of-image marker must be there
-                f.seek(max(0, size - 1024))
-                return b"\xff\xd9" in f.read()
-            return (
-                head.startswith(b"\x89PNG\r\n\x1a\n")
-                or head[:6] in (b"GIF87a", b"GIF89a")
-                or head[:2] == b"BM"
-            )
-    except OSError:
-        return False
-
-
 def _class_dirs(split_dir: str) -> list[str]:
     return sorted(
         entry.name
@@ -134,24 +111,63 @@ def _class_dirs(split_dir: str) -> list[str]:
     )
 
 
-def scan_image_folder(split_dir: str, class_names: list[str] | None = None, verify: bool = True):
+def _image_files(folder: str) -> list[str]:
+    """The image files under ``folder`` (links followed, each directory once), sorted by
+    directory and name."""
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            info = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:  # a link back to a folder already walked
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dirs.sort()
+        found += [
+            os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+    return found
+
+
+def scan_image_folder(
+    split_dir: str,
+    class_names: list[str] | None = None,
+    verify: bool = True,
+    max_image_pixels=MAX_IMAGE_PIXELS,
+):
     """List the images of one split of an image-folder tree.
 
+    Files whose names end in :data:`IMAGE_EXTENSIONS` are the split's images (torchvision's
+    ``ImageFolder`` rule), at any depth under a class folder; links are followed, each folder
+    once. Names are taken as the operating system gives them (``str`` with undecodable bytes
+    escaped, which every reader of the package accepts).
+
     Args:
-        split_dir: the split's folder, holding one sub-folder per class.
-        class_names: the classes (label order); defaults to the sorted sub-folders.
-        verify: check every file with :func:`is_readable_image` (in threads).
+        split_dir: the split's folder, holding one sub-folder per class (``str``, ``bytes``
+            or a path object).
+        class_names: the classes (label order, printable names as returned for the training
+            split); defaults to the sorted sub-folders.
+        verify: check every file's header (:func:`larq_bnext.images.files.unreadable_reason`,
+            in threads): empty, truncated, not an image, a broken link, or more pixels than
+            ``max_image_pixels``; such files are skipped, and the first ten logged with why.
+        max_image_pixels: the pixel limit of the check (``None`` or 0: none).
 
     Returns:
-        ``(paths, labels, class_names, skipped)``.
+        ``(paths, labels, class_names, skipped)``: ``class_names`` and ``skipped`` hold
+        printable names (:func:`larq_bnext.images.files.display_path`).
 
     Raises:
         FileNotFoundError: when ``split_dir`` does not exist.
         ValueError: when it has no class folders, a class folder is unknown, or no images.
     """
+    split_dir = os.fsdecode(split_dir)
+    where = display_path(split_dir)
     if not os.path.isdir(split_dir):
         raise FileNotFoundError(
-            f"{split_dir} does not exist. An image-folder dataset needs train/<class>/*.JPEG and "
+            f"{where} does not exist. An image-folder dataset needs train/<class>/*.JPEG and "
             "val/<class>/*.JPEG under --data_dir."
         )
     found = _class_dirs(split_dir)
@@ -163,69 +179,86 @@ def scan_image_folder(split_dir: str, class_names: list[str] | None = None, veri
             if loose
             else ""
         )
-        raise ValueError(f"{split_dir} has no class sub-folders.{hint}")
+        raise ValueError(f"{where} has no class sub-folders.{hint}")
     if class_names is None:
-        class_names = found
+        class_names = [display_path(name) for name in found]
     else:
-        unknown = sorted(set(found) - set(class_names))
+        unknown = sorted({display_path(name) for name in found} - set(class_names))
         if unknown:
             raise ValueError(
-                f"{split_dir} has class folders that the training split lacks: {unknown[:5]}"
+                f"{where} has class folders that the training split lacks: {unknown[:5]}"
                 f"{' ...' if len(unknown) > 5 else ''}. Both splits need the same class folders."
             )
     index = {name: i for i, name in enumerate(class_names)}
     paths, labels = [], []
     for name in found:
-        folder = os.path.join(split_dir, name)
-        for root, _, files in os.walk(folder, followlinks=True):
-            for file in sorted(files):
-                if file.lower().endswith(IMAGE_EXTENSIONS):
-                    paths.append(os.path.join(root, file))
-                    labels.append(index[name])
+        files = _image_files(os.path.join(split_dir, name))
+        paths += files
+        labels += [index[display_path(name)]] * len(files)
     if not paths:
         raise ValueError(
-            f"No images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {split_dir}."
+            f"No images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {where}."
         )
     skipped = []
     if verify:
         with ThreadPoolExecutor(max_workers=16) as pool:
-            ok = list(pool.map(is_readable_image, paths))
-        skipped = [p for p, good in zip(paths, ok, strict=True) if not good]
-        paths = [p for p, good in zip(paths, ok, strict=True) if good]
-        labels = [lab for lab, good in zip(labels, ok, strict=True) if good]
+            reasons = list(pool.map(lambda p: unreadable_reason(p, max_image_pixels), paths))
+        bad = [reason for reason in reasons if reason is not None]
+        if bad:
+            logging.warning(
+                "Skipping %d of the %d images of %s that cannot be read%s:\n  %s",
+                len(bad),
+                len(paths),
+                where,
+                " (the first ten)" if len(bad) > 10 else "",
+                "\n  ".join(bad[:10]),
+            )
+        skipped = [display_path(p) for p, r in zip(paths, reasons, strict=True) if r is not None]
+        labels = [lab for lab, r in zip(labels, reasons, strict=True) if r is None]
+        paths = [p for p, r in zip(paths, reasons, strict=True) if r is None]
         if not paths:
-            raise ValueError(f"None of the images in {split_dir} is readable.")
+            raise ValueError(f"None of the images in {where} is readable (see the log).")
     return paths, np.asarray(labels, np.int64), list(class_names), skipped
 
 
-def load_folder(data_dir: str, verify: bool = True, val_name: str | None = None):
+def load_folder(
+    data_dir: str,
+    verify: bool = True,
+    val_name: str | None = None,
+    max_image_pixels=MAX_IMAGE_PIXELS,
+):
     """An image-folder tree (``train/<class>/*``, ``val/<class>/*``) as ``(train, val)``.
 
     Args:
-        data_dir: the tree's root.
+        data_dir: the tree's root (``str``, ``bytes`` or a path object).
         verify: check each file's header and skip (and count) unreadable ones.
         val_name: the validation folder's name; defaults to ``val`` (or ``validation``).
+        max_image_pixels: files whose header gives more pixels are skipped (``None`` or 0:
+            no limit); PIL's default. Pass the same limit to the pipelines.
 
     Raises:
         FileNotFoundError: when ``data_dir``, ``train`` or the validation folder is missing.
         ValueError: for an empty or mis-laid tree.
     """
+    data_dir = os.fsdecode(data_dir)
     if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"--data_dir {data_dir} does not exist.")
+        raise FileNotFoundError(f"--data_dir {display_path(data_dir)} does not exist.")
     if val_name is None:
         val_name = next(
             (n for n in ("val", "validation") if os.path.isdir(os.path.join(data_dir, n))), "val"
         )
     train_dir, val_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, val_name)
     if not os.path.isdir(train_dir) or not os.path.isdir(val_dir):
-        present = sorted(os.listdir(data_dir))[:10]
+        present = [display_path(n) for n in sorted(os.listdir(data_dir))[:10]]
         raise FileNotFoundError(
-            f"{data_dir} must hold train/ and val/ folders with one sub-folder per class "
-            f"(found {present}). For ImageNet from TensorFlow Datasets use --dataset=imagenet2012."
+            f"{display_path(data_dir)} must hold train/ and val/ folders with one sub-folder per "
+            f"class (found {present}). For ImageNet from TensorFlow Datasets use "
+            "--dataset=imagenet2012."
         )
-    paths, labels, classes, skipped = scan_image_folder(train_dir, verify=verify)
-    vpaths, vlabels, _, vskipped = scan_image_folder(val_dir, classes, verify=verify)
-    name = os.path.basename(os.path.normpath(data_dir))
+    check = dict(verify=verify, max_image_pixels=max_image_pixels)
+    paths, labels, classes, skipped = scan_image_folder(train_dir, **check)
+    vpaths, vlabels, _, vskipped = scan_image_folder(val_dir, classes, **check)
+    name = display_path(os.path.basename(os.path.normpath(data_dir)))
     return (
         DataSource("path", paths, labels, len(paths), len(classes), classes, skipped, name),
         DataSource("path", vpaths, vlabels, len(vpaths), len(classes), classes, vskipped, name),

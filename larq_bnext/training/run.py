@@ -84,6 +84,7 @@ def build_datasets():
     kwargs = {}
     if FLAGS.dataset == "folder":
         kwargs["verify"] = FLAGS.verify_images
+        kwargs["max_image_pixels"] = FLAGS.max_image_pixels
     elif FLAGS.dataset != "digits":
         kwargs["manual_dir"] = FLAGS.tfds_manual_dir
     train_src, eval_src = data.load_dataset(
@@ -137,19 +138,26 @@ def build_datasets():
                 initial_epoch=initial_epoch,
                 initial_step=initial_step * replicas,
                 skip_log=train_log,
+                max_image_pixels=FLAGS.max_image_pixels,
             )
 
         return distribute.distributed_dataset(tf.distribute.get_strategy(), pipeline, batch_size)
 
     eval_ds = data.eval_dataset(
-        eval_src, batch_size, image_size, FLAGS.eval_crop_fraction, skip_log=eval_log
+        eval_src,
+        batch_size,
+        image_size,
+        FLAGS.eval_crop_fraction,
+        skip_log=eval_log,
+        max_image_pixels=FLAGS.max_image_pixels,
+        jpeg_dct_scaling=config.jpeg_dct_scaling,
     )
     skipped = len(train_src.skipped) + len(eval_src.skipped)
     if skipped:
         logging.warning(
             "Skipped %d unreadable image files (listed in metrics.json): %s",
             skipped,
-            (train_src.skipped + eval_src.skipped)[:5],
+            ", ".join((train_src.skipped + eval_src.skipped)[:5]),
         )
     info = dict(
         num_classes=train_src.num_classes,

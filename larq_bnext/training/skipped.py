@@ -1,16 +1,19 @@
 """Unreadable images: skipped by the input pipelines, counted, listed, and capped.
 
 A file can fail at any stage: the header check of the folder scan
-(:func:`larq_bnext.training.data.is_readable_image`), reading (deleted, unreadable), or decoding (a
-truncated JPEG, a text file named ``.jpg``). TensorFlow's ``ignore_errors`` would drop such
-an element silently (a warning in the log); :func:`guarded_map` notices the position that
-went missing and records the file in a :class:`SkipLog`, so every skipped file is known by
-name, whatever the stage at which it failed.
+(:func:`larq_bnext.images.files.unreadable_reason`), reading (deleted, unreadable), the pixel
+limit, or decoding (a truncated JPEG, a text file named ``.jpg``). TensorFlow's
+``ignore_errors`` would drop such an element silently (a warning in the log);
+:func:`guarded_map` notices the position that went missing and records the file in a
+:class:`SkipLog`, so every skipped file is known by name, whatever the stage at which it
+failed.
 
 :class:`SkipLog` keeps the unique paths per split, checks them against a maximum skipped
 fraction (``--max_skipped_fraction``), and is written atomically to ``skipped_images.json``
-so that a resumed run keeps the count. :class:`SkippedImagesMonitor` checks the limit
-during training and stops the run with :class:`TooManySkippedImagesError`.
+so that a resumed run keeps the count. Files are named in their printable form
+(:func:`larq_bnext.images.files.display_path`: bytes that are not UTF-8 as ``\\xNN``).
+:class:`SkippedImagesMonitor` checks the limit during training and stops the run with
+:class:`TooManySkippedImagesError`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import os
 import threading
 
 import tensorflow as tf
+
+from larq_bnext.images.files import display_path
 
 _plain = tf.autograph.experimental.do_not_convert
 
@@ -44,7 +49,8 @@ class SkipLog:
         split: the split's name (``"train"``, ``"eval"``), for messages.
         num_examples: files in the split before any was skipped (the fraction's denominator).
         max_fraction: the largest tolerated skipped fraction (``None``: no limit).
-        initial: paths already known to be unreadable (e.g. by the header check).
+        initial: paths already known to be unreadable (e.g. by the header check), or their
+            printable names.
     """
 
     def __init__(
@@ -59,23 +65,22 @@ class SkipLog:
         self.split = split
         self.num_examples = int(num_examples)
         self.max_fraction = max_fraction
-        self._paths = set(str(p) for p in initial)
+        self._paths = set(display_path(p) for p in initial)
         self._lock = threading.Lock()
 
     def add(self, path) -> None:
-        """Record an unreadable file.
+        """Record an unreadable file, by its printable name.
 
         Args:
-            path: its path (``str`` or ``bytes``).
+            path: its path (``str``, ``bytes`` as TensorFlow gives it) or printable name.
         """
-        if isinstance(path, bytes):
-            path = path.decode("utf-8", "replace")
+        name = display_path(path)
         with self._lock:
-            self._paths.add(str(path))
+            self._paths.add(name)
 
     @property
     def paths(self) -> list[str]:
-        """The skipped files, sorted."""
+        """The skipped files' printable names, sorted."""
         with self._lock:
             return sorted(self._paths)
 
