@@ -9,11 +9,16 @@ Examples::
     # A student trained by `python -m larq_bnext.train` (the demo's defaults):
     python -m larq_bnext.evaluate --weights=runs/demo/student/best.weights.h5
 
-The evaluation transform is BNext's (shorter side to ``image_size / 0.95`` bicubic, centre
-crop, ImageNet normalisation); the digits images are only normalised. Prints the scores and,
-with ``--output``, writes them as JSON; writes the per-class table (examples, top-1, top-5, the
-class most often predicted instead, ImageNet descriptions for WordNet-id classes) to
-``--per_class_output`` (by default beside ``--output``).
+    # A BNext-18 trained with experiments/bnext18.flags:
+    python -m larq_bnext.evaluate --model=bnext18 --weights=runs/bnext18/student/best.weights.h5 \
+        --dataset=folder --data_dir=/data/imagenet
+
+``--model`` is ``custom`` or any model of :mod:`larq_bnext.registry`. The evaluation transform
+is the model's (registry) preprocessing: shorter side to ``image_size / crop_fraction``
+bicubic, centre crop, ImageNet normalisation; the digits images are only normalised. Prints
+the scores and, with ``--output``, writes them as JSON; writes the per-class table (examples,
+top-1, top-5, the class most often predicted instead, ImageNet descriptions for WordNet-id
+classes) to ``--per_class_output`` (by default beside ``--output``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 from absl import app, flags
 
 from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext.registry import list_models, model_names
 
 FLAGS = flags.FLAGS
 
@@ -43,7 +49,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_string(
         "model",
         "custom",
-        "BNext size (tiny/small/middle/large or T/S/M/L) or custom.",
+        f"{', '.join(model_names())} (or {'/'.join(m.letter for m in list_models())}), or "
+        "custom (--stage_channels).",
         flag_values=flag_values,
     )
     flags.DEFINE_list(
@@ -74,10 +81,16 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
         "tfds_manual_dir", None, "TFDS manual download dir.", flag_values=flag_values
     )
     flags.DEFINE_integer(
-        "image_size", None, "Input side; default 32 for digits, else 224.", flag_values=flag_values
+        "image_size",
+        None,
+        "Input side; default 32 for digits, else the model's.",
+        flag_values=flag_values,
     )
     flags.DEFINE_float(
-        "eval_crop_fraction", 0.95, "Centre crop / resized shorter side.", flag_values=flag_values
+        "eval_crop_fraction",
+        None,
+        "Centre crop / resized shorter side; default the model's.",
+        flag_values=flag_values,
     )
     flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=flag_values)
     flags.DEFINE_string(
@@ -103,22 +116,22 @@ def evaluate(
     batch_size: int = 64,
     stage_channels=(16, 32, 64, 128),
     stem_stride: int | None = None,
-    crop_fraction: float = 0.95,
+    crop_fraction: float | None = None,
     tfds_manual_dir: str | None = None,
     per_class_output: str | None = None,
 ) -> dict:
     """Evaluate a BNext model on the evaluation split of a dataset.
 
     Args:
-        model_name: ``"custom"`` or a size name.
+        model_name: ``"custom"`` or a registry model name (``"tiny"``, ``"bnext18"``, ...).
         weights: ``None``, ``"imagenet"`` or a weights file.
         dataset: ``"digits"``, ``"folder"`` or a TFDS name.
         data_dir: the folder root or TFDS data dir.
-        image_size: the model's input side (default 32 for digits, else 224).
+        image_size: the model's input side (default 32 for digits, else the model's).
         batch_size: evaluation batch size.
         stage_channels: channels of a custom model.
         stem_stride: stem stride (default 1 for images up to 64 px, else 2).
-        crop_fraction: the evaluation transform's crop fraction.
+        crop_fraction: the evaluation transform's crop fraction (default the model's).
         tfds_manual_dir: TFDS manual download directory.
         per_class_output: write the per-class table to this CSV file
             (:func:`larq_bnext.training.reporting.write_per_class_csv`).
@@ -131,31 +144,30 @@ def evaluate(
     """
     import numpy as np
 
-    import larq_bnext
-    from larq_bnext.registry import canonical_size
-    from larq_bnext.training import data, reporting
+    from larq_bnext.models import BNext, get_model
+    from larq_bnext.training import data, recipe, reporting
 
-    image_size = image_size or (32 if dataset == "digits" else 224)
+    custom = recipe.model_info(model_name) is None  # resolves the name: unknown ones fail here
+    image_size = image_size or recipe.default_image_size(dataset, model_name)
+    crop_fraction = crop_fraction or recipe.model_preprocessing(model_name).crop_fraction
     kwargs = {}
     if dataset not in ("digits", "folder"):
         kwargs["manual_dir"] = tfds_manual_dir
     _, source = data.load_dataset(dataset, data_dir, image_size=image_size, **kwargs)
-    size = None if model_name.lower() == "custom" else canonical_size(model_name)
     common = dict(
         input_shape=(image_size, image_size, 3),
         num_classes=source.num_classes,
         classifier_activation=None,
-        stem_stride=stem_stride or (1 if image_size <= 64 else 2),
+        stem_stride=stem_stride or recipe.default_stem_stride(image_size),
+        weights=weights or None,
     )
-    if size is None:
-        model = larq_bnext.BNext([int(c) for c in stage_channels], **common)
+    if custom:
+        model = BNext([int(c) for c in stage_channels], **common)
     else:
-        model = larq_bnext.get_model(size, **common)
-    if weights:
-        larq_bnext.models.apply_weights(model, weights, size=size)
+        model = get_model(model_name, **common)
     ds = data.eval_dataset(source, batch_size, image_size, crop_fraction)
     # One pass gives the scores and the per-class table (the Distiller's test step computes
-    # the same loss, top-1 and top-5; tests/test_reporting.py checks that they agree).
+    # the same loss, top-1 and top-5; tests/training/test_reporting.py checks that they agree).
     labels, top_k, losses = reporting.collect_predictions(model, ds, k=5)
     rows = reporting.per_class_accuracy(labels, top_k, source.class_names)
     summary = reporting.summarize_per_class(rows)

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from larq_bnext import registry
 from larq_bnext.models.bnext import BNext
-from larq_bnext.registry import canonical_size
-from larq_bnext.weights.loading import _floatx, _save_weights_atomically
-from larq_bnext.weights.mapping import (
-    ConversionReport,
-    WeightsMismatchError,
-    load_state_dict_into_model,
-)
-from larq_bnext.weights.pytorch_reader import (
-    TorchCheckpoint,
-)
-from larq_bnext.weights.spec import _guess_size, detect_size
+from larq_bnext.registry import resolve_model
+from larq_bnext.weights.loading import floatx, save_weights_atomically
+from larq_bnext.weights.mapping import load_state_dict_into_model
+from larq_bnext.weights.matching import ConversionReport, WeightsMismatchError
+from larq_bnext.weights.pytorch_reader import TorchCheckpoint
+from larq_bnext.weights.spec import detect_size, guess_size
 
 __all__ = [
     "convert_checkpoint",
@@ -56,26 +50,27 @@ def convert_checkpoint(checkpoint, output, size: str | None = None) -> Conversio
         detected = detect_size(shapes)
         if size is None:
             if detected is None:
-                guess = _guess_size(shapes)
+                guess = guess_size(shapes)
                 raise WeightsMismatchError(
                     f"{checkpoint} is not an official BNext checkpoint"
-                    + (f" (it resembles BNext-{registry.get(guess).letter})" if guess else "")
+                    + (f" (it resembles {resolve_model(guess).display_name})" if guess else "")
                     + "; pass the size explicitly to see which tensors differ."
                 )
             size = detected
-        size = canonical_size(size)
+        info = resolve_model(size, family="bnext")
+        size = info.name
         num_classes = shapes.get("fc.bias", (1000,))[0]
-        with _floatx("float32"):
+        with floatx("float32"):
             model = BNext(
-                registry.get(size).stage_channels,
+                info.stage_channels,
                 input_shape=(None, None, 3),
                 num_classes=num_classes,
                 classifier_activation=None,
-                name=f"bnext_{size}",
+                name=info.model_name,
             )
             report = load_state_dict_into_model(model, state, size=size, source=str(checkpoint))
     output.parent.mkdir(parents=True, exist_ok=True)
-    _save_weights_atomically(
+    save_weights_atomically(
         model, output, {"larq_bnext_size": size, "larq_bnext_source": Path(checkpoint).name}
     )
     report.checkpoint_size = report.checkpoint_size or size

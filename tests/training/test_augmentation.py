@@ -8,11 +8,10 @@ import tensorflow as tf
 
 import larq_bnext
 from larq_bnext.preprocessing import preprocess_input
-from larq_bnext.training.augmentation import (
-    AugmentConfig,
-    BatchAugmenter,
+from larq_bnext.training.augmentation import AugmentConfig, normalize
+from larq_bnext.training.batch_augment import BatchAugmenter
+from larq_bnext.training.crop import (
     decode_and_random_crop,
-    normalize,
     random_resized_crop,
     random_resized_crop_box,
 )
@@ -149,7 +148,7 @@ def test_config_rejects_bad_values():
 
 
 def test_jpeg_scale_is_the_coarsest_that_keeps_the_output_size():
-    from larq_bnext.training.augmentation import JPEG_SCALES, jpeg_scale_index
+    from larq_bnext.training.crop import JPEG_SCALES, jpeg_scale_index
 
     cases = {(447, 900): 1, (448, 448): 2, (900, 1000): 4, (1792, 1800): 8, (100, 4000): 1}
     for (height, width), ratio in cases.items():
