@@ -29,7 +29,7 @@ import os
 from absl import app, flags
 
 from larq_bnext._cli import no_arguments, user_errors_exit
-from larq_bnext.registry import list_models, model_names
+from larq_bnext.registry import models_text
 
 FLAGS = flags.FLAGS
 
@@ -49,8 +49,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_string(
         "model",
         "custom",
-        f"{', '.join(model_names())} (or {'/'.join(m.letter for m in list_models())}), or "
-        "custom (--stage_channels).",
+        f"{models_text()}, or custom (--stage_channels).",
         flag_values=flag_values,
     )
     flags.DEFINE_list(

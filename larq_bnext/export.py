@@ -22,7 +22,7 @@ from pathlib import Path
 from absl import app, flags
 
 from larq_bnext._cli import no_arguments, user_errors_exit
-from larq_bnext.registry import BNEXT_ARCHITECTURE, list_models, model_names, resolve_model
+from larq_bnext.registry import BNEXT_ARCHITECTURE, model_names, models_text, resolve_model
 
 FLAGS = flags.FLAGS
 
@@ -39,7 +39,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_string(
         "model",
         model_names()[0],
-        f"{', '.join(model_names())} (or {'/'.join(m.letter for m in list_models())}).",
+        f"{models_text()}.",
         flag_values=flag_values,
     )
     flags.DEFINE_string(

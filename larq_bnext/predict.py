@@ -28,7 +28,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from larq_bnext.registry import list_models, model_names, resolve_model
+from larq_bnext.registry import list_models, models_text, resolve_model
 
 __all__ = ["Prediction", "build_classifier", "load_image", "classify", "define_flags", "main"]
 
@@ -198,7 +198,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_string(
         "model",
         DEFAULT_MODEL,
-        f"{', '.join(model_names())} (or {'/'.join(m.letter for m in list_models())}).",
+        f"{models_text()}.",
         flag_values=flag_values,
     )
     flags.DEFINE_string(

@@ -45,6 +45,7 @@ __all__ = [
     "resolve_model",
     "list_models",
     "model_names",
+    "models_text",
     "block_configs",
 ]
 
@@ -282,6 +283,18 @@ def model_names(family: str | None = None) -> list[str]:
     return [m.model_name for m in list_models(family)]
 
 
+def models_text(family: str | None = None) -> str:
+    """The models as help texts and error messages list them.
+
+    ``"bnext_tiny, bnext_small, bnext_middle, bnext_large, bnext18 (or T/S/M/L/18)"``.
+
+    Args:
+        family: only this family (see :func:`list_models`); ``None``: all.
+    """
+    letters = "/".join(m.letter for m in list_models(family))
+    return f"{', '.join(model_names(family))} (or {letters})"
+
+
 def resolve_model(name: str, family: str | None = None) -> ModelInfo:
     """The :class:`ModelInfo` of a model name: the one lookup of every builder and program.
 
@@ -307,7 +320,7 @@ def resolve_model(name: str, family: str | None = None) -> ModelInfo:
             )
     accepted = sorted(s for m in list_models(family) for s in m.spellings)
     raise ValueError(
-        f"Unknown BNext model {name!r}. Use one of {', '.join(model_names(family))}, or call "
+        f"Unknown BNext model {name!r}. Use one of {models_text(family)}, or call "
         "larq_bnext.BNext(stage_channels=...) for a custom width. "
         f"Every accepted name: {', '.join(accepted)}."
     )

@@ -31,7 +31,7 @@ import dataclasses
 from absl import app, flags
 
 from larq_bnext._cli import no_arguments, user_errors_exit
-from larq_bnext.registry import list_models, model_names
+from larq_bnext.registry import models_text
 from larq_bnext.training.checks import COLLECTIVES, TEACHER_WEIGHTS, ConfigError
 from larq_bnext.training.config import RunConfig
 from larq_bnext.training.distiller import WEIGHTINGS
@@ -48,11 +48,8 @@ def _listed(name: str):
     return None if value is None else [str(v) for v in value]
 
 
-_MODELS = ", ".join(model_names())
-_LETTERS = "/".join(m.letter for m in list_models())
-
 # --------------------------------------------------------------------------- model
-flags.DEFINE_string("model", DEFAULTS["model"], f"{_MODELS} (or {_LETTERS}), or custom.")
+flags.DEFINE_string("model", DEFAULTS["model"], f"{models_text()}, or custom (--stage_channels).")
 flags.DEFINE_list(
     "stage_channels",
     _listed("stage_channels"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from larq_bnext.registry import list_models, model_names, resolve_model
+from larq_bnext.registry import list_models, models_text, resolve_model
 from larq_bnext.training.distiller import WEIGHTINGS
 from larq_bnext.training.distribute import LR_SCALING_RULES, PRECISION_POLICIES, STRATEGY_KINDS
 from larq_bnext.training.randaugment import parse_policy
@@ -111,9 +111,8 @@ def _check_model(config) -> None:
         except ValueError:
             raise ConfigError(
                 "model",
-                f"model={config.model} is not a BNext model: use {', '.join(model_names())} "
-                f"(or {'/'.join(m.letter for m in list_models())}), or custom with "
-                "stage_channels.",
+                f"model={config.model} is not a BNext model: use {models_text()}, or custom "
+                "with stage_channels.",
             ) from None
     if config.stem_stride not in (None, 1, 2):
         raise ConfigError("stem_stride", f"stem_stride={config.stem_stride} must be 1 or 2.")

@@ -549,6 +549,22 @@ def test_corrupt_download_is_removed_and_reported(narrow_tiny, monkeypatch, tmp_
     assert list(home.iterdir()) == []
 
 
+def test_a_known_checksum_is_checked_on_download(narrow_tiny, monkeypatch):
+    _, source, home = narrow_tiny
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    info = registry.resolve_model("tiny")
+    wrong = dataclasses.replace(info, download_url=source.as_uri(), sha256="0" * 64)
+    monkeypatch.setitem(registry.MODELS, "tiny", wrong)
+    with pytest.raises(CheckpointError) as error:
+        download.download_checkpoint("tiny")
+    assert f"has SHA-256 {digest}, not the published {'0' * 64}" in str(error.value)
+    assert "was removed" in str(error.value) and list(home.iterdir()) == []
+    right = dataclasses.replace(wrong, sha256=digest.upper())
+    monkeypatch.setitem(registry.MODELS, "tiny", right)
+    path = download.download_checkpoint("tiny")
+    assert path.read_bytes() == source.read_bytes()
+
+
 def test_offline_error_names_url_and_path(narrow_tiny, monkeypatch):
     _, source, home = narrow_tiny
     unreachable = "http://127.0.0.1:9/s/jKjwDk35vVRPQN0/download"
