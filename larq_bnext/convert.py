@@ -1,11 +1,13 @@
-r"""Convert an official BNext PyTorch checkpoint to Keras weights (no PyTorch needed).
+r"""Convert a BNext PyTorch checkpoint to Keras weights (no PyTorch needed): an official
+BNext-T/S/M/L one, or a BNext-18 one saved by the original code.
 
 Usage::
 
     python -m larq_bnext.convert --size tiny \
         --checkpoint bnext_tiny_official.pth.tar --output bnext_tiny_imagenet.h5
 
-``--size auto`` (the default) tells the size from the checkpoint. The output is Keras HDF5
+``--size auto`` (the default) tells the model from the checkpoint (``--size`` takes any
+registry model, ``bnext18`` included). The output is Keras HDF5
 weights of the full model (``model.save_weights``), loadable with
 ``larq_bnext.BNextT(weights="bnext_tiny_imagenet.h5")`` or
 ``model.load_weights(path, by_name=True)``. The checkpoint is read with
@@ -24,9 +26,9 @@ from larq_bnext.registry import list_models, resolve_model
 from larq_bnext.weights.download import sha256
 
 FLAGS = flags.FLAGS
-#: Values of ``--size``: ``auto`` or a model with an official checkpoint (any spelling of
+#: Values of ``--size``: ``auto`` or a registry model (any spelling of
 #: :func:`larq_bnext.registry.resolve_model` is accepted).
-SIZES = ["auto", *(m.name for m in list_models("bnext")), *(m.letter for m in list_models("bnext"))]
+SIZES = ["auto", *(m.name for m in list_models()), *(m.letter for m in list_models())]
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
@@ -64,12 +66,12 @@ def run(size: str, checkpoint: str, output: str) -> str:
     """Convert ``checkpoint`` to ``output`` and return the report printed by the CLI.
 
     Args:
-        size: ``"auto"`` or a size name/alias.
+        size: ``"auto"`` or a registry model name (``"tiny"``, ``"bnext18"``, ...).
         checkpoint: the PyTorch checkpoint file.
         output: the ``.h5`` file to write.
     """
     start = time.perf_counter()
-    size = None if size == "auto" else resolve_model(size, family="bnext").name
+    size = None if size == "auto" else resolve_model(size).name
     report = convert_checkpoint(checkpoint, output, size=size)
     elapsed = time.perf_counter() - start
     return "\n".join(

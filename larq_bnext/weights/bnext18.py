@@ -39,6 +39,7 @@ from larq_bnext.weights.matching import (
 __all__ = [
     "bnext18_weight_map",
     "load_bnext18_state_dict",
+    "is_bnext18_state",
 ]
 
 _TOP_LEVEL = {
@@ -54,6 +55,15 @@ _PARTS = {
 }
 _SUBMODULES = {"attention": "Attention", "ffn": "FFN"}
 _LAYER_RE = re.compile(r"^layer(\d)_(\d)_(attention|ffn)_(\w+)$")
+
+
+def is_bnext18_state(shapes: Mapping[str, tuple]) -> bool:
+    """Whether a state dict's keys are those of the original ``BNext18`` (not BNext-T/S/M/L).
+
+    Args:
+        shapes: key -> shape (``module.`` prefix already removed).
+    """
+    return "conv1.weight" in shapes and "layer0.0.Attention.binary_conv.weight" in shapes
 
 
 def bnext18_weight_map(model: tf.keras.Model) -> list[Target]:

@@ -236,3 +236,32 @@ def test_a_run_reports_bnext18_exactly_binary_below_its_own_threshold(cifar64):
         if isinstance(layer, BinaryConv2D):
             layer.temperature.assign(3e-6)
     assert binarization(narrow) == (pytest.approx(3e-6), False)  # 1e-7 is BNext-T/S/M/L's
+
+
+def test_the_convert_command_takes_a_bnext18_checkpoint(cifar64, tmp_path):
+    """python -m larq_bnext.convert detects BNext-18 (and its CIFAR stem) like the sizes."""
+    from larq_bnext import convert
+
+    torch.manual_seed(3)
+    path = tmp_path / "bnext18.pth.tar"
+    save_like_original(TorchBNext18(10), path)
+    printed = convert.run("auto", str(path), str(tmp_path / "bnext18.h5"))
+    assert "BNext-18 checkpoint: converted" in printed
+    assert "get_model('bnext18'" in printed
+    direct = load_weights(cifar64, str(path), "bnext18")
+    expected = [w.numpy() for w in cifar64.weights]
+    converted = load_weights(cifar64, str(tmp_path / "bnext18.h5"), "bnext18")
+    assert direct is not None and converted is None  # a PyTorch file, then Keras weights
+    for weight, value in zip(cifar64.weights, expected, strict=True):
+        np.testing.assert_allclose(weight.numpy(), value, rtol=1e-6, err_msg=weight.name)
+
+
+def test_every_program_takes_bnext18():
+    """evaluate and predict refused BNext-18; they resolve names through the registry now."""
+    from larq_bnext import predict
+    from larq_bnext.evaluate import evaluate
+
+    scores = evaluate("BNext-18", None, dataset="digits", image_size=8, batch_size=180)
+    assert scores["examples"] == 360 and 0.0 <= scores["top1"] <= 1.0
+    with pytest.raises(ValueError, match="No official ImageNet checkpoint of BNext-18"):
+        predict.build_classifier("bnext18", weights="imagenet")
