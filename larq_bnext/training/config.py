@@ -220,7 +220,7 @@ class RunConfig:
         """Whether the model is a BNext of ``stage_channels`` (not a registry model)."""
         return self.model.strip().lower() == "custom"
 
-    def flag_values(self) -> dict:
+    def to_dict(self) -> dict:
         """The fields as JSON-ready values (what ``flags.json`` records)."""
         return {
             f.name: list(v) if isinstance(v, tuple) else v
@@ -234,7 +234,7 @@ class RunConfig:
         Fields left ``None`` are left out (they take their defaults again).
         """
         lines = []
-        for name, value in self.flag_values().items():
+        for name, value in self.to_dict().items():
             if value is None:
                 continue
             if isinstance(value, bool):

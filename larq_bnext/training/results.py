@@ -12,7 +12,7 @@ import dataclasses
 
 from larq_bnext.training.config import RunConfig
 
-__all__ = ["ModelResult", "RunResult"]
+__all__ = ["ModelResult", "TeacherSet", "RunResult"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +79,25 @@ class ModelResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class TeacherSet:
+    """The Keras teachers a student was distilled from.
+
+    Args:
+        assistants: the assistant teachers, in curriculum order.
+        main: the main teacher.
+        weights: their weights (``"imagenet"``, or ``"none"``: untrained).
+    """
+
+    assistants: tuple[str, ...]
+    main: str
+    weights: str
+
+    def to_dict(self) -> dict:
+        """The ``teachers`` entry of ``metrics.json``."""
+        return {"assistants": list(self.assistants), "main": self.main, "weights": self.weights}
+
+
+@dataclasses.dataclass(frozen=True)
 class RunResult:
     """The outcome of :func:`run`: scores of every trained model and the run's files.
 
@@ -107,7 +126,7 @@ class RunResult:
     student: ModelResult
     teacher: ModelResult | None
     baseline: ModelResult | None
-    teachers: dict | None
+    teachers: TeacherSet | None
     train_examples: int
     eval_examples: int
     num_classes: int
@@ -133,7 +152,7 @@ class RunResult:
         if self.teacher is not None:
             out["teacher"] = self.teacher.to_dict()
         if self.teachers is not None:
-            out["teachers"] = self.teachers
+            out["teachers"] = self.teachers.to_dict()
         out["student"] = self.student.to_dict()
         if self.baseline is not None:
             out["baseline"] = self.baseline.to_dict()

@@ -60,7 +60,7 @@ from larq_bnext.training.checks import ConfigError, check_replicas
 from larq_bnext.training.config import RunConfig
 from larq_bnext.training.recipe import resolve
 from larq_bnext.training.reporting import EpochLogger, plot_run_curves, progress_mode
-from larq_bnext.training.results import ModelResult, RunResult
+from larq_bnext.training.results import ModelResult, RunResult, TeacherSet
 from larq_bnext.training.teachers import Teacher
 
 __all__ = ["binarization", "fit", "run"]
@@ -197,7 +197,7 @@ def _write_config(directory: str, config: RunConfig) -> tuple[str, str]:
     with open(flags_txt, "w") as f:
         f.write("\n".join(config.to_flags()) + "\n")
     with open(flags_json, "w") as f:
-        json.dump(config.flag_values(), f, indent=2, default=str)
+        json.dump(config.to_dict(), f, indent=2, default=str)
     return flags_json, flags_txt
 
 
@@ -222,10 +222,12 @@ def run(config: RunConfig) -> RunResult:
     config = resolve(config)
     _prepare_output_dir(config.output_dir)
     if config.deterministic and not distribute.one_op_at_a_time():
-        logging.warning(
+        logging.log_first_n(  # once per process: runs in a row would repeat it
+            logging.WARNING,
             "deterministic: TensorFlow already runs ops concurrently (inter-op threads "
             "cannot change once it started), so results may differ in the last bits between "
-            "runs; run the command in a fresh process for bitwise reproducibility."
+            "runs; run the command in a fresh process for bitwise reproducibility.",
+            1,
         )
     strategy = distribute.create_strategy(
         config.strategy, config.devices, config.tpu, config.collective
@@ -279,11 +281,9 @@ def _run_in_scope(given: RunConfig, config: RunConfig) -> RunResult:
     else:
         assistants, teacher = build_teachers(config, run_data)
         if teacher is not None:
-            teachers = {
-                "assistants": [t.name for t in assistants],
-                "main": teacher.name,
-                "weights": config.teacher_weights,
-            }
+            teachers = TeacherSet(
+                tuple(t.name for t in assistants), teacher.name, config.teacher_weights
+            )
 
     distiller = build_models(config, run_data, teacher=teacher, assistants=assistants)
     distiller.compile(
