@@ -143,12 +143,13 @@ def evaluate(
     """
     import numpy as np
 
-    from larq_bnext.models import BNext, get_model
+    from larq_bnext.models import get_model
     from larq_bnext.training import data, recipe, reporting
 
-    custom = recipe.model_info(model_name) is None  # resolves the name: unknown ones fail here
-    image_size = image_size or recipe.default_image_size(dataset, model_name)
-    crop_fraction = crop_fraction or recipe.model_preprocessing(model_name).crop_fraction
+    recipe.model_info(model_name)  # resolves the name: an unknown one fails before the data
+    image_size, crop_fraction = recipe.evaluation_input(
+        dataset, model_name, image_size, crop_fraction
+    )
     kwargs = {}
     if dataset not in ("digits", "folder"):
         kwargs["manual_dir"] = tfds_manual_dir
@@ -160,10 +161,7 @@ def evaluate(
         stem_stride=stem_stride or recipe.default_stem_stride(image_size),
         weights=weights or None,
     )
-    if custom:
-        model = BNext([int(c) for c in stage_channels], **common)
-    else:
-        model = get_model(model_name, **common)
+    model = get_model(model_name, [int(c) for c in stage_channels], **common)
     ds = data.eval_dataset(source, batch_size, image_size, crop_fraction)
     # One pass gives the scores and the per-class table (the Distiller's test step computes
     # the same loss, top-1 and top-5; tests/training/test_reporting.py checks that they agree).

@@ -223,8 +223,9 @@ BNextL = _sized("L")
 _BUILDERS = {b.__name__: b for b in (BNextT, BNextS, BNextM, BNextL)}
 
 
-def get_model(size: str, **kwargs) -> tf.keras.Model:
-    """Build the registry model of a name (``"tiny"``, ``"T"``, ``"bnext_small"``, ``"bnext18"``).
+def get_model(size: str, stage_channels: Sequence[int] | None = None, **kwargs) -> tf.keras.Model:
+    """Build a model by name: any of the registry (``"tiny"``, ``"T"``, ``"bnext18"``, ...) or
+    ``"custom"``, a BNext of ``stage_channels``; what every command-line program builds.
 
     ``"bnext18"`` builds :func:`~larq_bnext.models.bnext18.BNext18` (the original's
     ResNet-18-shaped BNext; no ImageNet checkpoint published). The arguments of the BNext
@@ -233,17 +234,25 @@ def get_model(size: str, **kwargs) -> tf.keras.Model:
     must stay on (it has no ablation switches).
 
     Args:
-        size: a model name (see :func:`larq_bnext.registry.resolve_model`).
-        **kwargs: the keyword arguments of :func:`BNextT` (or of
+        size: ``"custom"`` or a model name (see :func:`larq_bnext.registry.resolve_model`).
+        stage_channels: the channels of ``"custom"`` (ignored for the registry's models).
+        **kwargs: the keyword arguments of :func:`BNext` (or of
             :func:`~larq_bnext.models.bnext18.BNext18`).
 
     Raises:
-        ValueError: for an unknown name, or an ablation switched off for BNext-18.
+        ValueError: for an unknown name, ``"custom"`` without channels, or an ablation
+            switched off for BNext-18.
 
     Examples:
         >>> get_model("bnext18", input_shape=(32, 32, 3), num_classes=10, stem_stride=1).name
         'bnext18'
+        >>> get_model("custom", (8, 16), input_shape=(8, 8, 3), stem_stride=1).output_shape
+        (None, 1000)
     """
+    if str(size).strip().lower() == "custom":
+        if not stage_channels:
+            raise ValueError("size='custom' needs stage_channels, e.g. (16, 32, 64, 128).")
+        return BNext(stage_channels, **kwargs)
     info = resolve_model(size)
     if info.family == "bnext":
         return _BUILDERS[f"BNext{info.letter}"](**kwargs)

@@ -53,7 +53,8 @@ def convert_checkpoint(checkpoint, output, size: str | None = None) -> Conversio
     with TorchCheckpoint(checkpoint) as ckpt:
         state = ckpt.state_dict()
         shapes = {k: v.shape for k, v in state.items()}
-        detected = detect_size(shapes) or ("bnext18" if is_bnext18_state(shapes) else None)
+        bnext18 = resolve_model("bnext18").name if is_bnext18_state(shapes) else None
+        detected = detect_size(shapes) or bnext18
         if size is None:
             if detected is None:
                 guess = guess_size(shapes)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl import logging
 
-from larq_bnext.models.bnext import BNext, get_model
+from larq_bnext.models.bnext import get_model
 from larq_bnext.training import data, distribute
 from larq_bnext.training.augmentation import AugmentConfig
 from larq_bnext.training.batch_augment import BatchAugmenter
@@ -229,10 +229,7 @@ def build_student(config: RunConfig, run_data: RunData, name: str = "student") -
         weights=config.init_weights,
         name=name,
     )
-    if config.is_custom:
-        model = BNext(config.stage_channels, **common)
-    else:
-        model = get_model(config.model, **common)
+    model = get_model(config.model, config.stage_channels, **common)
     return convert_to_sync_batchnorm(model) if config.sync_batchnorm else model
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "model_recipe",
     "model_preprocessing",
     "default_image_size",
+    "evaluation_input",
     "default_stem_stride",
     "default_temperature_decay",
     "resolve",
@@ -112,6 +113,22 @@ def default_image_size(dataset: str, model: str) -> int:
     if dataset == "digits":
         return PRESETS["digits"]["image_size"]
     return model_preprocessing(model).image_size
+
+
+def evaluation_input(
+    dataset: str, model: str, image_size: int | None = None, crop_fraction: float | None = None
+) -> tuple[int, float]:
+    """``(image_size, crop_fraction)`` a program evaluates ``model`` on ``dataset`` with: the
+    given values, or the defaults (:func:`default_image_size`, the model's preprocessing).
+
+    Args:
+        dataset: the dataset name.
+        model: ``"custom"`` or a registry model name.
+        image_size: the input side, or ``None``.
+        crop_fraction: the evaluation crop fraction, or ``None``.
+    """
+    image_size = image_size or default_image_size(dataset, model)
+    return image_size, crop_fraction or model_preprocessing(model).crop_fraction
 
 
 def default_stem_stride(image_size: int) -> int:
