@@ -14,7 +14,7 @@ Examples:
     >>> from larq_bnext.training import RunConfig, run
     >>> config = RunConfig(
     ...     dataset="digits", image_size=8, stage_channels=(8, 16), epochs=1, steps_per_epoch=1,
-    ...     batch_size=16, teachers="none", baseline=False, verbose=0,
+    ...     batch_size=16, teachers="none", baseline=False, backup=False, verbose=0,
     ...     output_dir=tempfile.mkdtemp())
     >>> result = run(config)
     >>> result.student.epochs, result.student.distilled, result.teacher, result.config.lr
