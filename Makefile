@@ -8,7 +8,9 @@ LINT_PATHS := larq_bnext tests experiments benchmarks notebooks
 # Worker processes for pytest (pytest-xdist): 2 suits a 2-core machine, where most of a test's
 # time is single-threaded Python (building models, tracing); `make test JOBS=auto` for more.
 JOBS ?= 2
-PYTEST := TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/pytest -n $(JOBS) --dist worksteal
+# --doctest-modules: the examples in the package's docstrings run as tests too (larq_bnext is
+# among the paths of `suite` and `unit`).
+PYTEST := TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/pytest -n $(JOBS) --dist worksteal --doctest-modules
 
 .PHONY: install demo test lint suite unit notebooks docs docs-serve clean
 
@@ -27,13 +29,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
-# The unit tests and the tutorials (executed top to bottom, offline) in one pytest run, so that
-# the workers share the long items between them.
+# The unit tests, the docstring examples and the tutorials (executed top to bottom, offline) in
+# one pytest run, so that the workers share the long items between them.
 suite: $(STAMP)
-	$(PYTEST) --nbmake --nbmake-timeout=600 -p no:cacheprovider tests notebooks
+	$(PYTEST) --nbmake --nbmake-timeout=600 -p no:cacheprovider tests larq_bnext notebooks
 
 unit: $(STAMP)
-	$(PYTEST)
+	$(PYTEST) tests larq_bnext
 
 notebooks: $(STAMP)
 	$(PYTEST) --nbmake --nbmake-timeout=600 -p no:cacheprovider notebooks

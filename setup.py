@@ -1,10 +1,16 @@
 """Packaging for larq_bnext: BNext binary neural networks in Keras and Larq."""
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+# The version is written once, in larq_bnext/__init__.py (read as text: importing the package
+# would import TensorFlow).
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"$', (HERE / "larq_bnext" / "__init__.py").read_text(), re.M
+).group(1)
 
 INSTALL_REQUIRES = [
     # Larq needs Keras 2: TensorFlow 2.15 is the last release whose tf.keras is Keras 2.
@@ -38,19 +44,22 @@ EXTRAS = {
 
 setup(
     name="larq_bnext",
-    version="0.1.0",
+    version=VERSION,
     description="BNext binary neural networks (T/S/M/L) in Keras with Larq: pretrained "
     "ImageNet weights, the paper's distillation recipe, and edge deployment with LCE.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.9,<3.12",
+    # 3.10: zip(strict=...), X | Y unions at run time; < 3.12: TensorFlow 2.15's wheels.
+    python_requires=">=3.10,<3.12",
     packages=find_packages(include=["larq_bnext", "larq_bnext.*"]),
     package_data={"larq_bnext": ["resources/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     classifiers=[
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
         "License :: OSI Approved :: Apache Software License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

@@ -41,11 +41,8 @@ import tensorflow as tf
 from larq_bnext.images.resampling import resize_window
 from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_input
 from larq_bnext.training import data
-from larq_bnext.training.augmentation import (
-    AugmentConfig,
-    decode_and_random_crop,
-    random_resized_crop_box,
-)
+from larq_bnext.training.augmentation import AugmentConfig
+from larq_bnext.training.crop import decode_and_random_crop, random_resized_crop_box
 from larq_bnext.training.randaugment import rand_augment
 from larq_bnext.training.skipped import guarded_map
 

@@ -702,7 +702,7 @@ def main(argv=None) -> dict:
 
     from larq_bnext import registry
 
-    info = registry.get(args.size)
+    info = registry.resolve_model(args.size)
     print(f"Building {info.display_name} (batch {args.batch}, {args.image_size}px) ...", flush=True)
     step, first_s = keras_step(args.size, args.batch, args.image_size, "function", "float32", 1000)
     distiller = inspect.getclosurevars(step).nonlocals.get("distiller")

@@ -150,7 +150,7 @@ def torch_step(size, batch, image_size, classes, threads):
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
-    model = TorchBNext(registry.get(size).stage_channels, num_classes=classes).train()
+    model = TorchBNext(registry.resolve_model(size).stage_channels, num_classes=classes).train()
     teacher = torch.nn.Linear(3, classes).eval()
     decay = [p for p in model.parameters() if p.dim() == 4]
     other = [p for p in model.parameters() if p.dim() != 4]

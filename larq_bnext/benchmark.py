@@ -16,7 +16,8 @@ import os
 
 from absl import app, flags
 
-from larq_bnext._cli import no_arguments
+from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext.deploy.catalog import BNEXT_NAMES, QUICKNET_NAMES
 
 FLAGS = flags.FLAGS
 
@@ -32,13 +33,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     """
     flags.DEFINE_list(
         "models",
-        "bnext_tiny,bnext_small,bnext_middle,bnext_large,quicknet_small,quicknet,quicknet_large",
-        "Models to convert with LCE and time.",
+        list(BNEXT_NAMES + QUICKNET_NAMES),
+        "Models to convert with LCE and time (any registry model, bnext18 included, or a "
+        "QuickNet).",
         flag_values=flag_values,
     )
     flags.DEFINE_list(
         "float_models",
-        "bnext_tiny",
+        list(BNEXT_NAMES[:1]),
         "BNext models to also time in float32 TFLite.",
         flag_values=flag_values,
     )
@@ -94,18 +96,19 @@ def main(argv):
     threads = [int(t) for t in FLAGS.threads] if FLAGS.threads else None
     if threads is not None and any(t < 1 for t in threads):
         raise app.UsageError(f"--threads must be positive integers, got {FLAGS.threads}.")
-    deploy.benchmark(
-        models=FLAGS.models,
-        float_models=FLAGS.float_models,
-        input_size=FLAGS.input_size,
-        threads=threads,
-        repeats=FLAGS.repeats,
-        warmup=FLAGS.warmup,
-        use_indirect_bgemm=FLAGS.indirect_bgemm,
-        output_dir=FLAGS.output_dir,
-        append=FLAGS.append,
-        flatbuffer_dir=FLAGS.flatbuffer_dir,
-    )
+    with user_errors_exit():
+        deploy.benchmark(
+            models=FLAGS.models,
+            float_models=FLAGS.float_models,
+            input_size=FLAGS.input_size,
+            threads=threads,
+            repeats=FLAGS.repeats,
+            warmup=FLAGS.warmup,
+            use_indirect_bgemm=FLAGS.indirect_bgemm,
+            output_dir=FLAGS.output_dir,
+            append=FLAGS.append,
+            flatbuffer_dir=FLAGS.flatbuffer_dir,
+        )
     print((os.path.join(FLAGS.output_dir, "benchmark.md")) + ":")
     with open(os.path.join(FLAGS.output_dir, "benchmark.md")) as f:
         print(f.read())

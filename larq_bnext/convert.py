@@ -1,11 +1,13 @@
-r"""Convert an official BNext PyTorch checkpoint to Keras weights (no PyTorch needed).
+r"""Convert a BNext PyTorch checkpoint to Keras weights (no PyTorch needed): an official
+BNext-T/S/M/L one, or a BNext-18 one saved by the original code.
 
 Usage::
 
     python -m larq_bnext.convert --size tiny \
         --checkpoint bnext_tiny_official.pth.tar --output bnext_tiny_imagenet.h5
 
-``--size auto`` (the default) tells the size from the checkpoint. The output is Keras HDF5
+``--size auto`` (the default) tells the model from the checkpoint (``--size`` takes any
+registry model, ``bnext18`` included). The output is Keras HDF5
 weights of the full model (``model.save_weights``), loadable with
 ``larq_bnext.BNextT(weights="bnext_tiny_imagenet.h5")`` or
 ``model.load_weights(path, by_name=True)``. The checkpoint is read with
@@ -18,12 +20,15 @@ import time
 
 from absl import app, flags
 
-from larq_bnext._cli import no_arguments
+from larq_bnext._cli import no_arguments, user_errors_exit
 from larq_bnext.models.convert import convert_checkpoint
+from larq_bnext.registry import list_models, resolve_model
 from larq_bnext.weights.download import sha256
 
 FLAGS = flags.FLAGS
-SIZES = ["auto", "tiny", "small", "middle", "large", "T", "S", "M", "L"]
+#: Values of ``--size``: ``auto`` or a registry model (any spelling of
+#: :func:`larq_bnext.registry.resolve_model` is accepted).
+SIZES = ["auto", *(m.name for m in list_models()), *(m.letter for m in list_models())]
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
@@ -35,11 +40,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     Args:
         flag_values: the registry to define them on (absl's global ``FLAGS`` by default).
     """
-    flags.DEFINE_enum(
+    flags.DEFINE_string(
         "size",
         "auto",
-        SIZES,
-        "BNext size of the checkpoint; 'auto' detects it from the tensor shapes.",
+        f"BNext size of the checkpoint ({', '.join(SIZES)}, or any name of the registry); "
+        "'auto' detects it from the tensor shapes.",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
@@ -61,12 +66,13 @@ def run(size: str, checkpoint: str, output: str) -> str:
     """Convert ``checkpoint`` to ``output`` and return the report printed by the CLI.
 
     Args:
-        size: ``"auto"`` or a size name/alias.
+        size: ``"auto"`` or a registry model name (``"tiny"``, ``"bnext18"``, ...).
         checkpoint: the PyTorch checkpoint file.
         output: the ``.h5`` file to write.
     """
     start = time.perf_counter()
-    report = convert_checkpoint(checkpoint, output, size=None if size == "auto" else size)
+    size = None if size == "auto" else resolve_model(size).name
+    report = convert_checkpoint(checkpoint, output, size=size)
     elapsed = time.perf_counter() - start
     return "\n".join(
         [
@@ -88,7 +94,8 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
     no_arguments(argv)
     if not flag_values.checkpoint or not flag_values.output:
         raise app.UsageError("Both --checkpoint and --output are required.")
-    print(run(flag_values.size, flag_values.checkpoint, flag_values.output))
+    with user_errors_exit():
+        print(run(flag_values.size, flag_values.checkpoint, flag_values.output))
 
 
 if __name__ == "__main__":

@@ -9,13 +9,19 @@ Examples::
     # A student trained by `python -m larq_bnext.train` (the demo's defaults):
     python -m larq_bnext.evaluate --weights=runs/demo/student/best.weights.h5
 
-The evaluation transform is BNext's (shorter side to ``image_size / 0.95`` bicubic, centre
-crop, ImageNet normalisation; see :func:`larq_bnext.preprocessing.decode_and_center_crop`);
-the digits images are only normalised. Files that cannot be read, and images whose header
-gives more pixels than ``--max_image_pixels``, are skipped and listed (``skipped_files``).
-Prints the scores and, with ``--output``, writes them as JSON; writes the per-class table
-(examples, top-1, top-5, the class most often predicted instead, ImageNet descriptions for
-WordNet-id classes) to ``--per_class_output`` (by default beside ``--output``).
+    # A BNext-18 trained with experiments/bnext18.flags:
+    python -m larq_bnext.evaluate --model=bnext18 --weights=runs/bnext18/student/best.weights.h5 \
+        --dataset=folder --data_dir=/data/imagenet
+
+``--model`` is ``custom`` or any model of :mod:`larq_bnext.registry`. The evaluation transform
+is the model's (registry) preprocessing: shorter side to ``image_size / crop_fraction``
+bicubic, centre crop, ImageNet normalisation (see
+:func:`larq_bnext.preprocessing.decode_and_center_crop`); the digits images are only
+normalised. Files that cannot be read, and images whose header gives more pixels than
+``--max_image_pixels``, are skipped and listed (``skipped_files``). Prints the scores and,
+with ``--output``, writes them as JSON; writes the per-class table (examples, top-1, top-5,
+the class most often predicted instead, ImageNet descriptions for WordNet-id classes) to
+``--per_class_output`` (by default beside ``--output``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from absl import app, flags
 
 from larq_bnext._cli import no_arguments, user_errors_exit
 from larq_bnext.images.files import MAX_IMAGE_PIXELS
+from larq_bnext.registry import models_text
 
 FLAGS = flags.FLAGS
 
@@ -46,7 +53,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_string(
         "model",
         "custom",
-        "BNext size (tiny/small/middle/large or T/S/M/L) or custom.",
+        f"{models_text()}, or custom (--stage_channels).",
         flag_values=flag_values,
     )
     flags.DEFINE_list(
@@ -77,10 +84,16 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
         "tfds_manual_dir", None, "TFDS manual download dir.", flag_values=flag_values
     )
     flags.DEFINE_integer(
-        "image_size", None, "Input side; default 32 for digits, else 224.", flag_values=flag_values
+        "image_size",
+        None,
+        "Input side; default 32 for digits, else the model's.",
+        flag_values=flag_values,
     )
     flags.DEFINE_float(
-        "eval_crop_fraction", 0.95, "Centre crop / resized shorter side.", flag_values=flag_values
+        "eval_crop_fraction",
+        None,
+        "Centre crop / resized shorter side; default the model's.",
+        flag_values=flag_values,
     )
     flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=flag_values)
     flags.DEFINE_integer(
@@ -114,7 +127,7 @@ def evaluate(
     batch_size: int = 64,
     stage_channels=(16, 32, 64, 128),
     stem_stride: int | None = None,
-    crop_fraction: float = 0.95,
+    crop_fraction: float | None = None,
     tfds_manual_dir: str | None = None,
     per_class_output: str | None = None,
     max_image_pixels=MAX_IMAGE_PIXELS,
@@ -122,15 +135,15 @@ def evaluate(
     """Evaluate a BNext model on the evaluation split of a dataset.
 
     Args:
-        model_name: ``"custom"`` or a size name.
+        model_name: ``"custom"`` or a registry model name (``"tiny"``, ``"bnext18"``, ...).
         weights: ``None``, ``"imagenet"`` or a weights file.
         dataset: ``"digits"``, ``"folder"`` or a TFDS name.
         data_dir: the folder root or TFDS data dir.
-        image_size: the model's input side (default 32 for digits, else 224).
+        image_size: the model's input side (default 32 for digits, else the model's).
         batch_size: evaluation batch size.
         stage_channels: channels of a custom model.
         stem_stride: stem stride (default 1 for images up to 64 px, else 2).
-        crop_fraction: the evaluation transform's crop fraction.
+        crop_fraction: the evaluation transform's crop fraction (default the model's).
         tfds_manual_dir: TFDS manual download directory.
         per_class_output: write the per-class table to this CSV file
             (:func:`larq_bnext.training.reporting.write_per_class_csv`).
@@ -146,37 +159,34 @@ def evaluate(
     """
     import numpy as np
 
-    import larq_bnext
-    from larq_bnext.registry import canonical_size
-    from larq_bnext.training import data, reporting
+    from larq_bnext.models import get_model
+    from larq_bnext.training import data, recipe, reporting
     from larq_bnext.training.skipped import SkipLog
 
-    image_size = image_size or (32 if dataset == "digits" else 224)
+    recipe.model_info(model_name)  # resolves the name: an unknown one fails before the data
+    image_size, crop_fraction = recipe.evaluation_input(
+        dataset, model_name, image_size, crop_fraction
+    )
     kwargs = {}
     if dataset == "folder":
         kwargs["max_image_pixels"] = max_image_pixels
     elif dataset != "digits":
         kwargs["manual_dir"] = tfds_manual_dir
     _, source = data.load_dataset(dataset, data_dir, image_size=image_size, **kwargs)
-    size = None if model_name.lower() == "custom" else canonical_size(model_name)
     common = dict(
         input_shape=(image_size, image_size, 3),
         num_classes=source.num_classes,
         classifier_activation=None,
-        stem_stride=stem_stride or (1 if image_size <= 64 else 2),
+        stem_stride=stem_stride or recipe.default_stem_stride(image_size),
+        weights=weights or None,
     )
-    if size is None:
-        model = larq_bnext.BNext([int(c) for c in stage_channels], **common)
-    else:
-        model = larq_bnext.get_model(size, **common)
-    if weights:
-        larq_bnext.models.apply_weights(model, weights, size=size)
+    model = get_model(model_name, [int(c) for c in stage_channels], **common)
     skipped = SkipLog("eval", source.num_examples + len(source.skipped), initial=source.skipped)
     ds = data.eval_dataset(
         source, batch_size, image_size, crop_fraction, skipped, max_image_pixels=max_image_pixels
     )
     # One pass gives the scores and the per-class table (the Distiller's test step computes
-    # the same loss, top-1 and top-5; tests/test_reporting.py checks that they agree).
+    # the same loss, top-1 and top-5; tests/training/test_reporting.py checks that they agree).
     labels, top_k, losses = reporting.collect_predictions(model, ds, k=5)
     rows = reporting.per_class_accuracy(labels, top_k, source.class_names)
     summary = reporting.summarize_per_class(rows)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-from larq_bnext._cli import no_arguments
+from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext.registry import BNEXT_ARCHITECTURE, model_names, models_text, resolve_model
 
 FLAGS = flags.FLAGS
 
@@ -37,8 +38,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     """
     flags.DEFINE_string(
         "model",
-        "bnext_tiny",
-        "bnext_tiny, bnext_small, bnext_middle, bnext_large or bnext18.",
+        model_names()[0],
+        f"{models_text()}.",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
@@ -55,7 +56,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
         flag_values=flag_values,
     )
     flags.DEFINE_integer(
-        "input_size", 224, "Square input resolution of the exported model.", flag_values=flag_values
+        "input_size",
+        None,
+        "Square input resolution of the exported model; default the model's.",
+        flag_values=flag_values,
     )
     flags.DEFINE_integer(
         "num_classes", 1000, "Classifier size (1000 for ImageNet weights).", flag_values=flag_values
@@ -69,7 +73,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_bool(
         "allow_float_binary_layers",
         False,
-        "Convert a model whose kernel temperatures are still >= 1e-7: those binary layers stay "
+        "Convert a model whose kernel temperatures are still at or above its sign threshold "
+        f"({BNEXT_ARCHITECTURE.sign_threshold:g} for BNext-T/S/M/L): those binary layers stay "
         "float convolutions on binarized inputs (correct outputs, no binary speed-up).",
         flag_values=flag_values,
     )
@@ -83,7 +88,7 @@ def export(
     model: str,
     output: str | os.PathLike,
     weights: str | None = None,
-    input_size: int = 224,
+    input_size: int | None = None,
     num_classes: int = 1000,
     softmax: bool = True,
     allow_float_binary_layers: bool = False,
@@ -92,10 +97,10 @@ def export(
     """Build, convert and write a BNext flatbuffer.
 
     Args:
-        model: a BNext size name (``"bnext_tiny"``, ``"T"``, ``"small"``, ...).
+        model: a registry model name (``"bnext_tiny"``, ``"T"``, ``"small"``, ``"bnext18"``, ...).
         output: path of the ``.tflite`` file to write (parent directories are created).
         weights: ``None`` (random, temperatures set below threshold), ``"imagenet"`` or a path.
-        input_size: square input resolution.
+        input_size: square input resolution; ``None``: the model's (registry preprocessing).
         num_classes: classifier size.
         softmax: end with a softmax; ``False`` exports logits.
         allow_float_binary_layers: see :func:`larq_bnext.deploy.inference_model`.
@@ -106,12 +111,12 @@ def export(
         flatbuffer, and how many exact-zero sign-regime kernel weights (binarized to 0 by the
         Keras model, as by the original) the export set to ``+1``.
     """
-    from larq_bnext import deploy, models, registry
-    from larq_bnext.models.bnext18 import is_bnext18
+    from larq_bnext import deploy, models
 
-    size = model if is_bnext18(model) else registry.canonical_size(model)
+    info = resolve_model(model)
+    input_size = input_size or info.preprocessing.image_size
     keras_model = models.get_model(
-        size,
+        info.name,
         input_shape=(input_size, input_size, 3),
         weights=weights or None,
         num_classes=num_classes,
@@ -141,21 +146,18 @@ def main(argv):
         argv: the command line left after absl parsed the flags (must hold no arguments).
     """
     no_arguments(argv)
-    from larq_bnext import registry
-    from larq_bnext.models.bnext18 import is_bnext18
-
-    name = "bnext18" if is_bnext18(FLAGS.model) else f"bnext_{registry.canonical_size(FLAGS.model)}"
-    output = FLAGS.output or f"{name}.tflite"
-    result = export(
-        FLAGS.model,
-        output,
-        weights=FLAGS.weights,
-        input_size=FLAGS.input_size,
-        num_classes=FLAGS.num_classes,
-        softmax=FLAGS.softmax,
-        allow_float_binary_layers=FLAGS.allow_float_binary_layers,
-        target=FLAGS.target,
-    )
+    with user_errors_exit():
+        output = FLAGS.output or f"{resolve_model(FLAGS.model).model_name}.tflite"
+        result = export(
+            FLAGS.model,
+            output,
+            weights=FLAGS.weights,
+            input_size=FLAGS.input_size,
+            num_classes=FLAGS.num_classes,
+            softmax=FLAGS.softmax,
+            allow_float_binary_layers=FLAGS.allow_float_binary_layers,
+            target=FLAGS.target,
+        )
     ops = result["ops"]
     print(
         f"Wrote {result['path']} ({result['bytes'] / 1e6:.2f} MB): "

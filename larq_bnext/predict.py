@@ -41,6 +41,7 @@ from larq_bnext.images.files import (
     display_path,
     not_an_image,
 )
+from larq_bnext.registry import list_models, models_text, resolve_model
 
 __all__ = ["Prediction", "build_classifier", "load_image", "classify", "define_flags", "main"]
 
@@ -48,6 +49,8 @@ FLAGS = flags.FLAGS
 
 #: Spellings of ``--weights`` that mean "random initialisation".
 _RANDOM = ("", "none", "random")
+#: The model ``--model`` names by default: the smallest published BNext.
+DEFAULT_MODEL = next(m.model_name for m in list_models() if m.published)
 
 
 @dataclasses.dataclass
@@ -73,12 +76,12 @@ class Prediction:
         return display_path(self.path)
 
 
-def build_classifier(model: str = "bnext_tiny", weights: str | None = "imagenet"):
+def build_classifier(model: str = DEFAULT_MODEL, weights: str | None = "imagenet"):
     """Build a 1000-class BNext that returns logits, with its weights.
 
     Args:
-        model: a size name (``bnext_tiny``, ``small``, ``M``, ...; see
-            :data:`larq_bnext.models.SIZE_ALIASES`).
+        model: a registry model name (``bnext_tiny``, ``small``, ``M``, ``bnext18``, ...; see
+            :func:`larq_bnext.registry.resolve_model`).
         weights: ``"imagenet"`` (the official checkpoint), the path of a checkpoint or Keras
             weights file, or ``None`` / ``"none"`` for random weights (meaningless predictions;
             for trying the command out).
@@ -92,8 +95,7 @@ def build_classifier(model: str = "bnext_tiny", weights: str | None = "imagenet"
 
     if weights is not None and str(weights).strip().lower() in _RANDOM:
         weights = None
-    size = models.canonical_size(model)
-    return models.get_model(size, weights=weights, classifier_activation=None)
+    return models.get_model(resolve_model(model).name, weights=weights, classifier_activation=None)
 
 
 def _read(path, max_image_pixels):
@@ -257,8 +259,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     """
     flags.DEFINE_string(
         "model",
-        "bnext_tiny",
-        "bnext_tiny, bnext_small, bnext_middle or bnext_large (or T/S/M/L).",
+        DEFAULT_MODEL,
+        f"{models_text()}.",
         flag_values=flag_values,
     )
     flags.DEFINE_string(
@@ -292,10 +294,8 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         raise app.UsageError("Name at least one image file: python -m larq_bnext.predict IMG...")
-    from larq_bnext import models
-
     try:
-        models.canonical_size(FLAGS.model)
+        resolve_model(FLAGS.model)
         if not 1 <= FLAGS.top <= 1000:
             raise ValueError(f"--top must be between 1 and 1000, not {FLAGS.top}.")
         if str(FLAGS.weights).strip().lower() in _RANDOM:

@@ -3,16 +3,9 @@
 The official checkpoints were evaluated (timm's eval transform, ``crop_pct=0.95``) on RGB images
 whose shorter side was resized to ``floor(224 / 0.95) = 235`` pixels (bicubic), centre-cropped to
 224 x 224, scaled to [0, 1] and normalised with the ImageNet mean ``(0.485, 0.456, 0.406)`` and
-standard deviation ``(0.229, 0.224, 0.225)``. Use the same steps to reproduce their accuracy::
-
-    import tensorflow as tf
-    import larq_bnext
-
-    model = larq_bnext.BNextT(weights="imagenet")
-    image = tf.io.decode_jpeg(tf.io.read_file("cat.jpg"), channels=3)  # uint8, any size
-    x = larq_bnext.preprocessing.eval_transform(image)                 # float32 224x224x3
-    preds = model(x[None])
-    print(larq_bnext.decode_predictions(preds.numpy(), top=5)[0])
+standard deviation ``(0.229, 0.224, 0.225)`` (all from :mod:`larq_bnext.registry`). Use the same
+steps to reproduce their accuracy (the examples below: ``weights="imagenet"`` for the official
+checkpoint, an image file for the random pixels).
 
 :func:`eval_transform` is plain TensorFlow and works inside ``tf.data`` pipelines
 (``dataset.map(eval_transform)``); :func:`decode_and_center_crop` does the same from a file's
@@ -24,6 +17,20 @@ The resize is the antialiased bicubic of PIL and ``tf.image.resize``
 (:func:`larq_bnext.images.resampling.resize_window`), rounded to whole 0-255 values like the
 PIL image the original pipeline produced; it matches PIL's bicubic resize to within a few grey
 levels. Only the crop's window is resampled: memory does not grow with the aspect ratio.
+
+Examples:
+    >>> import numpy as np
+    >>> import larq_bnext
+    >>> model = larq_bnext.BNextT(weights=None)
+    >>> image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)  # any size
+    >>> x = larq_bnext.preprocessing.eval_transform(image)  # or tf.io.decode_jpeg(file bytes)
+    >>> x.shape, x.dtype.name
+    (TensorShape([224, 224, 3]), 'float32')
+    >>> preds = model(x[None])
+    >>> larq_bnext.decode_predictions(np.eye(1000)[[1]], top=1)[0]  # class 1, probability 1
+    [('n01443537', 'goldfish, Carassius auratus', 1.0)]
+    >>> len(larq_bnext.decode_predictions(preds.numpy(), top=5)[0])
+    5
 """
 
 from __future__ import annotations

@@ -1,21 +1,31 @@
 """Every fact about a published BNext, in one table: what the rest of the package reads.
 
-One frozen :class:`ModelInfo` per published size holds its architecture (stage channels), its
-published ImageNet top-1, where its official checkpoint lives, how it wants its input
-(:class:`Preprocessing`) and the training recipe it was published with (:class:`Recipe`)::
-
-    from larq_bnext import registry
-
-    info = registry.get("T")                # also "tiny", "bnext_tiny", "BNext-T", ...
-    info.stage_channels[:3]                 # (32, 64, 128)
-    info.preprocessing.crop_fraction        # 0.95
-    info.recipe.teachers                    # ('efficientnet_b0', 'efficientnet_b2')
-    [m.name for m in registry.list_models()]  # ['tiny', 'small', 'middle', 'large', 'bnext18']
-    registry.get("bnext18").top1            # None: no BNext-18 checkpoint is published
+One frozen :class:`ModelInfo` per model of the original repository holds its names, its
+architecture (stage channels and the constants of its binary blocks, :class:`Architecture`), its
+published ImageNet top-1, where its official checkpoint lives (and its checksum, when known), how
+it wants its input (:class:`Preprocessing`) and the training recipe it was published with
+(:class:`Recipe`). :func:`resolve_model` is the one way from a name to its entry (see the
+examples below).
 
 The model builders (:mod:`larq_bnext.models`), the weight loader (:mod:`larq_bnext.weights`),
-the preprocessing (:mod:`larq_bnext.preprocessing`), the training CLI's defaults and
-``experiments/*.flags`` (checked by a test) and the deployment benchmark all read it.
+the preprocessing (:mod:`larq_bnext.preprocessing`), the training defaults
+(:mod:`larq_bnext.training.recipe`), ``experiments/*.flags`` (checked by a test), every
+command-line program and the deployment benchmark all read it; ``tests/test_registry.py`` fails
+when one of these facts is written anywhere else in the package.
+
+Examples:
+    >>> from larq_bnext import registry
+    >>> info = registry.resolve_model("T")        # also "tiny", "bnext_tiny", "BNext-T", ...
+    >>> info.display_name, info.model_name, info.stage_channels[:3]
+    ('BNext-T', 'bnext_tiny', (32, 64, 128))
+    >>> info.preprocessing.crop_fraction, info.recipe.teachers
+    (0.95, ('efficientnet_b0', 'efficientnet_b2'))
+    >>> [m.name for m in registry.list_models()]
+    ['tiny', 'small', 'middle', 'large', 'bnext18']
+    >>> registry.resolve_model("bnext18").top1 is None   # no BNext-18 checkpoint is published
+    True
+    >>> registry.resolve_model("BNext-18").architecture.sign_threshold
+    1e-05
 """
 
 from __future__ import annotations
@@ -24,16 +34,48 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 
 __all__ = [
+    "Architecture",
     "Preprocessing",
     "Recipe",
     "ModelInfo",
+    "BNEXT_ARCHITECTURE",
     "IMAGENET_PREPROCESSING",
+    "RECIPE",
     "MODELS",
-    "get",
+    "resolve_model",
     "list_models",
-    "canonical_size",
+    "model_names",
+    "models_text",
     "block_configs",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """The constants of a model family's binary blocks (the original's code).
+
+    Args:
+        sign_threshold: the kernel quantizer uses ``sign(w)`` once its temperature is below
+            this (``clip(w / T, -1, 1)`` above).
+        weight_clip: latent binary weights are kept in ``[-weight_clip, weight_clip]``.
+        activation_clip: the activations' sign passes gradients where ``|x| <= activation_clip``.
+        se_ratio: channel reduction of the recoupling's squeeze-and-excitation.
+        batchnorm_epsilon: BatchNorm's epsilon.
+        batchnorm_momentum: BatchNorm's Keras momentum (PyTorch's 0.1).
+        kernel_init_stddev: standard deviation of the binary kernels' normal initialisation.
+    """
+
+    sign_threshold: float = 1e-7
+    weight_clip: float = 1.5
+    activation_clip: float = 1.5
+    se_ratio: int = 8
+    batchnorm_epsilon: float = 1e-5
+    batchnorm_momentum: float = 0.9
+    kernel_init_stddev: float = 1e-3
+
+
+#: The binary blocks of BNext-T/S/M/L (``src/bnext.py``), and of custom widths.
+BNEXT_ARCHITECTURE = Architecture()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +103,7 @@ IMAGENET_PREPROCESSING = Preprocessing()
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """The published training recipe of a size (the original's defaults).
+    """The published training recipe of a model (the original's defaults).
 
     Args:
         assistants: assistant teachers, in curriculum order (one phase each).
@@ -69,6 +111,14 @@ class Recipe:
         batch_size: global batch.
         epochs: training epochs.
         lr: peak learning rate (AdamW).
+        warmup_epochs: epochs of the linear warm-up.
+        warmup_lr: learning rate at the start of the warm-up.
+        min_lr: floor of the cosine.
+        weight_decay: AdamW decay of all but the 4-D parameters.
+        conv_weight_decay: AdamW decay of the 4-D parameters (convolution kernels, moves,
+            recoupling scales: the original's ``ndimension() == 4`` group).
+        clip_norm: the global gradient norm gradients are clipped to.
+        temperature_decay: factor of the binary temperatures per epoch.
     """
 
     assistants: tuple[str, ...]
@@ -76,11 +126,23 @@ class Recipe:
     batch_size: int = 512
     epochs: int = 512
     lr: float = 1e-3
+    warmup_epochs: float = 5
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-7
+    weight_decay: float = 1e-3
+    conv_weight_decay: float = 1e-8
+    clip_norm: float = 5.0
+    temperature_decay: float = 0.9
 
     @property
     def teachers(self) -> tuple[str, ...]:
         """``--teachers``: the assistants followed by the main teacher."""
         return (*self.assistants, self.teacher)
+
+
+#: BNext-T's recipe: BNext-S's too, and the one BNext-18 and custom widths train with (no
+#: other is released for them).
+RECIPE = Recipe(("efficientnet_b0",), "efficientnet_b2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +160,11 @@ class ModelInfo:
             ``None`` where no checkpoint is published.
         recipe: the training recipe (the published one; BNext-18 has none and takes
             BNext-T's).
-        sha256: checksum of the official checkpoint (``None``: the authors publish none).
+        sha256: checksum of the official checkpoint, checked after a download (``None``: the
+            authors publish none).
         download_url: where to download the checkpoint, when not ``share + "/download"``.
         preprocessing: how the model wants its input.
+        architecture: the constants of its binary blocks.
         family: ``"bnext"`` (BNext-T/S/M/L, built by :func:`larq_bnext.BNext` from
             ``stage_channels``) or ``"bnext18"`` (the ResNet-18-shaped
             :func:`larq_bnext.BNext18`).
@@ -112,10 +176,11 @@ class ModelInfo:
     stage_channels: tuple[int, ...]
     top1: float | None
     share: str | None
-    recipe: Recipe
+    recipe: Recipe = RECIPE
     sha256: str | None = None
     download_url: str | None = None
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING
+    architecture: Architecture = BNEXT_ARCHITECTURE
     family: str = "bnext"
 
     @property
@@ -132,6 +197,13 @@ class ModelInfo:
     def model_name(self) -> str:
         """The Keras model name and file stem, ``"bnext_tiny"`` and so on (``"bnext18"``)."""
         return f"bnext_{self.name}" if self.family == "bnext" else self.name
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        """Every accepted name, lower case: canonical, model and display names, aliases."""
+        return tuple(
+            dict.fromkeys((self.name, self.model_name, self.display_name.lower(), *self.aliases))
+        )
 
     @property
     def url(self) -> str:
@@ -154,41 +226,40 @@ def _stages(*stages: tuple[int, int]) -> tuple[int, ...]:
     return tuple(c for c, n in stages for _ in range(n))
 
 
-#: The published models by canonical name.
+#: The models of the original repository by canonical name.
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
         ModelInfo(
-            "tiny", "T", ("t", "bnext_tiny", "bnext-t", "bnextt"),
+            "tiny", "T", ("t", "bnext-t", "bnextt"),
             _stages((32, 1), (64, 1), (128, 2), (256, 2), (512, 6), (1024, 2)),
             72.4, "https://owncloud.hpi.de/s/jKjwDk35vVRPQN0",
-            Recipe(("efficientnet_b0",), "efficientnet_b2"),
         ),
         ModelInfo(
-            "small", "S", ("s", "bnext_small", "bnext-s", "bnexts"),
+            "small", "S", ("s", "bnext-s", "bnexts"),
             _stages((48, 1), (96, 1), (192, 2), (384, 2), (768, 6), (1536, 2)),
             76.1, "https://owncloud.hpi.de/s/bHLM7lqfzm58kIW",
-            Recipe(("efficientnet_b0",), "efficientnet_b2"),
         ),
         ModelInfo(
-            "middle", "M", ("medium", "m", "bnext_middle", "bnext_medium", "bnext-m", "bnextm"),
+            "middle", "M", ("medium", "m", "bnext_medium", "bnext-m", "bnextm"),
             _stages((48, 1), (96, 1), (192, 4), (384, 4), (768, 8), (1536, 4)),
             78.3, "https://owncloud.hpi.de/s/jU5m9v4ADsJKZsa",
             Recipe(("efficientnet_b0", "efficientnet_b2"), "efficientnet_b4"),
         ),
         ModelInfo(
-            "large", "L", ("l", "bnext_large", "bnext-l", "bnextl"),
+            "large", "L", ("l", "bnext-l", "bnextl"),
             _stages((64, 1), (128, 1), (256, 4), (512, 4), (1024, 16), (2048, 4)),
             80.57, "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz",
             Recipe(("efficientnet_b0", "efficientnet_b4", "convnext_tiny"), "convnext_tiny",
                    batch_size=128),
         ),
         # BNext-18 (the original's src/birealnet.py): no checkpoint, top-1 or run script is
-        # released for it, so it trains with BNext-T's recipe (experiments/bnext18.flags).
+        # released for it, so it trains with BNext-T's recipe (experiments/bnext18.flags). Its
+        # kernels switch to sign(w) below a temperature of 1e-5.
         ModelInfo(
-            "bnext18", "18", ("bnext-18", "bnext_18"),
+            "bnext18", "18", ("bnext_18",),
             _stages((64, 1), (64, 2), (128, 2), (256, 2), (512, 2)),
-            None, None, Recipe(("efficientnet_b0",), "efficientnet_b2"), family="bnext18",
+            None, None, architecture=Architecture(sign_threshold=1e-5), family="bnext18",
         ),
     )
 }  # fmt: skip
@@ -203,49 +274,56 @@ def list_models(family: str | None = None) -> list[ModelInfo]:
     return [m for m in MODELS.values() if family is None or m.family == family]
 
 
-def _lookup(family: str | None = "bnext") -> dict[str, str]:
-    table = {}
-    for m in list_models(family):
-        for spelling in (m.name, m.model_name, m.display_name.lower(), *m.aliases):
-            table[spelling] = m.name
-    return table
-
-
-def canonical_size(size: str) -> str:
-    """Return ``"tiny"``, ``"small"``, ``"middle"`` or ``"large"`` for any accepted alias.
+def model_names(family: str | None = None) -> list[str]:
+    """The Keras model names (``"bnext_tiny"``, ..., ``"bnext18"``), for help texts and lists.
 
     Args:
-        size: a size name or alias, any case (``"T"``, ``"tiny"``, ``"bnext_tiny"``, ...).
-
-    Raises:
-        ValueError: for an unknown size name, listing the valid ones.
+        family: only this family (see :func:`list_models`); ``None``: all.
     """
-    key = str(size).strip().lower()
-    table = _lookup()
-    if key not in table:
-        raise ValueError(
-            f"Unknown BNext size {size!r}. Use one of 'tiny', 'small', 'middle', 'large' "
-            "(or T/S/M/L), or call larq_bnext.BNext(stage_channels=...) for a custom width "
-            "(BNext-18: larq_bnext.BNext18, registry.get('bnext18')). "
-            f"Every accepted name: {', '.join(sorted(table))}."
-        )
-    return table[key]
+    return [m.model_name for m in list_models(family)]
 
 
-def get(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of a model: a BNext size (see :func:`canonical_size`) or BNext-18.
+def models_text(family: str | None = None) -> str:
+    """The models as help texts and error messages list them.
+
+    ``"bnext_tiny, bnext_small, bnext_middle, bnext_large, bnext18 (or T/S/M/L/18)"``.
 
     Args:
-        name: a size name or alias, any case (``"T"``, ``"bnext_tiny"``, ``"bnext18"``, ...).
+        family: only this family (see :func:`list_models`); ``None``: all.
+    """
+    letters = "/".join(m.letter for m in list_models(family))
+    return f"{', '.join(model_names(family))} (or {letters})"
+
+
+def resolve_model(name: str, family: str | None = None) -> ModelInfo:
+    """The :class:`ModelInfo` of a model name: the one lookup of every builder and program.
+
+    Any spelling of :attr:`ModelInfo.spellings`, any case, surrounding blanks ignored:
+    ``"T"``, ``"tiny"``, ``"bnext_tiny"``, ``"BNext-T"``, ``"bnext18"``, ``"BNext-18"``, ...
+
+    Args:
+        name: the name to resolve.
+        family: accept only models of this family (``"bnext"``: the sizes the
+            :func:`larq_bnext.BNext` builder takes); ``None``: every model.
 
     Raises:
-        ValueError: for an unknown name, listing the valid ones.
+        ValueError: for a name that is no model (of ``family``), listing the valid ones.
     """
     key = str(name).strip().lower()
-    others = _lookup(family="bnext18")
-    if key in others:
-        return MODELS[others[key]]
-    return MODELS[canonical_size(name)]
+    for info in list_models():
+        if key in info.spellings:
+            if family is None or info.family == family:
+                return info
+            raise ValueError(
+                f"{info.display_name} is not a model of the {family!r} family: use one of "
+                f"{', '.join(model_names(family))}."
+            )
+    accepted = sorted(s for m in list_models(family) for s in m.spellings)
+    raise ValueError(
+        f"Unknown BNext model {name!r}. Use one of {models_text(family)}, or call "
+        "larq_bnext.BNext(stage_channels=...) for a custom width. "
+        f"Every accepted name: {', '.join(accepted)}."
+    )
 
 
 def block_configs(stage_channels: Sequence[int]) -> Iterator[tuple[int, int, int, int, str]]:

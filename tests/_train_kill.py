@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import app
 
 from larq_bnext import train
-from larq_bnext.training import callbacks, checkpoints, run
+from larq_bnext.training import callbacks, checkpoints, runner
 
 
 def _die():
@@ -71,12 +71,12 @@ def _install(spec):
         callbacks.save_weights_atomic = killing_save
     else:
         epoch, batch = (int(v) for v in spec.split(":"))
-        build = run.build_callbacks
+        build = runner.build_callbacks
 
         def with_killer(*args, **kwargs):
             return [*build(*args, **kwargs), _KillAt(epoch, batch)]
 
-        run.build_callbacks = with_killer
+        runner.build_callbacks = with_killer
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 package builds no models (data flows size -> registry -> model -> weights)."""
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "larq_bnext"
@@ -72,3 +75,106 @@ def test_no_subpackage_cycle_and_weights_builds_no_models():
     assert _cycle(packages) is None, f"subpackage cycle: {_cycle(packages)}"
     assert "larq_bnext.models" not in packages.get("larq_bnext.weights", set())
     assert "larq_bnext.registry" in packages.get("larq_bnext.weights", set())
+
+
+#: The most lines a module may have: a file that does one job stays readable.
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {
+        str(path.relative_to(PACKAGE.parent)): count
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (count := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {long}"
+
+
+def _private_uses(source: str, own: str, modules: set[str]) -> list[str]:
+    """Private names (``_x``) that module ``own`` takes from another larq_bnext module:
+    imported by name, or read as an attribute of an imported module."""
+    tree = ast.parse(source)
+    found, aliases = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in modules:
+            for alias in node.names:
+                target = f"{node.module}.{alias.name}"
+                if target in modules:
+                    aliases[alias.asname or alias.name] = target
+                elif alias.name.startswith("_") and node.module != own:
+                    found.append(f"{own}: from {node.module} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules and alias.asname:
+                    aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{own}: {aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_private_name_is_used_across_modules():
+    modules = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+    found = [
+        use
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for use in _private_uses(path.read_text(), _module_name(path), modules)
+    ]
+    assert not found, "private names used outside their module (make them public):\n  " + (
+        "\n  ".join(found)
+    )
+
+
+def test_the_private_name_check_finds_both_kinds():
+    modules = {
+        "larq_bnext.weights.mapping",
+        "larq_bnext.training",
+        "larq_bnext.training.checkpoints",
+    }
+    source = (
+        "from larq_bnext.weights.mapping import _Target, keras_weight_map\n"
+        "from larq_bnext.training import checkpoints\n"
+        "checkpoints._write_manifest('x')\n"
+    )
+    assert _private_uses(source, "larq_bnext.training.example", modules) == [
+        "larq_bnext.training.example: from larq_bnext.weights.mapping import _Target",
+        "larq_bnext.training.example: larq_bnext.training.checkpoints._write_manifest",
+    ]
+
+
+def test_python_requires_is_the_lowest_python_the_code_runs_on():
+    setup_py = (PACKAGE.parent / "setup.py").read_text()
+    lowest = tuple(int(v) for v in re.search(r'python_requires=">=(\d+)\.(\d+)', setup_py).groups())
+    sources = {path: path.read_text() for path in PACKAGE.rglob("*.py")}
+    # zip(..., strict=True) came with Python 3.10: the code needs it, so 3.9 cannot be allowed.
+    strict_zip = [
+        path
+        for path, source in sources.items()
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", "") == "zip"
+        and any(k.arg == "strict" for k in node.keywords)
+    ]
+    assert lowest == (3, 10) and strict_zip
+    for path, source in sources.items():
+        ast.parse(source, filename=str(path), feature_version=lowest)  # no newer syntax
+
+
+def test_the_version_is_written_once():
+    import larq_bnext
+
+    setup_py = (PACKAGE.parent / "setup.py").read_text()
+    assert larq_bnext.__version__ not in setup_py  # setup.py reads it from the package
+    result = subprocess.run(
+        [sys.executable, "setup.py", "--version"],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.strip().splitlines()[-1] == larq_bnext.__version__

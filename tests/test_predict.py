@@ -154,5 +154,6 @@ def test_cli_prints_top_k_per_file_and_exits_2_on_a_bad_file(images):
 def test_cli_wrong_model_name_exits_2_with_the_names_to_use(images):
     result = _cli(str(images / "photo.jpg"), "--model=bnext_huge", "--weights=none")
     assert result.returncode == 2
-    assert "Unknown BNext size 'bnext_huge'" in result.stderr and "'tiny'" in result.stderr
+    assert "Unknown BNext model 'bnext_huge'" in result.stderr
+    assert "bnext_tiny" in result.stderr and "bnext18" in result.stderr
     assert result.stdout == ""

@@ -1,5 +1,6 @@
 """The registry: one entry per published model, and everything else agreeing with it."""
 
+import ast
 import dataclasses
 from pathlib import Path
 
@@ -44,32 +45,38 @@ def test_list_models_holds_the_four_published_sizes_in_order():
      (" L ", "large"), ("bnextl", "large")],
 )  # fmt: skip
 def test_aliases_resolve(alias, name):
-    assert registry.get(alias).name == name
+    assert registry.resolve_model(alias).name == name
 
 
 def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="Unknown BNext size 'huge'") as info:
-        registry.get("huge")
+    with pytest.raises(ValueError, match="Unknown BNext model 'huge'") as info:
+        registry.resolve_model("huge")
     assert "tiny" in str(info.value) and "bnext_large" in str(info.value)
+    assert "bnext18" in str(info.value)
 
 
 def test_bnext18_entry_has_no_checkpoint_and_bnext_ts_recipe():
-    info = registry.get("BNext-18")
-    assert info is registry.get("bnext_18") and info.family == "bnext18"
+    info = registry.resolve_model("BNext-18")
+    assert info is registry.resolve_model("bnext_18") and info.family == "bnext18"
     assert info.model_name == "bnext18" and info.display_name == "BNext-18"
     assert info.top1 is None and not info.published
     with pytest.raises(ValueError, match="No official ImageNet checkpoint of BNext-18"):
         _ = info.url
-    assert info.recipe == registry.get("tiny").recipe  # no recipe is released for BNext-18
+    assert (
+        info.recipe == registry.resolve_model("tiny").recipe
+    )  # no recipe is released for BNext-18
     # Stem, then four stages of two basic blocks (the original's BNext18).
     assert info.stage_channels == (64, 64, 64, 128, 128, 256, 256, 512, 512)
-    with pytest.raises(ValueError, match="BNext18"):
-        registry.canonical_size("bnext18")  # not a size of the BNext-T/S/M/L builder
+    with pytest.raises(ValueError, match="not a model of the 'bnext' family"):
+        registry.resolve_model("bnext18", family="bnext")  # not a size of the BNext builder
+    # BNext-18's kernels switch to sign(w) below 1e-5 (src/birealnet.py), the others' below 1e-7.
+    assert info.architecture.sign_threshold == 1e-5
+    assert {m.architecture.sign_threshold for m in registry.list_models("bnext")} == {1e-7}
 
 
 def test_entries_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        registry.get("tiny").top1 = 0.0
+        registry.resolve_model("tiny").top1 = 0.0
 
 
 def test_stage_channels_double_or_repeat_and_count_blocks():
@@ -112,7 +119,7 @@ def _flag_file(path: Path) -> dict[str, str]:
 def test_experiment_flag_file_matches_its_registry_entry(info):
     flags = _flag_file(ROOT / "experiments" / f"{info.model_name}.flags")
     recipe, prep = info.recipe, info.preprocessing
-    assert registry.get(flags["model"]) is info
+    assert registry.resolve_model(flags["model"]) is info
     assert int(flags["batch_size"]) == recipe.batch_size
     assert int(flags["epochs"]) == recipe.epochs
     assert float(flags["lr"]) == recipe.lr
@@ -126,3 +133,126 @@ def test_preprocessing_constants_come_from_the_registry():
     assert larq_bnext.preprocessing.IMAGENET_MEAN == prep.mean == (0.485, 0.456, 0.406)
     assert larq_bnext.preprocessing.IMAGENET_STD == prep.std == (0.229, 0.224, 0.225)
     assert larq_bnext.preprocessing.EVAL_CROP_FRACTION == prep.crop_fraction
+
+
+# ----------------------------------------------------------------------------------------------
+# The registry is the only place where a model's facts are written
+# ----------------------------------------------------------------------------------------------
+PACKAGE = ROOT / "larq_bnext"
+#: Numbers that are facts of a model or of its recipe (written only in larq_bnext/registry.py).
+FACT_NUMBERS = {
+    1e-7: "the sign threshold of BNext-T/S/M/L, the recipe's minimum learning rate",
+    1e-5: "BNext-18's sign threshold, BatchNorm's epsilon, the warm-up learning rate",
+    1e-3: "the learning rate, the weight decay, the kernels' initial standard deviation",
+    1.5: "the weight and activation clip",
+    0.95: "the evaluation crop fraction",
+    **{v: "the ImageNet mean and std" for v in (0.485, 0.456, 0.406, 0.229, 0.224, 0.225)},
+}
+
+
+def _exempt_strings(tree) -> set[int]:
+    """ids of the string constants that state no fact: documentation (a bare string
+    statement), names of Python objects (``__all__``), registry lookups by key
+    (``resolve_model("bnext18")``), one side of a comparison (``method == "bicubic"``) and
+    matplotlib's font sizes (``fontsize="small"``)."""
+    exempt = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            exempt.add(id(node.value))
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            exempt |= {id(n) for n in ast.walk(node.value)}
+        elif isinstance(node, ast.Call):
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            if name == "resolve_model" and node.args:
+                exempt.add(id(node.args[0]))
+            exempt |= {id(k.value) for k in node.keywords if k.arg == "fontsize"}
+        elif isinstance(node, ast.Compare):
+            exempt |= {id(side) for side in (node.left, *node.comparators)}
+    return exempt
+
+
+def _int_sequence(node) -> tuple[int, ...] | None:
+    """The ints of a tuple/list literal (the first of each inner tuple), or None."""
+    if not isinstance(node, (ast.Tuple, ast.List)) or len(node.elts) < 3:
+        return None
+    values = []
+    for elt in node.elts:
+        if isinstance(elt, (ast.Tuple, ast.List)) and elt.elts:
+            elt = elt.elts[0]
+        if not (isinstance(elt, ast.Constant) and type(elt.value) is int):
+            return None
+        values.append(elt.value)
+    return tuple(values)
+
+
+def _distinct(values) -> tuple:
+    return tuple(dict.fromkeys(values))
+
+
+def fact_literals(source: str, architecture: bool = True) -> list[tuple[int, str]]:
+    """``(line, what)`` for each fact of a registry model written in ``source``'s code.
+
+    ``architecture``: the module builds or maps models (``models/``, ``weights/``), where a
+    division by 8 is the squeeze-and-excitation ratio.
+    """
+    tree = ast.parse(source)
+    exempt = _exempt_strings(tree)
+    spellings = {s for m in registry.list_models() for s in m.spellings if len(s) > 3}
+    channels = {_distinct(m.stage_channels): m.display_name for m in registry.list_models()}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if type(value) is float and value in FACT_NUMBERS:
+                found.append((node.lineno, f"{value!r}: {FACT_NUMBERS[value]}"))
+            elif isinstance(value, str) and id(node) not in exempt:
+                if value.strip().lower() in spellings:
+                    found.append((node.lineno, f"the model name {value!r}"))
+                elif "owncloud.hpi.de" in value:
+                    found.append((node.lineno, "a checkpoint URL"))
+                elif value == registry.IMAGENET_PREPROCESSING.interpolation:
+                    found.append((node.lineno, "the interpolation"))
+        elif (
+            architecture
+            and isinstance(node, ast.BinOp)
+            and isinstance(node.op, (ast.FloorDiv, ast.Div))
+        ):
+            if isinstance(node.right, ast.Constant) and node.right.value == 8:
+                found.append((node.lineno, "a division by 8: the SE ratio"))
+        elif isinstance(node, ast.JoinedStr):
+            for part, after in zip(node.values, node.values[1:], strict=False):
+                text = part.value if isinstance(part, ast.Constant) else ""
+                if isinstance(after, ast.FormattedValue) and text.lower().endswith(
+                    ("bnext-", "bnext_")
+                ):
+                    found.append((node.lineno, f"a model name rebuilt from {text!r}"))
+        sequence = _int_sequence(node)
+        if sequence and _distinct(sequence) in channels:
+            found.append((node.lineno, f"the stage channels of {channels[_distinct(sequence)]}"))
+    return found
+
+
+def test_the_fact_finder_finds_each_kind_of_fact():
+    source = (
+        'THRESHOLD = 1e-7\nfill = x // 8\nname = "bnext_tiny"\nshown = f"BNext-{letter}"\n'
+        "STAGES = ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))\n"
+        'URL = "https://owncloud.hpi.de/s/x"\nmethod = "bicubic"\n'
+        '"""A docstring may say 1e-7, bnext_tiny and bicubic."""\nok = method == "bicubic"\n'
+    )
+    assert [line for line, _ in fact_literals(source)] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_facts_of_a_model_are_written_only_in_the_registry():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "registry.py" and path.parent == PACKAGE:
+            continue
+        relative = path.relative_to(ROOT)
+        architecture = relative.parts[1] in ("models", "weights")
+        found += [
+            f"{relative}:{line}: {what}"
+            for line, what in fact_literals(path.read_text(), architecture)
+        ]
+    assert not found, "Read these from larq_bnext.registry instead:\n  " + "\n  ".join(found)

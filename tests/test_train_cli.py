@@ -1,6 +1,7 @@
 """`python -m larq_bnext.train` end to end on a generated image-folder tree, then evaluate."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -116,3 +117,127 @@ def test_two_epoch_run_writes_weights_logs_metrics_and_flags(tmp_path):
     assert np.mean(per_class_top1) == pytest.approx(evaluated["top1"])  # balanced classes
     assert evaluated["per_class"]["mean_class_top1"] == pytest.approx(np.mean(per_class_top1))
     assert "per class: mean top-1" in result.stdout
+
+
+# Every flag set to a value other than its default (all valid together).
+NON_DEFAULTS = {
+    "model": ("tiny", "tiny"),
+    "stage_channels": ("8,16,32", (8, 16, 32)),
+    "stem_stride": ("1", 1),
+    "init_weights": None,  # a file, set in the test
+    "elm_attention": ("false", False),
+    "info_recoupling": ("false", False),
+    "dataset": ("folder", "folder"),
+    "data_dir": None,  # a folder, set in the test
+    "tfds_manual_dir": ("/tars", "/tars"),
+    "image_size": ("64", 64),
+    "eval_crop_fraction": ("0.875", 0.875),
+    "verify_images": ("false", False),
+    "max_skipped_fraction": ("0.5", 0.5),
+    "max_image_pixels": ("1000000", 1000000),
+    "epochs": ("7", 7),
+    "batch_size": ("6", 6),
+    "steps_per_epoch": ("3", 3),
+    "initial_epoch": ("2", 2),
+    "lr": ("0.25", 0.25),
+    "weight_decay": ("0.5", 0.5),
+    "conv_weight_decay": ("0.125", 0.125),
+    "warmup_epochs": ("1.5", 1.5),
+    "warmup_lr": ("0.0625", 0.0625),
+    "min_lr": ("0.03125", 0.03125),
+    "lr_per_step": ("true", True),
+    "clip_norm": ("2", 2.0),
+    "temperature_decay": ("0.5", 0.5),
+    "distill_weighting": ("batch_mean", "batch_mean"),
+    "teachers": ("efficientnet_b0,efficientnet_b4", "efficientnet_b0,efficientnet_b4"),
+    "teacher_weights": ("none", "none"),
+    "teacher_epochs": ("4", 4),
+    "baseline": ("true", True),
+    "crop_scale_min": ("0.25", 0.25),
+    "crop_scale_max": ("0.75", 0.75),
+    "crop_ratio": ("0.5,2", (0.5, 2.0)),
+    "jpeg_dct_scaling": ("false", False),
+    "flip": ("false", False),
+    "randaugment": ("false", False),
+    "randaugment_policy": ("keras-cv", "keras-cv"),
+    "randaugment_ops": ("3", 3),
+    "randaugment_rate": ("0.25", 0.25),
+    "randaugment_magnitude": ("0.5", 0.5),
+    "randaugment_magnitude_stddev": ("0.125", 0.125),
+    "mixup": ("0.2", 0.2),
+    "cutmix": ("1", 1.0),
+    "random_erasing": ("0.25", 0.25),
+    "augment_on_device": ("true", True),
+    "output_dir": None,  # a folder, set in the test
+    "seed": ("9", 9),
+    "verbose": ("2", 2),
+    "strategy": ("one_device", "one_device"),
+    "devices": ("/cpu:0", ("/cpu:0",)),
+    "tpu": ("local", "local"),
+    "collective": ("ring", "ring"),
+    "sync_batchnorm": ("true", True),
+    "mixed_precision": ("mixed_bfloat16", "mixed_bfloat16"),
+    "jit_compile": ("true", True),
+    "lr_scaling": ("sqrt", "sqrt"),
+    "lr_reference_batch": ("256", 256),
+    "backup": ("false", False),
+    "backup_freq": ("50", 50),
+    "deterministic": ("true", True),
+}
+
+
+def test_every_flag_reaches_its_run_config_field(tmp_path):
+    """The CLI is a thin map: one flag per RunConfig field, same defaults, each value arrives."""
+    from absl import flags
+
+    from larq_bnext import train
+    from larq_bnext.training import RunConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    assert sorted(train.FLAG_NAMES) == sorted(fields) == sorted(NON_DEFAULTS)
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"")
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    values = dict(NON_DEFAULTS)
+    for name, path in (("init_weights", weights), ("data_dir", tmp_path / "data")):
+        values[name] = (str(path), str(path))
+    values["output_dir"] = (str(tmp_path / "run"), str(tmp_path / "run"))
+
+    flag_values = flags.FLAGS
+    flag_values.unparse_flags()
+    try:
+        flag_values(["train"])
+        defaults = train.config_from_flags(flag_values)
+        assert defaults == RunConfig()  # the flags' defaults are the fields' defaults
+        flag_values.unparse_flags()
+        flag_values(["train", *(f"--{name}={text}" for name, (text, _) in values.items())])
+        config = train.config_from_flags(flag_values)
+    finally:
+        flag_values.unparse_flags()
+    for name, (_, expected) in values.items():
+        assert getattr(config, name) == expected, name
+        assert getattr(config, name) != fields[name], name
+    # flags.txt of the config gives the same config again.
+    flag_values.unparse_flags()
+    try:
+        flag_values(["train", *config.to_flags()])
+        assert train.config_from_flags(flag_values) == config
+    finally:
+        flag_values.unparse_flags()
+
+
+def test_cli_errors_name_the_flag(capsys):
+    from absl import flags
+
+    from larq_bnext import train
+
+    flag_values = flags.FLAGS
+    flag_values.unparse_flags()
+    try:
+        flag_values(["train", "--batch_size=0"])
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(["train"])
+    finally:
+        flag_values.unparse_flags()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: --batch_size=0 must be a positive number.\n"

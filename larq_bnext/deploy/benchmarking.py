@@ -23,8 +23,7 @@ from larq_bnext.deploy.interpreter import lce_interpreter
 from larq_bnext.deploy.lce import BINARY_CONV_OP, convert, convert_float, ideal_size, op_counts
 from larq_bnext.deploy.plots import plot_benchmark
 from larq_bnext.models.bnext import get_model
-from larq_bnext.models.bnext18 import BNext18, is_bnext18
-from larq_bnext.registry import canonical_size
+from larq_bnext.registry import resolve_model
 
 __all__ = [
     "build_model",
@@ -56,25 +55,15 @@ def build_model(name: str, input_size: int = 224) -> tf.keras.Model:
             "quicknet_large": larq_zoo.sota.QuickNetLarge,
         }[name]
         return builder(input_shape=shape, weights=None)
-    if is_bnext18(name):
-        return binarize_for_demo(BNext18(input_shape=shape, weights=None))
-    try:
-        size = canonical_size(name)
-    except ValueError:
-        raise ValueError(
-            f"Unknown model {name!r}; use one of {', '.join(PUBLISHED_TOP1)}."
-        ) from None
-    model = get_model(size, input_shape=shape, weights=None)
+    model = get_model(_canonical_name(name), input_shape=shape, weights=None)
     return binarize_for_demo(model)
 
 
 def _canonical_name(name: str) -> str:
     if name in QUICKNET_NAMES:
         return name
-    if is_bnext18(name):
-        return "bnext18"
     try:
-        return f"bnext_{canonical_size(name)}"
+        return resolve_model(name).model_name
     except ValueError:
         raise ValueError(
             f"Unknown model {name!r}; use one of {', '.join(PUBLISHED_TOP1)}."
@@ -83,7 +72,7 @@ def _canonical_name(name: str) -> str:
 
 def benchmark(
     models: Sequence[str] = BNEXT_NAMES + QUICKNET_NAMES,
-    float_models: Sequence[str] = ("bnext_tiny",),
+    float_models: Sequence[str] = BNEXT_NAMES[:1],
     input_size: int = 224,
     threads: Iterable[int] | None = None,
     repeats: int = 10,

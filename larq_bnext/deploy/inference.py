@@ -4,14 +4,8 @@ A trained BNext ends its progressive binarization with every kernel temperature 
 ``1e-7``, where each binary convolution is exactly ``sign(x) * sign(w)``.
 :func:`larq_bnext.deploy.lce.convert` rebuilds a model in that *inference form* and converts it
 with LCE into a TFLite flatbuffer
-whose binary convolutions are ``LceBconv2d`` ops (bit-packed weights, XNOR-popcount kernels)::
-
-    import larq_bnext
-    from larq_bnext import deploy
-
-    model = larq_bnext.BNextT(weights="imagenet")
-    flatbuffer = deploy.convert(model)            # bytes of a .tflite file
-    deploy.op_counts(flatbuffer)["LceBconv2d"]    # 31
+whose binary convolutions are ``LceBconv2d`` ops (bit-packed weights, XNOR-popcount kernels);
+see :mod:`larq_bnext.deploy` for an example.
 
 The inference form (:func:`inference_model`) is a clone in which
 

@@ -32,22 +32,27 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["keys_cubic", "resample_matrix", "resize_window", "BLOCK_PIXELS"]
+__all__ = ["KEYS_A", "keys_cubic", "resample_matrix", "resize_window", "BLOCK_PIXELS"]
 
+#: The ``a`` of Keys' cubic convolution that PIL's and TensorFlow's bicubic resampling use.
+KEYS_A = -0.5
 #: Images with more pixels are resampled in blocks of columns of about this many pixels (48 MiB
 #: of float32 RGB).
 BLOCK_PIXELS = 1 << 22
 
 
 def keys_cubic(x: tf.Tensor) -> tf.Tensor:
-    """Keys' cubic convolution kernel with ``a = -0.5`` (PIL's and TensorFlow's bicubic).
+    """Keys' cubic convolution kernel with ``a =`` :data:`KEYS_A` (PIL's and TensorFlow's
+    bicubic): ``(a + 2)|x|^3 - (a + 3)|x|^2 + 1`` below 1, ``a|x|^3 - 5a|x|^2 + 8a|x| - 4a``
+    below 2, else 0.
 
     Args:
         x: distances in input pixels (float32).
     """
+    a = KEYS_A
     x = tf.abs(x)
-    near = ((1.5 * x - 2.5) * x) * x + 1.0
-    far = ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+    near = (((a + 2.0) * x - (a + 3.0)) * x) * x + 1.0
+    far = ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
     return tf.where(x >= 2.0, 0.0, tf.where(x >= 1.0, far, near))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from larq_bnext.models.layers import BinaryConv2D, LearnableBias, RecouplingMix
+from larq_bnext.registry import BNEXT_ARCHITECTURE
 
 __all__ = [
     "binary_unit",
@@ -33,10 +34,10 @@ __all__ = [
 ]
 
 #: BatchNorm settings of the original (PyTorch momentum 0.1 is Keras momentum 0.9).
-BN_EPSILON = 1e-5
-BN_MOMENTUM = 0.9
+BN_EPSILON = BNEXT_ARCHITECTURE.batchnorm_epsilon
+BN_MOMENTUM = BNEXT_ARCHITECTURE.batchnorm_momentum
 #: Squeeze-and-excitation reduction ratio.
-SE_RATIO = 8
+SE_RATIO = BNEXT_ARCHITECTURE.se_ratio
 
 layers = tf.keras.layers
 

@@ -1,26 +1,29 @@
 """The BNext model family (BNext-T/S/M/L) as Keras functional models.
 
-Signatures follow ``keras.applications`` and larq-zoo::
-
-    model = larq_bnext.BNextT(weights=None, input_shape=(224, 224, 3), num_classes=1000)
+Signatures follow ``keras.applications`` and larq-zoo (see the example).
 
 The architecture is the original's (``hpi-xnor/BNext``, ``src/bnext.py``), layer for layer,
 channels-last. The stem is a float 3x3 convolution (stride 2, padding 1) and BatchNorm; blocks
 1..13 (or more) follow the stage channel list; the head is PReLU, global average pooling and a
 dense classifier. PReLUs that the original builds but never applies are left out.
+
+Examples:
+    >>> import larq_bnext
+    >>> model = larq_bnext.BNextT(weights=None, input_shape=(64, 64, 3), num_classes=10)
+    >>> model.name, model.output_shape
+    ('bnext_tiny', (None, 10))
 """
 
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Sequence
 
 import tensorflow as tf
 
-from larq_bnext import registry
+from larq_bnext.models.arguments import check_arguments, model_input
 from larq_bnext.models.blocks import batch_norm, bnext_block, classifier_head
-from larq_bnext.registry import block_configs, canonical_size
+from larq_bnext.registry import IMAGENET_PREPROCESSING, ModelInfo, block_configs, resolve_model
 from larq_bnext.weights.loading import load_weights
 
 __all__ = [
@@ -55,21 +58,6 @@ def _check_input_size(input_shape, stage_channels, stem_stride: int) -> None:
                 f"{reduction} and divisible by {reduction}; try {suggestion}"
                 + (", or stem_stride=1 for small images." if stem_stride != 1 else ".")
             )
-
-
-def _resolve_input(input_shape, input_tensor):
-    if input_tensor is not None:
-        if not tf.keras.backend.is_keras_tensor(input_tensor):
-            input_tensor = tf.keras.layers.Input(tensor=input_tensor, shape=input_shape)
-        return input_tensor, tuple(input_tensor.shape[1:])
-    if input_shape is None:
-        input_shape = (224, 224, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape must be (height, width, channels), channels last; got {input_shape}."
-        )
-    return tf.keras.layers.Input(shape=input_shape), input_shape
 
 
 def BNext(
@@ -123,16 +111,16 @@ def BNext(
         raise ValueError("stage_channels needs the stem's channels and at least one block's.")
     if stem_stride not in (1, 2):
         raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride}.")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}.")
-    _check_weights_argument(weights, size, input_shape, input_tensor, include_top, num_classes)
-
-    inputs, shape = _resolve_input(input_shape, input_tensor)
-    if weights == "imagenet" and shape[-1] != 3:
-        raise ValueError(
-            f"weights='imagenet' needs 3 input channels (RGB), but the input has {shape[-1]}. "
-            "Convert the images to RGB, or use weights=None to train from scratch."
-        )
+    info = None if size is None else resolve_model(size, family="bnext")
+    check_arguments(
+        weights=weights,
+        model=info,
+        include_top=include_top,
+        num_classes=num_classes,
+        pooling=pooling,
+    )
+    side = (info.preprocessing if info else IMAGENET_PREPROCESSING).image_size
+    inputs, shape = model_input(input_shape, input_tensor, (side, side, 3), weights)
     _check_input_size(shape, stage_channels, stem_stride)
 
     layers = tf.keras.layers
@@ -160,11 +148,10 @@ def BNext(
     return model
 
 
-def _full_model(size: str | None):
+def _full_model(info: ModelInfo | None):
     """Builds the float32 published model with its top, for the ImageNet weights cache."""
-    if size is None:
+    if info is None:
         return None
-    info = registry.get(size)
     return lambda: BNext(
         info.stage_channels,
         input_shape=(None, None, 3),
@@ -182,42 +169,17 @@ def apply_weights(model: tf.keras.Model, weights, size: str | None = None) -> No
             HDF5 weights (see :func:`larq_bnext.weights.load_weights`).
         size: the published size of the model (required for ``"imagenet"``).
     """
-    load_weights(model, weights, size=size, full_model=_full_model(size))
+    info = None if size is None else resolve_model(size, family="bnext")
+    load_weights(model, weights, info, full_model=_full_model(info))
 
 
-def _check_weights_argument(weights, size, input_shape, input_tensor, include_top, num_classes):
-    if weights is None:
-        return
-    if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(
-            "weights must be None, 'imagenet' or the path of a weights file; "
-            f"got {type(weights).__name__}."
-        )
-    if weights == "imagenet":
-        if size is None:
-            raise ValueError(
-                "weights='imagenet' exists only for the four official sizes: use "
-                "larq_bnext.BNextT/BNextS/BNextM/BNextL, or weights=None for custom widths."
-            )
-        if include_top and num_classes != 1000:
-            raise ValueError(
-                f"weights='imagenet' with include_top=True has 1000 classes, not {num_classes}. "
-                "Use include_top=False and add your own classifier, or num_classes=1000."
-            )
-    elif not os.path.exists(weights):
-        raise ValueError(
-            f"weights={str(weights)!r} is neither None, 'imagenet' nor an existing file. "
-            "Check the path."
-        )
-
-
-def _sized(size: str):
+def _sized(letter: str):
     """A keras.applications-style builder of a published size: BNext's signature without
     ``stage_channels`` and ``size``, which come from :mod:`larq_bnext.registry`."""
-    info = registry.get(size)
+    info = resolve_model(letter, family="bnext")
 
     def builder(**kwargs) -> tf.keras.Model:
-        current = registry.get(info.name)  # read at call time: the registry is the truth
+        current = resolve_model(info.name)  # read at call time: the registry is the truth
         kwargs.setdefault("name", current.model_name)
         return BNext(current.stage_channels, size=current.name, **kwargs)
 
@@ -232,7 +194,7 @@ def _sized(size: str):
     builder.__module__ = __name__
     builder.__doc__ = f"""{info.display_name}: stage channels {info.stage_channels}.
 
-    Published ImageNet top-1 {info.top1}% (:func:`larq_bnext.registry.get`).
+    Published ImageNet top-1 {info.top1}% (:func:`larq_bnext.registry.resolve_model`).
 
     Args:
         input_shape: ``(height, width, channels)``, default ``(224, 224, 3)``.
@@ -253,29 +215,58 @@ def _sized(size: str):
     return builder
 
 
-BNextT = _sized("tiny")
-BNextS = _sized("small")
-BNextM = _sized("middle")
-BNextL = _sized("large")
+BNextT = _sized("T")
+BNextS = _sized("S")
+BNextM = _sized("M")
+BNextL = _sized("L")
 
-_BUILDERS = {"tiny": BNextT, "small": BNextS, "middle": BNextM, "large": BNextL}
+_BUILDERS = {b.__name__: b for b in (BNextT, BNextS, BNextM, BNextL)}
 
 
-def get_model(size: str, **kwargs) -> tf.keras.Model:
-    """Build the BNext of the named size (``"tiny"``, ``"T"``, ``"bnext_small"``, ...).
-
-    Args:
-        size: a size name or alias (see :func:`larq_bnext.registry.canonical_size`).
-        **kwargs: the keyword arguments of :func:`BNextT`.
+def get_model(size: str, stage_channels: Sequence[int] | None = None, **kwargs) -> tf.keras.Model:
+    """Build a model by name: any of the registry (``"tiny"``, ``"T"``, ``"bnext18"``, ...) or
+    ``"custom"``, a BNext of ``stage_channels``; what every command-line program builds.
 
     ``"bnext18"`` builds :func:`~larq_bnext.models.bnext18.BNext18` (the original's
-    ResNet-18-shaped BNext; no ImageNet checkpoint published).
+    ResNet-18-shaped BNext; no ImageNet checkpoint published). The arguments of the BNext
+    builders that shape the stem and the ablations apply to it too: ``stem_stride=1`` is its
+    CIFAR stem, ``stem_stride=2`` its ImageNet stem; ``elm_attention`` and ``info_recoupling``
+    must stay on (it has no ablation switches).
+
+    Args:
+        size: ``"custom"`` or a model name (see :func:`larq_bnext.registry.resolve_model`).
+        stage_channels: the channels of ``"custom"`` (ignored for the registry's models).
+        **kwargs: the keyword arguments of :func:`BNext` (or of
+            :func:`~larq_bnext.models.bnext18.BNext18`).
 
     Raises:
-        ValueError: for an unknown size name.
-    """
-    from larq_bnext.models.bnext18 import BNext18, is_bnext18
+        ValueError: for an unknown name, ``"custom"`` without channels, or an ablation
+            switched off for BNext-18.
 
-    if is_bnext18(size):
-        return BNext18(**kwargs)
-    return _BUILDERS[canonical_size(size)](**kwargs)
+    Examples:
+        >>> get_model("bnext18", input_shape=(32, 32, 3), num_classes=10, stem_stride=1).name
+        'bnext18'
+        >>> get_model("custom", (8, 16), input_shape=(8, 8, 3), stem_stride=1).output_shape
+        (None, 1000)
+    """
+    if str(size).strip().lower() == "custom":
+        if not stage_channels:
+            raise ValueError("size='custom' needs stage_channels, e.g. (16, 32, 64, 128).")
+        return BNext(stage_channels, **kwargs)
+    info = resolve_model(size)
+    if info.family == "bnext":
+        return _BUILDERS[f"BNext{info.letter}"](**kwargs)
+    from larq_bnext.models.bnext18 import BNext18
+
+    for switch in ("elm_attention", "info_recoupling"):
+        if not kwargs.pop(switch, True):
+            raise ValueError(
+                f"{switch}=False: {info.display_name} has no such ablation switch (it is "
+                "always on); build a BNext (larq_bnext.BNext or BNextT/S/M/L) for the ablation."
+            )
+    stem_stride = kwargs.pop("stem_stride", None)
+    if stem_stride is not None:
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride}.")
+        kwargs.setdefault("stem", "cifar" if stem_stride == 1 else "imagenet")
+    return BNext18(**kwargs)

@@ -1,8 +1,6 @@
 """BNext-18: the ResNet-18-shaped BNext of the original repository, as a Keras model.
 
-Signature as ``keras.applications``::
-
-    model = larq_bnext.BNext18(weights=None, input_shape=(224, 224, 3), num_classes=1000)
+Signature as ``keras.applications`` (see the example).
 
 The architecture is the original's ``BNext18`` (``hpi-xnor/BNext``, ``src/birealnet.py``),
 channels-last:
@@ -11,8 +9,8 @@ channels-last:
   3x3 max-pool (stride 2, padding 1). CIFAR form (the original's choice whenever the class
   count is not 1000): float 3x3 convolution (stride 1, padding 1) and BatchNorm, no max-pool.
   There is no activation after the stem.
-* Four stages of two basic blocks at 64, 128, 256 and 512 channels; stages 2-4 halve the
-  resolution in their first block.
+* Four stages of two basic blocks at 64, 128, 256 and 512 channels (the stage channels of
+  :mod:`larq_bnext.registry`); stages 2-4 halve the resolution in their first block.
 * A basic block is an ELM-Attention sub-block (``Attention``; input channels to the stage's
   channels, with the stage's stride) followed by an FFN-3x3 sub-block (``FFN``, stride 1).
   Each has the BNext binary unit ``move -> HardSign -> binary 3x3 conv -> norm1 ->
@@ -29,39 +27,35 @@ switches to ``sign(w)`` below a temperature of ``1e-5`` (not ``1e-7``), there is
 the downsampling shortcut is a float 1x1 convolution, and recoupling in ELM-Attention uses the
 PReLU'd residual. The FFN's ``activation1`` PReLU is built by the original but never applied;
 it is left out here (and skipped when a checkpoint is loaded).
+
+Examples:
+    >>> import larq_bnext
+    >>> model = larq_bnext.BNext18(weights=None, input_shape=(32, 32, 3), num_classes=10)
+    >>> model.get_layer("stem_conv").kernel_size  # 10 classes: the original's CIFAR stem
+    (3, 3)
 """
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
 
-from larq_bnext import registry
+from larq_bnext.models.arguments import check_arguments, model_input
 from larq_bnext.models.blocks import batch_norm, classifier_head, information_recoupling, prelu
 from larq_bnext.models.layers import BinaryConv2D, LearnableBias
 from larq_bnext.models.quantizers import ProgressiveSign
+from larq_bnext.registry import resolve_model
+from larq_bnext.weights.loading import load_weights
 
 __all__ = [
     "BNext18",
     "PaddedMaxPool2D",
-    "STAGES",
-    "TEMPERATURE_THRESHOLD_18",
     "bnext18_block_configs",
-    "BNEXT18_NAMES",
-    "is_bnext18",
     "stem_form",
 ]
 
-#: ``(channels, blocks, stride)`` of the four stages.
-STAGES = ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))
-#: Names that select BNext-18 in ``get_model`` and the CLIs' ``--model`` (any case).
-_INFO = registry.get("bnext18")
-BNEXT18_NAMES = tuple(dict.fromkeys((_INFO.name, _INFO.display_name.lower(), *_INFO.aliases)))
-#: BNext-18's kernel quantizer uses ``sign(w)`` below this temperature (``src/birealnet.py``).
-TEMPERATURE_THRESHOLD_18 = 1e-5
-
 layers = tf.keras.layers
+_INFO = resolve_model("bnext18")
+_ARCHITECTURE = _INFO.architecture
 _register = tf.keras.utils.register_keras_serializable(package="larq_bnext")
 
 
@@ -111,15 +105,6 @@ class PaddedMaxPool2D(tf.keras.layers.Layer):
         }
 
 
-def is_bnext18(name) -> bool:
-    """Whether ``name`` (any case) selects BNext-18 (see :data:`BNEXT18_NAMES`).
-
-    Args:
-        name: a model name as given to ``get_model`` or ``--model``.
-    """
-    return str(name).strip().lower() in BNEXT18_NAMES
-
-
 def stem_form(stem: str | None, num_classes: int) -> str:
     """``"imagenet"`` or ``"cifar"``: the stem BNext-18 gets.
 
@@ -142,15 +127,23 @@ def stem_form(stem: str | None, num_classes: int) -> str:
 def bnext18_block_configs():
     """Yield ``(stage, index, in_channels, out_channels, strides, downsample)`` per block.
 
-    ``stage`` is 0..3 and ``index`` 0..1, as in the original's ``layer{stage}.{index}`` keys.
+    Read from BNext-18's stage channels in :mod:`larq_bnext.registry` (the stem's, then each
+    basic block's): a stage is a run of blocks of equal width, and every stage but the first
+    halves the resolution in its first block. ``stage`` is 0..3 and ``index`` 0..1, as in the
+    original's ``layer{stage}.{index}`` keys.
+
+    Examples:
+        >>> [(s, i, c_out, strides) for s, i, _, c_out, strides, _ in bnext18_block_configs()][:4]
+        [(0, 0, 64, 1), (0, 1, 64, 1), (1, 0, 128, 2), (1, 1, 128, 1)]
     """
-    c_in = STAGES[0][0]
-    for stage, (channels, blocks, stride) in enumerate(STAGES):
-        for index in range(blocks):
-            s = stride if index == 0 else 1
-            downsample = s != 1 or c_in != channels
-            yield stage, index, c_in, channels, s, downsample
-            c_in = channels
+    channels = resolve_model(_INFO.name).stage_channels
+    c_in, stage, index = channels[0], -1, 0
+    for i, c_out in enumerate(channels[1:]):
+        new_stage = i == 0 or c_out != channels[i]
+        stage, index = (stage + 1, 0) if new_stage else (stage, index + 1)
+        s = 2 if new_stage and stage > 0 else 1
+        yield stage, index, c_in, c_out, s, s != 1 or c_in != c_out
+        c_in = c_out
 
 
 def _binary_unit(x, filters: int, strides: int, name: str):
@@ -159,7 +152,7 @@ def _binary_unit(x, filters: int, strides: int, name: str):
         filters,
         3,
         strides=strides,
-        kernel_quantizer=ProgressiveSign(threshold=TEMPERATURE_THRESHOLD_18),
+        kernel_quantizer=ProgressiveSign(threshold=_ARCHITECTURE.sign_threshold),
         name=f"{name}_binary_conv",
     )(y)
     y = batch_norm(f"{name}_norm1")(y)
@@ -191,6 +184,7 @@ def _ffn(x, name: str):
 
 
 def _check_input_size(shape, form: str) -> None:
+    reduction = 2 ** sum(strides == 2 for *_, strides, _ in bnext18_block_configs())
     for axis, size in zip(("height", "width"), shape[:2], strict=True):
         if size is None:
             continue
@@ -198,8 +192,8 @@ def _check_input_size(shape, form: str) -> None:
         if form == "imagenet":
             for _ in range(2):  # stem stride 2, then max-pool stride 2, both rounding up
                 s = (s + 1) // 2
-        if s <= 0 or s % 8:
-            unit = 32 if form == "imagenet" else 8
+        if s <= 0 or s % reduction:
+            unit = 4 * reduction if form == "imagenet" else reduction
             suggestion = max(unit, round(int(size) / unit) * unit)
             raise ValueError(
                 f"Input {axis} {size} is not supported by BNext-18's {form} form: after the "
@@ -218,7 +212,7 @@ def BNext18(
     pooling: str | None = None,
     classifier_activation: str | None = "softmax",
     stem: str | None = None,
-    name: str = "bnext18",
+    name: str = _INFO.model_name,
 ) -> tf.keras.Model:
     """BNext-18, the ResNet-18-shaped BNext (``BNext18`` of the original repository).
 
@@ -229,8 +223,9 @@ def BNext18(
         input_tensor: optional Keras tensor (output of ``tf.keras.Input``) to build on.
         weights: ``None`` (random initialisation) or the path of a PyTorch checkpoint of the
             original ``BNext18`` (``torch.save`` of a state dict or of a training checkpoint
-            dict with ``state_dict``) or of Keras HDF5 weights. No ImageNet checkpoint of
-            BNext-18 is published, so ``"imagenet"`` raises an error.
+            dict with ``state_dict``) or of Keras HDF5 weights (loaded by
+            :func:`larq_bnext.weights.load_weights`). No ImageNet checkpoint of BNext-18 is
+            published, so ``"imagenet"`` raises an error.
         include_top: whether to add the global pooling and dense classifier.
         num_classes: number of classes of the classifier.
         pooling: with ``include_top=False``: ``None`` (4-D feature map), ``"avg"`` or ``"max"``.
@@ -248,46 +243,26 @@ def BNext18(
             size, pooling or stem, each with what to do instead.
     """
     form = stem_form(stem, num_classes)
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}.")
-    if weights is not None:
-        if not isinstance(weights, (str, os.PathLike)):
-            raise ValueError(
-                f"weights must be None or the path of a weights file; got {type(weights).__name__}."
-            )
-        if weights == "imagenet":
-            raise ValueError(
-                "No ImageNet weights of BNext-18 are published (the original repository "
-                "releases checkpoints only for BNext-T/S/M/L). Use weights=None and train it "
-                "(experiments/bnext18.flags), pass the path of your own BNext18 checkpoint, or "
-                "use larq_bnext.BNextT(weights='imagenet')."
-            )
-        if not os.path.isfile(weights):
-            raise ValueError(f"weights={os.fspath(weights)!r}: no such file. Check the path.")
-
-    if input_tensor is not None:
-        if not tf.keras.backend.is_keras_tensor(input_tensor):
-            input_tensor = layers.Input(tensor=input_tensor, shape=input_shape)
-        inputs, shape = input_tensor, tuple(input_tensor.shape[1:])
-    else:
-        if input_shape is None:
-            input_shape = (224, 224, 3) if form == "imagenet" else (32, 32, 3)
-        shape = tuple(input_shape)
-        if len(shape) != 3:
-            raise ValueError(
-                f"input_shape must be (height, width, channels), channels last; got {shape}."
-            )
-        inputs = layers.Input(shape=shape)
+    info = resolve_model(_INFO.name)  # read at call time: the registry is the truth
+    check_arguments(
+        weights=weights,
+        model=info,
+        include_top=include_top,
+        num_classes=num_classes,
+        pooling=pooling,
+    )
+    side = info.preprocessing.image_size if form == "imagenet" else 32
+    inputs, shape = model_input(input_shape, input_tensor, (side, side, 3), weights)
     _check_input_size(shape, form)
 
     if form == "imagenet":
         x = layers.ZeroPadding2D(3, name="stem_pad")(inputs)
-        x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="stem_conv")(x)
+        x = layers.Conv2D(info.stage_channels[0], 7, strides=2, use_bias=False, name="stem_conv")(x)
         x = batch_norm("stem_bn")(x)
         x = PaddedMaxPool2D(3, 2, 1, name="stem_maxpool")(x)
     else:
         x = layers.ZeroPadding2D(1, name="stem_pad")(inputs)
-        x = layers.Conv2D(64, 3, use_bias=False, name="stem_conv")(x)
+        x = layers.Conv2D(info.stage_channels[0], 3, use_bias=False, name="stem_conv")(x)
         x = batch_norm("stem_bn")(x)
     for stage, index, _, c_out, strides, downsample in bnext18_block_configs():
         prefix = f"layer{stage}_{index}"
@@ -297,7 +272,5 @@ def BNext18(
         x, inputs, input_tensor, include_top, num_classes, classifier_activation, pooling, name
     )
     if weights is not None:
-        from larq_bnext.weights.bnext18 import load_bnext18_weights
-
-        load_bnext18_weights(model, weights)
+        load_weights(model, weights, info)
     return model

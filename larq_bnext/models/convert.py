@@ -1,27 +1,25 @@
-"""Convert an official BNext checkpoint into Keras HDF5 weights of the matching model.
+"""Convert an official BNext checkpoint (or a BNext-18 one of the original code) into Keras
+HDF5 weights of the matching model.
 
-The size is detected from the tensor shapes (:func:`larq_bnext.weights.detect_size`), the
-model built at float32 from :mod:`larq_bnext.registry`, the state dict mapped onto it
-(:mod:`larq_bnext.weights.mapping`) and the weights written atomically.
+The model is detected from the tensor shapes (:func:`larq_bnext.weights.detect_size`, and
+BNext-18's own keys), built at float32 from :mod:`larq_bnext.registry`, the state dict mapped
+onto it (:mod:`larq_bnext.weights.mapping`, :mod:`larq_bnext.weights.bnext18`) and the weights
+written atomically.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from larq_bnext import registry
 from larq_bnext.models.bnext import BNext
-from larq_bnext.registry import canonical_size
-from larq_bnext.weights.loading import _floatx, _save_weights_atomically
-from larq_bnext.weights.mapping import (
-    ConversionReport,
-    WeightsMismatchError,
-    load_state_dict_into_model,
-)
-from larq_bnext.weights.pytorch_reader import (
-    TorchCheckpoint,
-)
-from larq_bnext.weights.spec import _guess_size, detect_size
+from larq_bnext.models.bnext18 import BNext18
+from larq_bnext.registry import resolve_model
+from larq_bnext.weights.bnext18 import is_bnext18_state, load_bnext18_state_dict
+from larq_bnext.weights.loading import floatx, save_weights_atomically
+from larq_bnext.weights.mapping import load_state_dict_into_model
+from larq_bnext.weights.matching import ConversionReport, WeightsMismatchError
+from larq_bnext.weights.pytorch_reader import TorchCheckpoint
+from larq_bnext.weights.spec import detect_size, guess_size
 
 __all__ = [
     "convert_checkpoint",
@@ -29,19 +27,21 @@ __all__ = [
 
 
 def convert_checkpoint(checkpoint, output, size: str | None = None) -> ConversionReport:
-    """Convert an official checkpoint file to Keras HDF5 weights (full model, float32).
+    """Convert a checkpoint file to Keras HDF5 weights (full model, float32).
 
     Args:
-        checkpoint: the PyTorch checkpoint file.
+        checkpoint: the PyTorch checkpoint file: an official BNext-T/S/M/L one, or a BNext-18
+            one saved by the original code (its stem, ImageNet or CIFAR, and class count are
+            read from the tensors).
         output: the ``.h5`` file to write (loadable with ``weights=output`` or
             ``model.load_weights(output, by_name=True)``).
-        size: the official size; detected from the checkpoint when ``None``.
+        size: the registry model; detected from the checkpoint when ``None``.
 
     Returns:
-        A :class:`ConversionReport`.
+        A :class:`~larq_bnext.weights.matching.ConversionReport`.
 
     Raises:
-        WeightsMismatchError: the checkpoint is not of ``size`` (or of no official size).
+        WeightsMismatchError: the checkpoint is not of ``size`` (or of no known model).
     """
 
     output = Path(output)
@@ -53,29 +53,42 @@ def convert_checkpoint(checkpoint, output, size: str | None = None) -> Conversio
     with TorchCheckpoint(checkpoint) as ckpt:
         state = ckpt.state_dict()
         shapes = {k: v.shape for k, v in state.items()}
-        detected = detect_size(shapes)
+        bnext18 = resolve_model("bnext18").name if is_bnext18_state(shapes) else None
+        detected = detect_size(shapes) or bnext18
         if size is None:
             if detected is None:
-                guess = _guess_size(shapes)
+                guess = guess_size(shapes)
                 raise WeightsMismatchError(
                     f"{checkpoint} is not an official BNext checkpoint"
-                    + (f" (it resembles BNext-{registry.get(guess).letter})" if guess else "")
+                    + (f" (it resembles {resolve_model(guess).display_name})" if guess else "")
                     + "; pass the size explicitly to see which tensors differ."
                 )
             size = detected
-        size = canonical_size(size)
+        info = resolve_model(size)
+        size = info.name
         num_classes = shapes.get("fc.bias", (1000,))[0]
-        with _floatx("float32"):
-            model = BNext(
-                registry.get(size).stage_channels,
-                input_shape=(None, None, 3),
-                num_classes=num_classes,
-                classifier_activation=None,
-                name=f"bnext_{size}",
-            )
-            report = load_state_dict_into_model(model, state, size=size, source=str(checkpoint))
+        with floatx("float32"):
+            if info.family == "bnext18":
+                stem = "imagenet" if tuple(shapes.get("conv1.weight", ()))[-1:] == (7,) else "cifar"
+                model = BNext18(
+                    input_shape=(None, None, 3),
+                    num_classes=num_classes,
+                    classifier_activation=None,
+                    stem=stem,
+                    name=info.model_name,
+                )
+                report = load_bnext18_state_dict(model, state, source=str(checkpoint))
+            else:
+                model = BNext(
+                    info.stage_channels,
+                    input_shape=(None, None, 3),
+                    num_classes=num_classes,
+                    classifier_activation=None,
+                    name=info.model_name,
+                )
+                report = load_state_dict_into_model(model, state, size=size, source=str(checkpoint))
     output.parent.mkdir(parents=True, exist_ok=True)
-    _save_weights_atomically(
+    save_weights_atomically(
         model, output, {"larq_bnext_size": size, "larq_bnext_source": Path(checkpoint).name}
     )
     report.checkpoint_size = report.checkpoint_size or size

@@ -35,8 +35,9 @@ from larq_bnext.models.quantizers import (
     WEIGHT_CLIP,
     HardSign,
     ProgressiveSign,
-    _computes_in_half,
+    computes_in_half,
 )
+from larq_bnext.registry import BNEXT_ARCHITECTURE
 
 __all__ = [
     "BinaryConv2D",
@@ -138,11 +139,11 @@ class BinaryConv2D(lq.layers.QuantConv2D):
             input_quantizer=input_quantizer or HardSign(),
             kernel_quantizer=kernel_quantizer or ProgressiveSign(),
             kernel_initializer=kernel_initializer
-            or tf.keras.initializers.RandomNormal(stddev=0.001),
+            or tf.keras.initializers.RandomNormal(stddev=BNEXT_ARCHITECTURE.kernel_init_stddev),
             kernel_constraint=kernel_constraint or lq.constraints.WeightClip(WEIGHT_CLIP),
             **kwargs,
         )
-        self._half = _computes_in_half(self)
+        self._half = computes_in_half(self)
         if self._half:
             # Mixed precision: binarize the (float32) input in float32, then convolve the
             # exact +-1 values in the compute dtype.
@@ -212,7 +213,7 @@ class LearnableBias(tf.keras.layers.Layer):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if _computes_in_half(self):
+        if computes_in_half(self):
             self._set_dtype_policy("float32")
 
     def build(self, input_shape):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import larq as lq
 import tensorflow as tf
 
+from larq_bnext.registry import BNEXT_ARCHITECTURE
+
 __all__ = [
     "TEMPERATURE_THRESHOLD",
     "WEIGHT_CLIP",
@@ -27,19 +29,21 @@ __all__ = [
     "progressive_sign",
     "sign_ste",
     "ProgressiveSign",
+    "computes_in_half",
 ]
 
 
-#: Below this kernel temperature the binary convolution uses ``sign(w)`` exactly.
-TEMPERATURE_THRESHOLD = 1e-7
+#: Below this kernel temperature the binary convolution uses ``sign(w)`` exactly (BNext-T/S/M/L;
+#: each model's is :attr:`larq_bnext.registry.Architecture.sign_threshold`).
+TEMPERATURE_THRESHOLD = BNEXT_ARCHITECTURE.sign_threshold
 
 
 #: Latent binary weights are kept in ``[-WEIGHT_CLIP, WEIGHT_CLIP]`` during training.
-WEIGHT_CLIP = 1.5
+WEIGHT_CLIP = BNEXT_ARCHITECTURE.weight_clip
 
 
 #: The HardSign straight-through gradient is 1 for ``|x| <= ACTIVATION_CLIP``.
-ACTIVATION_CLIP = 1.5
+ACTIVATION_CLIP = BNEXT_ARCHITECTURE.activation_clip
 
 
 _register = tf.keras.utils.register_keras_serializable(package="larq_bnext")
@@ -48,7 +52,12 @@ _register = tf.keras.utils.register_keras_serializable(package="larq_bnext")
 _HALF_DTYPES = (tf.float16, tf.bfloat16)
 
 
-def _computes_in_half(layer: tf.keras.layers.Layer) -> bool:
+def computes_in_half(layer: tf.keras.layers.Layer) -> bool:
+    """Whether ``layer`` computes in float16 or bfloat16 (a mixed-precision policy).
+
+    Args:
+        layer: a Keras layer.
+    """
     return tf.as_dtype(layer.compute_dtype) in _HALF_DTYPES
 
 

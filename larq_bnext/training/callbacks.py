@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from larq_bnext.models.layers import binary_conv_layers
-from larq_bnext.training.checkpoints import _atomic_write_text, save_weights_atomic
+from larq_bnext.registry import RECIPE
+from larq_bnext.training.checkpoints import atomic_write_text, save_weights_atomic
 from larq_bnext.training.distiller import Distiller, curriculum_phase
 from larq_bnext.training.distribute import is_chief
 from larq_bnext.training.schedules import current_learning_rate
@@ -53,7 +54,7 @@ class TemperatureScheduler(tf.keras.callbacks.Callback):
         factor: multiplier per epoch (0.9 in BNext).
     """
 
-    def __init__(self, factor: float = 0.9):
+    def __init__(self, factor: float = RECIPE.temperature_decay):
         super().__init__()
         if not 0.0 < factor <= 1.0:
             raise ValueError(f"factor must be in (0, 1], got {factor}.")
@@ -170,7 +171,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
             "epoch": self.best_epoch,
             "scores": {str(k): v for k, v in sorted(self._scores.items())},
         }
-        _atomic_write_text(self.state_path, json.dumps(state))
+        atomic_write_text(self.state_path, json.dumps(state))
 
     def restore_state(self, before_epoch: int) -> bool:
         """Read the best score of the epochs before ``before_epoch`` from ``best.json``.

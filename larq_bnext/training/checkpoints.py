@@ -21,6 +21,7 @@ from larq_bnext.training.distribute import is_chief, worker_index
 __all__ = [
     "worker_directory",
     "atomic_write",
+    "atomic_write_text",
     "save_weights_atomic",
     "checkpoint_is_complete",
     "latest_complete_checkpoint",
@@ -95,7 +96,13 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
-def _atomic_write_text(path: str, text: str) -> None:
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`).
+
+    Args:
+        path: the file.
+        text: its content.
+    """
     with atomic_write(path) as temporary:
         with tf.io.gfile.GFile(temporary, "w") as handle:
             handle.write(text)
@@ -159,7 +166,7 @@ def _write_manifest(prefix: str) -> None:
         os.path.basename(f): {"size": tf.io.gfile.stat(f).length, "sha256": _sha256(f)}
         for f in _checkpoint_files(prefix)
     }
-    _atomic_write_text(prefix + _MANIFEST_SUFFIX, json.dumps({"files": files}, indent=1))
+    atomic_write_text(prefix + _MANIFEST_SUFFIX, json.dumps({"files": files}, indent=1))
 
 
 def checkpoint_is_complete(prefix: str, verify: str = "sha256") -> bool:

@@ -47,9 +47,9 @@ import tensorflow as tf
 
 from larq_bnext.training.teachers import (
     Teacher,
-    _as_teacher,
-    _loss_dtype,
+    as_teacher,
     check_teacher_classes,
+    loss_dtype,
 )
 
 __all__ = [
@@ -132,7 +132,7 @@ def distillation_loss(
     check_weighting(weighting)
     if not teacher_logits:
         raise ValueError("distillation_loss needs at least one teacher's logits.")
-    dtype = _loss_dtype(student_logits)
+    dtype = loss_dtype(student_logits)
     z_s = tf.cast(student_logits, dtype)
     log_p_s = tf.nn.log_softmax(z_s, axis=-1)
     per_teacher = []
@@ -222,11 +222,11 @@ class Distiller(tf.keras.Model):
         super().__init__(name=name, **kwargs)
         _check_student_outputs_logits(student)
         check_weighting(weighting)
-        assistants = [_as_teacher(a) for a in (assistants or ())]
+        assistants = [as_teacher(a) for a in (assistants or ())]
         if assistants and teacher is None:
             raise ValueError("Assistant teachers need a main teacher: pass teacher=... as well.")
         self.student = student
-        self.teacher = _as_teacher(teacher)
+        self.teacher = as_teacher(teacher)
         self.assistants = assistants
         check_teacher_classes(student, self._all_teachers())
         # Keep the teacher models tracked (for `summary`, device placement, checkpoints).
@@ -328,7 +328,7 @@ class Distiller(tf.keras.Model):
         teacher_logits = [computed[id(t)] for t in teachers]
         with tf.GradientTape() as tape:
             logits = self.student(images, training=True)
-            logits = tf.cast(logits, _loss_dtype(logits))
+            logits = tf.cast(logits, loss_dtype(logits))
             if teacher_logits:
                 per_example, alpha = distillation_loss(logits, teacher_logits, self.weighting)
             else:
@@ -368,7 +368,7 @@ class Distiller(tf.keras.Model):
         """Score the student against the labels (cross-entropy, top-1, top-5)."""
         images, labels = _unpack(data)
         logits = self.student(images, training=False)
-        logits = tf.cast(logits, _loss_dtype(logits))
+        logits = tf.cast(logits, loss_dtype(logits))
         per_example = _label_cross_entropy(labels, logits)
         sparse = _sparse_labels(labels)
         self.loss_tracker.update_state(per_example)

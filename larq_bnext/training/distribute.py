@@ -54,6 +54,8 @@ __all__ = [
     "distributed_dataset",
     "set_mixed_precision",
     "enable_determinism",
+    "op_determinism_enabled",
+    "set_op_determinism",
 ]
 
 
@@ -419,3 +421,24 @@ def enable_determinism(seed: int) -> None:
     """
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def op_determinism_enabled() -> bool:
+    """Whether TensorFlow's deterministic ops are on (:func:`enable_determinism`)."""
+    from tensorflow.python.framework import config as tf_config  # no public getter in TF 2.15
+
+    return bool(tf_config.is_op_determinism_enabled())
+
+
+def set_op_determinism(enabled: bool) -> None:
+    """Turn TensorFlow's deterministic ops on or off (a run restores the state it found).
+
+    Args:
+        enabled: the state to set.
+    """
+    from tensorflow.python.framework import config as tf_config  # no public setter for "off"
+
+    if enabled:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()

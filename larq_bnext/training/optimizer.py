@@ -10,6 +10,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from larq_bnext.models.layers import is_4d_in_original
+from larq_bnext.registry import RECIPE
 
 __all__ = ["is_conv_kernel", "AdamW", "float64_supported", "bias_correction"]
 
@@ -120,9 +121,9 @@ class AdamW(tf.keras.optimizers.Adam):
 
     def __init__(
         self,
-        learning_rate=1e-3,
-        weight_decay: float = 1e-3,
-        conv_weight_decay: float = 1e-8,
+        learning_rate=RECIPE.lr,
+        weight_decay: float = RECIPE.weight_decay,
+        conv_weight_decay: float = RECIPE.conv_weight_decay,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-8,

@@ -17,17 +17,11 @@ import numpy as np
 import tensorflow as tf
 
 from larq_bnext.images.files import MAX_IMAGE_PIXELS
-from larq_bnext.preprocessing import (
-    EVAL_CROP_FRACTION,
-    decode_and_center_crop,
-    preprocess_input,
-)
-from larq_bnext.training.augmentation import (
-    AugmentConfig,
-    BatchAugmenter,
-    decode_and_random_crop,
-    random_resized_crop,
-)
+from larq_bnext.preprocessing import decode_and_center_crop, preprocess_input
+from larq_bnext.registry import IMAGENET_PREPROCESSING
+from larq_bnext.training.augmentation import AugmentConfig
+from larq_bnext.training.batch_augment import BatchAugmenter
+from larq_bnext.training.crop import decode_and_random_crop, random_resized_crop
 
 __all__ = ["train_dataset", "eval_dataset", "stream_seed"]
 
@@ -107,7 +101,7 @@ def train_dataset(
     Every random draw is a function of ``(seed, epoch, position)`` (stateless random ops):
     epoch ``e`` is a permutation of the examples drawn from ``(seed, e)``, the crop of its
     ``p``-th element is drawn from ``(seed, e, p)``, and the batch stage of its ``s``-th batch
-    gets the seed ``(seed, e, s)`` (see :class:`~larq_bnext.training.augmentation.BatchAugmenter`).
+    gets the seed ``(seed, e, s)`` (see :class:`~larq_bnext.training.batch_augment.BatchAugmenter`).
     A run restarted at ``(initial_epoch, initial_step)`` therefore sees exactly the batches an
     uninterrupted run sees from there. Unreadable files are skipped, recorded in
     ``skip_log`` and replaced by the next files of the epoch's order (a further permutation
@@ -246,7 +240,7 @@ def eval_dataset(
     source,
     batch_size: int,
     image_size: int,
-    crop_fraction: float = EVAL_CROP_FRACTION,
+    crop_fraction: float = IMAGENET_PREPROCESSING.crop_fraction,
     skip_log=None,
     max_image_pixels=MAX_IMAGE_PIXELS,
     jpeg_dct_scaling: bool = True,
@@ -284,7 +278,12 @@ def eval_dataset(
         def prepare(x, y):
             x = tf.cast(x, tf.float32)
             if x.shape[0] != image_size or x.shape[1] != image_size:
-                x = tf.image.resize(x, [image_size, image_size], method="bicubic", antialias=True)
+                x = tf.image.resize(
+                    x,
+                    [image_size, image_size],
+                    method=IMAGENET_PREPROCESSING.interpolation,
+                    antialias=True,
+                )
             return preprocess_input(tf.clip_by_value(x, 0.0, 255.0)), y
 
         ds = ds.map(prepare, num_parallel_calls=autotune)

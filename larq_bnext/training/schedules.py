@@ -9,6 +9,7 @@ import math
 
 import tensorflow as tf
 
+from larq_bnext.registry import RECIPE
 from larq_bnext.training.optimizer import float64_supported
 
 __all__ = [
@@ -35,7 +36,7 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
     Args:
         steps_per_epoch: optimizer steps per epoch.
         epochs: epochs of the run (the cosine length by default).
-        base_lr: peak learning rate (1e-3).
+        base_lr: peak learning rate (the recipe's 1e-3, :data:`larq_bnext.registry.RECIPE`).
         warmup_epochs: length of the linear warm-up (5).
         warmup_lr: learning rate at the start of the warm-up (1e-5).
         min_lr: floor of the cosine (1e-7).
@@ -51,10 +52,10 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
         self,
         steps_per_epoch: int,
         epochs: int,
-        base_lr: float = 1e-3,
-        warmup_epochs: float = 5,
-        warmup_lr: float = 1e-5,
-        min_lr: float = 1e-7,
+        base_lr: float = RECIPE.lr,
+        warmup_epochs: float = RECIPE.warmup_epochs,
+        warmup_lr: float = RECIPE.warmup_lr,
+        min_lr: float = RECIPE.min_lr,
         per_step: bool = False,
         cosine_epochs: float | None = None,
         float64: bool | None = None,

@@ -23,6 +23,8 @@ __all__ = [
     "imagenet_class_indices",
     "check_teacher_classes",
     "default_teachers",
+    "as_teacher",
+    "loss_dtype",
 ]
 
 
@@ -57,8 +59,13 @@ def denormalize_to_255(
     return (images * std + mean) * tf.constant(255.0, dtype)
 
 
-def _loss_dtype(tensor: tf.Tensor) -> tf.DType:
-    """float64 stays float64; every narrower float is computed in float32."""
+def loss_dtype(tensor: tf.Tensor) -> tf.DType:
+    """The dtype losses of ``tensor`` are computed in: float64 stays float64, every narrower
+    float becomes float32.
+
+    Args:
+        tensor: logits.
+    """
     return tf.float64 if tensor.dtype == tf.float64 else tf.float32
 
 
@@ -123,7 +130,7 @@ class Teacher:
         """
         x = self.input_adapter(images) if self.input_adapter is not None else images
         out = self.model(x, training=False)
-        out = tf.cast(out, _loss_dtype(out))
+        out = tf.cast(out, loss_dtype(out))
         if not self.from_logits:
             out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
         if self.class_indices is not None:
@@ -163,7 +170,15 @@ def check_teacher_classes(student: tf.keras.Model, teachers: Sequence[Teacher]) 
             )
 
 
-def _as_teacher(teacher) -> Teacher:
+def as_teacher(teacher) -> Teacher | None:
+    """``teacher`` as a :class:`Teacher` (a Keras model gets the identity adapter).
+
+    Args:
+        teacher: a :class:`Teacher`, a Keras classifier or ``None``.
+
+    Raises:
+        TypeError: for anything else.
+    """
     if teacher is None or isinstance(teacher, Teacher):
         return teacher
     if isinstance(teacher, tf.keras.Model):
@@ -268,7 +283,7 @@ def imagenet_teacher(
 
 
 def default_teachers(
-    size: str,
+    size: str | registry.Recipe,
     input_shape: tuple = (224, 224, 3),
     weights: str | None = "imagenet",
     class_names: Sequence[str] | None = None,
@@ -281,12 +296,12 @@ def default_teachers(
     main teacher, built once).
 
     Args:
-        size: a BNext size name (``"tiny"``, ``"T"``, ...).
+        size: a registry model name (``"tiny"``, ``"T"``, ``"bnext18"``, ...) or a recipe.
         input_shape: the student's input shape.
         weights: passed to :func:`imagenet_teacher`.
         class_names: passed to :func:`imagenet_teacher`.
     """
-    recipe = registry.get(size).recipe
+    recipe = size if isinstance(size, registry.Recipe) else registry.resolve_model(size).recipe
     assistant_names, main_name = recipe.assistants, recipe.teacher
     built: dict[str, Teacher] = {}
 

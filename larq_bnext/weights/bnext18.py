@@ -4,61 +4,69 @@ The original (``hpi-xnor/BNext``, ``src/birealnet.py``) names its tensors ``conv
 ``bn1.*``, ``layer{s}.{i}.Attention.*`` / ``layer{s}.{i}.FFN.*`` (``s`` = 0..3, ``i`` = 0..1),
 ``layer{s}.0.Attention.downsample.1.weight`` (float 1x1 conv) and ``...downsample.2.*``
 (its BatchNorm), ``prelu.weight`` and ``fc.*``. Checkpoints saved by its training script wrap
-the state dict in ``{"state_dict": {"module." + key: tensor}}``; both forms load.
+the state dict in ``{"state_dict": {"module." + key: tensor}}``; both forms load (through
+:func:`larq_bnext.weights.load_weights`, which tells the file kinds apart).
 
 Loading mirrors the original's inference forward: latent binary weights are clipped to
-``[-1.5, 1.5]`` and FFN recoupling scales to ``[0, 1]`` (the original clamps both in place on
-every forward, eval included); ELM-Attention scales are used as stored.
+``[-1.5, 1.5]`` (:attr:`larq_bnext.registry.Architecture.weight_clip`) and FFN recoupling
+scales to ``[0, 1]`` (the original clamps both in place on every forward, eval included);
+ELM-Attention scales are used as stored.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext.weights.loading import HDF5_MAGIC, _file_magic, load_keras_weights
-from larq_bnext.weights.mapping import (
-    _BN_PARTS,
-    _PART_WEIGHTS,
+from larq_bnext.registry import resolve_model
+from larq_bnext.weights.matching import (
+    BN_PARTS,
+    PART_WEIGHTS,
     ConversionReport,
+    Target,
     WeightsMismatchError,
-    _shape_of,
-    _Target,
-    _to_numpy,
     format_problems,
     match_state_to_targets,
+    shape_of,
     strip_module_prefix,
     targets_from_layers,
+    to_numpy,
 )
-from larq_bnext.weights.pytorch_reader import ZIP_MAGIC, TorchCheckpoint
 
 __all__ = [
     "bnext18_weight_map",
     "load_bnext18_state_dict",
-    "load_bnext18_weights",
+    "is_bnext18_state",
 ]
 
 _TOP_LEVEL = {
     "stem_conv": {"kernel": ("conv1.weight", "conv")},
-    "stem_bn": {k: (f"bn1.{v}", "vector") for k, v in _BN_PARTS.items()},
+    "stem_bn": {k: (f"bn1.{v}", "vector") for k, v in BN_PARTS.items()},
     "final_prelu": {"alpha": ("prelu.weight", "prelu")},
     "logits": {"kernel": ("fc.weight", "dense"), "bias": ("fc.bias", "vector")},
 }
 _PARTS = {
-    **_PART_WEIGHTS,
+    **PART_WEIGHTS,
     "downsample_conv": {"kernel": ("downsample.1.weight", "conv")},
-    "downsample_bn": {k: (f"downsample.2.{v}", "vector") for k, v in _BN_PARTS.items()},
+    "downsample_bn": {k: (f"downsample.2.{v}", "vector") for k, v in BN_PARTS.items()},
 }
 _SUBMODULES = {"attention": "Attention", "ffn": "FFN"}
 _LAYER_RE = re.compile(r"^layer(\d)_(\d)_(attention|ffn)_(\w+)$")
-_WEIGHT_CLIP = 1.5
 
 
-def bnext18_weight_map(model: tf.keras.Model) -> list[_Target]:
+def is_bnext18_state(shapes: Mapping[str, tuple]) -> bool:
+    """Whether a state dict's keys are those of the original ``BNext18`` (not BNext-T/S/M/L).
+
+    Args:
+        shapes: key -> shape (``module.`` prefix already removed).
+    """
+    return "conv1.weight" in shapes and "layer0.0.Attention.binary_conv.weight" in shapes
+
+
+def bnext18_weight_map(model: tf.keras.Model) -> list[Target]:
     """Map every weight of a :func:`~larq_bnext.BNext18` model to its original state-dict key.
 
     Args:
@@ -92,7 +100,7 @@ def _allowed_unused(key: str, has_top: bool) -> bool:
     return key.startswith("fc.") and not has_top
 
 
-def _hint(state_shapes: Mapping[str, tuple], targets: list[_Target]) -> str:
+def _hint(state_shapes: Mapping[str, tuple], targets: list[Target]) -> str:
     if any(k.startswith("feature.") for k in state_shapes):
         return (
             " It is a BNext-T/S/M/L checkpoint (keys 'feature.*'): load it with "
@@ -128,7 +136,7 @@ def load_bnext18_state_dict(
         source: name of the checkpoint for messages.
 
     Returns:
-        A :class:`~larq_bnext.weights.mapping.ConversionReport` (``clamped_scales`` counts the FFN
+        A :class:`~larq_bnext.weights.matching.ConversionReport` (``clamped_scales`` counts the FFN
         scale values clipped into ``[0, 1]``).
 
     Raises:
@@ -136,9 +144,10 @@ def load_bnext18_state_dict(
             keys, the expected shapes and, where it can tell, the build that fits.
     """
     state = strip_module_prefix(state)
-    shapes = {k: _shape_of(v) for k, v in state.items()}
+    shapes = {k: shape_of(v) for k, v in state.items()}
     targets = bnext18_weight_map(model)
     has_top = any(layer.name == "logits" for layer in model.layers)
+    clip = resolve_model("bnext18").architecture.weight_clip
     report = ConversionReport()
     problems, _ = match_state_to_targets(
         shapes, targets, lambda key: _allowed_unused(key, has_top), report
@@ -150,45 +159,12 @@ def load_bnext18_state_dict(
         )
 
     for t in targets:
-        array = _to_numpy(state[t.key])
+        array = to_numpy(state[t.key])
         if t.key.endswith("binary_conv.weight"):
-            array = np.clip(array, -_WEIGHT_CLIP, _WEIGHT_CLIP)
+            array = np.clip(array, -clip, clip)
         elif re.match(r"^layer\d\.\d\.FFN\.scale$", t.key):
             report.clamped_scales += int(np.sum((array < 0) | (array > 1)))
             array = np.clip(array, 0.0, 1.0)
         t.variable.assign(t.to_keras(array))
         report.converted.append(t.key)
     return report
-
-
-def load_bnext18_weights(model: tf.keras.Model, weights) -> ConversionReport | None:
-    """Load a PyTorch ``BNext18`` checkpoint or Keras HDF5 weights into a Keras BNext-18.
-
-    Args:
-        model: a model built by :func:`larq_bnext.BNext18`.
-        weights: path of a ``torch.save`` file (a state dict, or a training checkpoint dict with
-            ``state_dict``; keys with or without ``module.``) or of ``.h5`` weights.
-
-    Returns:
-        The :class:`~larq_bnext.weights.mapping.ConversionReport` for a PyTorch checkpoint, else
-        ``None``.
-
-    Raises:
-        ValueError: a file of neither kind.
-        WeightsMismatchError: the weights do not fit the model.
-    """
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise ValueError(f"weights={path!r}: no such file.")
-    magic = _file_magic(path)
-    if magic.startswith(ZIP_MAGIC):
-        with TorchCheckpoint(path) as ckpt:
-            return load_bnext18_state_dict(model, ckpt.state_dict(), source=path)
-    if magic == HDF5_MAGIC:
-        load_keras_weights(model, path)
-        return None
-    raise ValueError(
-        f"weights={path!r} is neither a PyTorch checkpoint (a zip archive from torch.save) nor "
-        f"Keras HDF5 weights (first bytes {magic!r}). Pass a BNext18 checkpoint of the original "
-        "code or model.save_weights('x.h5')."
-    )

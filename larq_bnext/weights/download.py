@@ -2,8 +2,9 @@
 
 Files, in ``$LARQ_BNEXT_HOME`` or else ``~/.keras/models/larq_bnext/``:
 
-* ``bnext_<size>_official.pth.tar``: the downloaded checkpoint, with ``.sha256`` next to it (the
-  authors publish no checksums; this records what was downloaded);
+* ``bnext_<size>_official.pth.tar``: the downloaded checkpoint, with ``.sha256`` next to it (what
+  was downloaded; where the registry knows the checkpoint's checksum,
+  :attr:`larq_bnext.registry.ModelInfo.sha256`, a download that differs is refused);
 * ``bnext_<size>_imagenet.h5``: the converted Keras weights (``model.save_weights`` HDF5 format).
 
 The URLs come from :mod:`larq_bnext.registry`. Downloads go to a partial file that is renamed
@@ -22,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from larq_bnext import registry
-from larq_bnext.registry import canonical_size
+from larq_bnext.registry import ModelInfo, resolve_model
 from larq_bnext.weights.pytorch_reader import (
     CheckpointError,
     TorchCheckpoint,
@@ -59,7 +59,7 @@ def checkpoint_path(size: str) -> Path:
     Args:
         size: a size name or alias.
     """
-    return cache_dir() / f"bnext_{canonical_size(size)}_official.pth.tar"
+    return cache_dir() / f"{_published(size).model_name}_official.pth.tar"
 
 
 def converted_weights_path(size: str) -> Path:
@@ -68,7 +68,7 @@ def converted_weights_path(size: str) -> Path:
     Args:
         size: a size name or alias.
     """
-    return cache_dir() / f"bnext_{canonical_size(size)}_imagenet.h5"
+    return cache_dir() / f"{_published(size).model_name}_imagenet.h5"
 
 
 def validate_checkpoint(path, size: str, read_data: bool = True) -> None:
@@ -83,15 +83,15 @@ def validate_checkpoint(path, size: str, read_data: bool = True) -> None:
     Raises:
         CheckpointError: unreadable, truncated, corrupt, or another architecture.
     """
-    size = canonical_size(size)
+    info = _published(size)
     with TorchCheckpoint(path) as ckpt:
         state = ckpt.state_dict()
         shapes = {k: v.shape for k, v in state.items()}
         found = detect_size(shapes)
-        if found != size:
-            what = f"an official BNext-{registry.get(found).letter}" if found else "not a BNext"
+        if found != info.name:
+            what = f"an official {resolve_model(found).display_name}" if found else "not a BNext"
             raise CheckpointError(
-                f"{path} is {what} checkpoint; expected BNext-{registry.get(size).letter} ({size})."
+                f"{path} is {what} checkpoint; expected {info.display_name} ({info.name})."
             )
         if read_data:
             for key, tensor in state.items():
@@ -118,11 +118,16 @@ def _write_sha256(path: Path, hexdigest: str) -> None:
     Path(str(path) + ".sha256").write_text(f"{hexdigest}  {path.name}\n", encoding="utf-8")
 
 
-def _offline_message(size: str, url: str, dest: Path, reason) -> str:
+def _published(size: str) -> ModelInfo:
+    """The registry entry of a size of the BNext family (BNext-T/S/M/L)."""
+    return resolve_model(size, family="bnext")
+
+
+def _offline_message(info: ModelInfo, url: str, dest: Path, reason) -> str:
     return (
-        f"Could not download the official BNext-{registry.get(size).letter} checkpoint from {url} "
+        f"Could not download the official {info.display_name} checkpoint from {url} "
         f"({reason}). Without internet access here, download {url} elsewhere (it is the "
-        f"authors' PyTorch checkpoint, shared at {registry.get(size).share}) and put the file at "
+        f"authors' PyTorch checkpoint, shared at {info.share}) and put the file at "
         f"{dest}; it will be checked and converted from there. (Set ${_ENV_HOME} to use "
         "another directory.)"
     )
@@ -155,9 +160,11 @@ def download_checkpoint(size: str, force: bool = False) -> Path:
     """Make sure the official checkpoint of ``size`` is on disk and valid; return its path.
 
     An existing file is checked (structure and shapes) and used. Otherwise the file is
-    downloaded to a temporary name, validated completely (a readable zip holding the expected
-    state dict, every tensor readable and finite), its SHA-256 written next to it, and only then
-    renamed into place. A failed or corrupt download is removed and reported.
+    downloaded to a temporary name, its SHA-256 compared with the registry's
+    (:attr:`larq_bnext.registry.ModelInfo.sha256`, where known), validated completely (a
+    readable zip holding the expected state dict, every tensor readable and finite), its
+    SHA-256 written next to it, and only then renamed into place. A failed, corrupt or
+    different download is removed and reported.
 
     Args:
         size: a size name or alias.
@@ -165,11 +172,13 @@ def download_checkpoint(size: str, force: bool = False) -> Path:
 
     Raises:
         OSError: the download failed (offline); the message names the URL and the path.
-        CheckpointError: the downloaded file is not a valid checkpoint of that size.
+        CheckpointError: the downloaded file is not a valid checkpoint of that size, or not
+            the one whose checksum the registry holds.
     """
-    size = canonical_size(size)
+    info = _published(size)
+    size = info.name
     dest = checkpoint_path(size)
-    url = registry.get(size).url
+    url = info.url
     if dest.exists() and not force:
         try:
             validate_checkpoint(dest, size, read_data=False)
@@ -187,14 +196,20 @@ def download_checkpoint(size: str, force: bool = False) -> Path:
     partial = dest.with_name(f"{dest.name}.part{os.getpid()}")
     try:
         try:
-            digest = _download(url, partial, f"BNext-{registry.get(size).letter}")
+            digest = _download(url, partial, info.display_name)
         except (urllib.error.URLError, OSError, ValueError) as err:
-            raise OSError(_offline_message(size, url, dest, err)) from err
+            raise OSError(_offline_message(info, url, dest, err)) from err
+        if info.sha256 is not None and digest != info.sha256.lower():
+            raise CheckpointError(
+                f"The file downloaded from {url} has SHA-256 {digest}, not the published "
+                f"{info.sha256} of the official {info.display_name} checkpoint, and was "
+                f"removed. Try again later, or download it by hand and put it at {dest}."
+            )
         try:
             validate_checkpoint(partial, size, read_data=True)
         except CheckpointError as err:
             raise CheckpointError(
-                f"The file downloaded from {url} is not a valid BNext-{registry.get(size).letter} "
+                f"The file downloaded from {url} is not a valid {info.display_name} "
                 f"checkpoint and was removed ({err}). Try again later, or download it by hand "
                 f"and put it at {dest}."
             ) from err

@@ -1,5 +1,6 @@
-"""Load weights into a BNext: ``weights="imagenet"`` (download, convert once, cache), an official
-PyTorch checkpoint or Keras HDF5 weights (told apart by their first bytes).
+"""Load weights into a BNext or BNext-18: ``weights="imagenet"`` (download, convert once, cache),
+a PyTorch checkpoint of the original code or Keras HDF5 weights (told apart by their first
+bytes). :func:`load_weights` is the one loader every builder calls.
 
 ``larq_bnext.BNextL(weights="imagenet")`` downloads the authors' PyTorch checkpoint of that size
 (:mod:`larq_bnext.weights.download`), converts it once to Keras weights
@@ -18,24 +19,20 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from larq_bnext import registry
-from larq_bnext.registry import canonical_size
+from larq_bnext.registry import ModelInfo, resolve_model
+from larq_bnext.weights.bnext18 import load_bnext18_state_dict
 from larq_bnext.weights.download import converted_weights_path, download_checkpoint
-from larq_bnext.weights.mapping import (
-    WeightsMismatchError,
-    _Target,
-    keras_weight_map,
-    load_official_checkpoint,
-)
-from larq_bnext.weights.pytorch_reader import (
-    ZIP_MAGIC,
-)
-from larq_bnext.weights.spec import _published_keys
+from larq_bnext.weights.mapping import keras_weight_map, load_official_checkpoint
+from larq_bnext.weights.matching import ConversionReport, Target, WeightsMismatchError
+from larq_bnext.weights.pytorch_reader import ZIP_MAGIC, TorchCheckpoint
+from larq_bnext.weights.spec import published_keys
 
 __all__ = [
     "HDF5_MAGIC",
     "load_keras_weights",
     "load_weights",
+    "floatx",
+    "save_weights_atomically",
 ]
 
 
@@ -48,7 +45,7 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # --------------------------------------------------------------------------------------------
 def _file_magic(path) -> bytes:
     with open(path, "rb") as f:
-        return f.read(8)
+        return f.read(len(HDF5_MAGIC))
 
 
 def load_keras_weights(model: tf.keras.Model, path) -> None:
@@ -111,7 +108,12 @@ def _as_str(value) -> str:
 
 
 @contextlib.contextmanager
-def _floatx(dtype: str):
+def floatx(dtype: str):
+    """Build models with Keras' default float type set to ``dtype`` inside the block.
+
+    Args:
+        dtype: ``"float32"``, ``"float64"``, ...
+    """
     previous = tf.keras.backend.floatx()
     tf.keras.backend.set_floatx(dtype)
     try:
@@ -120,15 +122,15 @@ def _floatx(dtype: str):
         tf.keras.backend.set_floatx(previous)
 
 
-def _check_published_architecture(model: tf.keras.Model, size: str) -> list[_Target]:
+def _check_published_architecture(model: tf.keras.Model, size: str) -> list[Target]:
     """Refuse ``weights="imagenet"`` for ablation variants; return the model's targets."""
     targets = keras_weight_map(model)
     mapped = {t.key for t in targets}
-    published = _published_keys(size)
+    published = published_keys(size)
     without_top = {k for k in published if not k.startswith("fc.")}
     if mapped - {"fc.weight", "fc.bias"} != without_top:
         raise WeightsMismatchError(
-            f"weights='imagenet' holds the published BNext-{registry.get(size).letter}, with "
+            f"weights='imagenet' holds the published {resolve_model(size).display_name}, with "
             "ELM-Attention and information recoupling; this model differs from it "
             f"({len(mapped ^ published)} weights differ). Build it with elm_attention=True and "
             "info_recoupling=True, or use weights=None."
@@ -136,7 +138,14 @@ def _check_published_architecture(model: tf.keras.Model, size: str) -> list[_Tar
     return targets
 
 
-def _save_weights_atomically(model: tf.keras.Model, dest: Path, attrs: Mapping[str, str]) -> None:
+def save_weights_atomically(model: tf.keras.Model, dest: Path, attrs: Mapping[str, str]) -> None:
+    """Write ``model``'s weights to the HDF5 file ``dest`` with ``attrs``, or leave it as it was.
+
+    Args:
+        model: the Keras model.
+        dest: the ``.h5`` file.
+        attrs: file attributes to record (where the weights came from).
+    """
     import h5py
 
     tmp = dest.with_name(f"{dest.stem}.tmp{os.getpid()}.h5")
@@ -172,14 +181,14 @@ def _load_imagenet(
     sha = Path(str(ckpt) + ".sha256")
     attrs = {
         "larq_bnext_size": size,
-        "larq_bnext_source": registry.get(size).url,
+        "larq_bnext_source": resolve_model(size).url,
         "larq_bnext_source_sha256": sha.read_text().split()[0] if sha.exists() else "",
     }
     targets = _check_published_architecture(model, size)
     has_top = any(t.key == "fc.weight" for t in targets)
     if has_top and all(t.variable.dtype == tf.float32 for t in targets):
         load_official_checkpoint(model, ckpt, size=size)
-        _save_weights_atomically(model, cached, attrs)
+        save_weights_atomically(model, cached, attrs)
         return
     # The model lacks part of the weights (no top) or is not float32: convert into a full
     # float32 model once, cache that, and load by name.
@@ -189,10 +198,10 @@ def _load_imagenet(
             "full_model, a callable that builds the float32 model with its top; "
             "larq_bnext.BNext passes it."
         )
-    with _floatx("float32"):
+    with floatx("float32"):
         full = full_model()
         load_official_checkpoint(full, ckpt, size=size)
-    _save_weights_atomically(full, cached, attrs)
+    save_weights_atomically(full, cached, attrs)
     del full
     load_keras_weights(model, cached)
 
@@ -200,46 +209,61 @@ def _load_imagenet(
 def load_weights(
     model: tf.keras.Model,
     weights,
-    size: str | None = None,
+    info: ModelInfo | str | None = None,
     full_model: Callable[[], tf.keras.Model] | None = None,
-) -> None:
-    """Load ``weights`` into a BNext model (what ``larq_bnext.BNext(weights=...)`` calls).
+) -> ConversionReport | None:
+    """Load ``weights`` into a BNext or BNext-18 (what the builders' ``weights=...`` calls).
 
     Args:
         model: the Keras model.
-        weights: ``"imagenet"`` (the official checkpoint of ``size``: downloaded, converted and
-            cached on first use), or the path of an official PyTorch checkpoint (zip file) or
-            of Keras HDF5 weights (told apart by their first bytes).
-        size: the official size of the model (required for ``"imagenet"``).
-        full_model: builds the float32 BNext of ``size`` with its top, for ``"imagenet"``
+        weights: ``"imagenet"`` (the official checkpoint of ``info``: downloaded, converted and
+            cached on first use), or the path of a PyTorch checkpoint of the original code (a
+            zip file from ``torch.save``) or of Keras HDF5 weights (told apart by their first
+            bytes).
+        info: the registry model ``model`` is (an entry or any name of
+            :func:`larq_bnext.registry.resolve_model`); ``None`` for a BNext of custom width.
+            Required for ``"imagenet"``; picks BNext-18's checkpoint layout for its family.
+        full_model: builds the float32 BNext of ``info`` with its top, for ``"imagenet"``
             into a model that lacks part of the weights or is not float32 (the builder of
             :mod:`larq_bnext.models` passes it; this package builds no models).
 
+    Returns:
+        The :class:`~larq_bnext.weights.matching.ConversionReport` of a PyTorch checkpoint
+        file, else ``None``.
+
     Raises:
-        ValueError: ``"imagenet"`` without a size, or a file of neither kind.
+        ValueError: ``"imagenet"`` without a published model, or a file of neither kind.
         WeightsMismatchError: the weights do not fit the model.
         OSError: the download failed (the message says which URL to fetch and where to put it).
         larq_bnext.weights.pytorch_reader.CheckpointError: a corrupt, truncated or unsafe
             checkpoint.
     """
+    if isinstance(info, str):
+        info = resolve_model(info)
+    family = info.family if info is not None else "bnext"
     if isinstance(weights, str) and weights == "imagenet":
-        if size is None:
+        if info is None:
             raise ValueError(
-                "weights='imagenet' needs one of the official sizes: use larq_bnext.BNextT/S/M/L."
+                "weights='imagenet' needs a published model: use larq_bnext.BNextT/S/M/L."
             )
-        _load_imagenet(model, canonical_size(size), full_model)
-        return
+        _ = info.url  # raises where no checkpoint is published
+        _load_imagenet(model, info.name, full_model)
+        return None
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise ValueError(f"weights={path!r}: no such file.")
     magic = _file_magic(path)
     if magic.startswith(ZIP_MAGIC):
-        load_official_checkpoint(model, path, size=size)
-    elif magic == HDF5_MAGIC:
+        if family == "bnext18":
+            with TorchCheckpoint(path) as ckpt:
+                return load_bnext18_state_dict(model, ckpt.state_dict(), source=path)
+        return load_official_checkpoint(model, path, size=info.name if info else None)
+    if magic == HDF5_MAGIC:
         load_keras_weights(model, path)
-    else:
-        raise ValueError(
-            f"weights={path!r} is neither a PyTorch checkpoint (a zip archive from torch.save) "
-            f"nor Keras HDF5 weights (first bytes {magic!r}). Pass the official .pth.tar file, "
-            "a file written by `python -m larq_bnext.convert`, or model.save_weights('x.h5')."
-        )
+        return None
+    raise ValueError(
+        f"weights={path!r} is neither a PyTorch checkpoint (a zip archive from torch.save) "
+        f"nor Keras HDF5 weights (first bytes {magic!r}). Pass the official .pth.tar file (or "
+        "a checkpoint of the original code), a file written by `python -m larq_bnext.convert`, "
+        "or model.save_weights('x.h5')."
+    )

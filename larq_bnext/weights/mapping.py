@@ -31,80 +31,36 @@ only after optimizer steps, as the original clamps only in training).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import warnings
-from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext import registry
-from larq_bnext.registry import canonical_size
-from larq_bnext.weights.pytorch_reader import (
-    LazyTensor,
-    TorchCheckpoint,
+from larq_bnext.registry import BNEXT_ARCHITECTURE, list_models, resolve_model
+from larq_bnext.weights.matching import (
+    BN_PARTS,
+    PART_WEIGHTS,
+    ConversionReport,
+    Target,
+    WeightsMismatchError,
+    fits,
+    format_problems,
+    match_state_to_targets,
+    shape_of,
+    strip_module_prefix,
+    targets_from_layers,
+    to_numpy,
 )
-from larq_bnext.weights.spec import (
-    _guess_size,
-    _is_bookkeeping,
-    detect_size,
-)
+from larq_bnext.weights.pytorch_reader import TorchCheckpoint
+from larq_bnext.weights.spec import detect_size, guess_size, is_bookkeeping
 
 __all__ = [
-    "WeightsMismatchError",
-    "ConversionReport",
     "keras_weight_map",
     "load_state_dict_into_model",
     "load_official_checkpoint",
-    "strip_module_prefix",
-    "match_state_to_targets",
-    "format_problems",
-    "targets_from_layers",
 ]
-
-
-class WeightsMismatchError(ValueError):
-    """A checkpoint does not fit the model (other size, missing/unexpected/mis-shaped tensors)."""
-
-
-@dataclasses.dataclass
-class ConversionReport:
-    """What :func:`load_state_dict_into_model` did.
-
-    Attributes:
-        converted: official keys loaded into the model, in order.
-        skipped: official keys deliberately not loaded (tensors the original never applies).
-        clamped_scales: number of FFN-1x1 scale values clamped into [0, 1].
-        zero_sign_weights: binary-conv key -> number of weights that are exactly 0 in a layer
-            whose temperature is below 1e-7. Information only: the model binarizes them to 0,
-            as the original (``torch.sign``); an LCE export sets them to ``+1``
-            (:func:`larq_bnext.deploy.zero_sign_weights`).
-        checkpoint_size: the official size the checkpoint matches, or ``None``.
-    """
-
-    converted: list = dataclasses.field(default_factory=list)
-    skipped: list = dataclasses.field(default_factory=list)
-    clamped_scales: int = 0
-    zero_sign_weights: dict = dataclasses.field(default_factory=dict)
-    checkpoint_size: str | None = None
-
-    def summary(self) -> str:
-        """One line: counts of converted and skipped tensors, clamped scales, zero weights."""
-        size = f"BNext-{registry.get(self.checkpoint_size).letter} " if self.checkpoint_size else ""
-        zeros = sum(self.zero_sign_weights.values())
-        zeros = (
-            f"; {zeros} sign-regime binary weights are exactly 0 (binarized to 0 as in the "
-            "original; an LCE export sets them to +1)"
-            if zeros
-            else ""
-        )
-        return (
-            f"{size}checkpoint: converted {len(self.converted)} tensors, skipped "
-            f"{len(self.skipped)} never-applied ones (unused PReLUs, num_batches_tracked), "
-            f"clamped {self.clamped_scales} FFN-1x1 scale values into [0, 1]{zeros}"
-        )
 
 
 def _model_stage_channels(model: tf.keras.Model) -> list[int] | None:
@@ -123,7 +79,7 @@ def _model_stage_channels(model: tf.keras.Model) -> list[int] | None:
 
 def _model_size(model: tf.keras.Model) -> str | None:
     channels = _model_stage_channels(model)
-    for size, official in ((m.name, m.stage_channels) for m in registry.list_models("bnext")):
+    for size, official in ((m.name, m.stage_channels) for m in list_models("bnext")):
         if channels is not None and tuple(channels) == tuple(official):
             return size
     return None
@@ -132,65 +88,9 @@ def _model_size(model: tf.keras.Model) -> str | None:
 # --------------------------------------------------------------------------------------------
 # Keras weight <-> official key
 # --------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class _Target:
-    key: str  # official key without the module. prefix
-    variable: tf.Variable
-    kind: str  # conv | dense | vector | vector4d | prelu | scalar
-
-    def official_shape(self) -> tuple:
-        shape = tuple(int(d) for d in self.variable.shape)
-        if self.kind == "conv":
-            h, w, i, o = shape
-            return (o, i, h, w)
-        if self.kind == "dense":
-            return (shape[1], shape[0])
-        if self.kind == "vector4d":
-            return (1, shape[0], 1, 1)
-        if self.kind == "prelu":
-            return (shape[-1],)
-        if self.kind == "scalar":
-            return (1,)
-        return shape
-
-    def to_keras(self, array: np.ndarray) -> np.ndarray:
-        if self.kind == "conv":
-            array = np.transpose(array, (2, 3, 1, 0))
-        elif self.kind == "dense":
-            array = array.T
-        array = np.reshape(array, tuple(int(d) for d in self.variable.shape))
-        return np.array(array, dtype=self.variable.dtype.as_numpy_dtype, order="C")
-
-
-_BN_PARTS = {
-    "gamma": "weight",
-    "beta": "bias",
-    "moving_mean": "running_mean",
-    "moving_variance": "running_var",
-}
-
-
-_PART_WEIGHTS = {
-    # keras part -> {keras weight name: (official suffix, kind)}
-    "move": {"bias": ("move.bias", "vector4d")},
-    "binary_conv": {
-        "kernel": ("binary_conv.weight", "conv"),
-        "temperature": ("binary_conv.temperature", "scalar"),
-        "input_temperature": ("binary_activation.temperature", "scalar"),
-    },
-    "activation1": {"alpha": ("activation1.weight", "prelu")},
-    "activation2": {"alpha": ("activation2.weight", "prelu")},
-    "mix": {"scale": ("scale", "vector4d")},
-    "se_reduce": {"kernel": ("se.se.1.weight", "conv"), "bias": ("se.se.1.bias", "vector")},
-    "se_expand": {"kernel": ("se.se.3.weight", "conv"), "bias": ("se.se.3.bias", "vector")},
-    "norm1": {k: (f"norm1.{v}", "vector") for k, v in _BN_PARTS.items()},
-    "norm2": {k: (f"norm2.{v}", "vector") for k, v in _BN_PARTS.items()},
-}
-
-
 _TOP_LEVEL = {
     "stem_conv": {"kernel": ("feature.0.conv1.weight", "conv")},
-    "stem_bn": {k: (f"feature.0.bn1.{v}", "vector") for k, v in _BN_PARTS.items()},
+    "stem_bn": {k: (f"feature.0.bn1.{v}", "vector") for k, v in BN_PARTS.items()},
     "final_prelu": {"alpha": ("prelu.weight", "prelu")},
     "logits": {"kernel": ("fc.weight", "dense"), "bias": ("fc.bias", "vector")},
 }
@@ -202,13 +102,9 @@ _SUBMODULES = {"ffn": "FFN", "ffn_1": "FFN_1", "ffn_2": "FFN_2"}
 _LAYER_RE = re.compile(r"^block(\d+)_(attention|ffn_1|ffn_2|ffn)_(\w+)$")
 
 
-def _weight_name(variable) -> str:
-    return variable.name.split("/")[-1].split(":")[0]
-
-
 def keras_weight_map(
     model: tf.keras.Model, first_submodule: Mapping[int, str] | None = None
-) -> list[_Target]:
+) -> list[Target]:
     """Map every weight of a BNext Keras model to its official state-dict key.
 
     Args:
@@ -228,54 +124,18 @@ def keras_weight_map(
         match = _LAYER_RE.match(name)
         if name in _TOP_LEVEL:
             return _TOP_LEVEL[name], ""
-        if match and match.group(3) in _PART_WEIGHTS:
+        if match and match.group(3) in PART_WEIGHTS:
             i, sub, part = int(match.group(1)), match.group(2), match.group(3)
             module = first_submodule.get(i, "Attention") if sub == "attention" else _SUBMODULES[sub]
-            return _PART_WEIGHTS[part], f"feature.{i}.{module}."
+            return PART_WEIGHTS[part], f"feature.{i}.{module}."
         return None
 
     return targets_from_layers(model, locate, "the official BNext checkpoints", "larq_bnext.BNext")
 
 
-def targets_from_layers(model: tf.keras.Model, locate, original: str, builder: str) -> list:
-    """Map each weight of ``model``'s layers to a checkpoint key through ``locate``.
-
-    Args:
-        model: the Keras model.
-        locate: ``layer name -> (table, key prefix)`` or ``None`` for a layer the original
-            has no counterpart of; ``table`` maps a Keras weight name to ``(key suffix, kind)``.
-        original: what the checkpoints are, for messages.
-        builder: the function that builds models that fit them, for messages.
-
-    Returns:
-        A list of targets with ``.key``, ``.variable`` and ``.kind``.
-
-    Raises:
-        ValueError: for a layer or weight with no counterpart in ``original``.
-    """
-    targets = []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        found = locate(layer.name)
-        if found is None:
-            raise ValueError(
-                f"Layer {layer.name!r} has weights but no counterpart in {original}; only "
-                f"models built by {builder} can load them."
-            )
-        table, prefix = found
-        for variable in layer.weights:
-            name = _weight_name(variable)
-            if name not in table:
-                raise ValueError(f"Weight {variable.name!r} has no counterpart in {original}.")
-            suffix, kind = table[name]
-            targets.append(_Target(prefix + suffix, variable, kind))
-    return targets
-
-
 def _allowed_unused(key: str, layer_names: set[str]) -> bool:
     """Official tensors that the original builds but never applies (or the model left out)."""
-    if _is_bookkeeping(key) or key == "feature.0.prelu.weight":
+    if is_bookkeeping(key) or key == "feature.0.prelu.weight":
         return True
     if key.startswith("fc.") and "logits" not in layer_names:
         return True  # include_top=False
@@ -292,86 +152,6 @@ def _allowed_unused(key: str, layer_names: set[str]) -> bool:
         # FFNs without recoupling build norm2 but skip it.
         return f"{prefix}_norm2" not in layer_names and f"{prefix}_mix" not in layer_names
     return False
-
-
-def _shape_of(value) -> tuple:
-    return (
-        tuple(int(d) for d in np.shape(value)) if not isinstance(value, LazyTensor) else value.shape
-    )
-
-
-def _to_numpy(value) -> np.ndarray:
-    if isinstance(value, LazyTensor):
-        return value.numpy()
-    if hasattr(value, "detach"):  # a torch tensor handed in directly
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def strip_module_prefix(state: Mapping) -> OrderedDict:
-    """``state`` with the ``module.`` prefix of ``DataParallel``/DDP checkpoints removed.
-
-    Args:
-        state: checkpoint key -> tensor.
-    """
-    return OrderedDict(
-        (k[len("module.") :] if k.startswith("module.") else k, v) for k, v in state.items()
-    )
-
-
-def fits(target, shape: tuple) -> bool:
-    """Whether a checkpoint tensor of ``shape`` fits ``target`` (a scalar may be ``(1,)``)."""
-    return shape == target.official_shape() or (
-        target.kind == "scalar" and int(np.prod(shape)) == 1
-    )
-
-
-def match_state_to_targets(shapes: Mapping, targets, allowed_unused, report) -> tuple[list, set]:
-    """Check a checkpoint's keys and shapes against the model's targets.
-
-    Args:
-        shapes: checkpoint key -> shape.
-        targets: the model's weight targets (:func:`keras_weight_map` or BNext-18's map).
-        allowed_unused: ``key -> bool``, whether a checkpoint key the model has no weight for
-            may be left out (a head the model was built without, say).
-        report: the :class:`ConversionReport`; left-out keys go to its ``skipped``.
-
-    Returns:
-        ``(problems, used)``: one line per missing, mis-shaped or unexpected tensor, and the
-        checkpoint keys that have a target.
-    """
-    problems, used = [], set()
-    for t in targets:
-        want = t.official_shape()
-        keras_name = t.variable.name.split(":")[0]
-        if t.key not in shapes:
-            problems.append(f"missing: {t.key} (expected shape {want}, for {keras_name})")
-            continue
-        used.add(t.key)
-        if not fits(t, shapes[t.key]):
-            problems.append(
-                f"wrong shape: {t.key} is {shapes[t.key]}, expected {want} (for {keras_name} "
-                f"{tuple(t.variable.shape)})"
-            )
-    for key in shapes:
-        if key in used:
-            continue
-        if allowed_unused(key):
-            report.skipped.append(key)
-        else:
-            problems.append(f"unexpected: {key} {shapes[key]} (no such weight in the model)")
-    return problems, used
-
-
-def format_problems(problems: list, most: int = 25) -> str:
-    """The first ``most`` problem lines, indented, and how many more there are.
-
-    Args:
-        problems: one line per problem (:func:`match_state_to_targets`).
-        most: how many lines to show.
-    """
-    more = f"\n  ... and {len(problems) - most} more" if len(problems) > most else ""
-    return "\n  " + "\n  ".join(problems[:most]) + more
 
 
 def load_state_dict_into_model(
@@ -403,7 +183,7 @@ def load_state_dict_into_model(
             unexpected or mis-shaped tensors; the message names keys and expected shapes.
     """
     state = strip_module_prefix(state)
-    shapes = {k: _shape_of(v) for k, v in state.items()}
+    shapes = {k: shape_of(v) for k, v in state.items()}
     layer_names = {layer.name for layer in model.layers}
     first = {
         int(m.group(1)): "FFN_3x3"
@@ -413,14 +193,14 @@ def load_state_dict_into_model(
     targets = keras_weight_map(model, first)
 
     report = ConversionReport(checkpoint_size=detect_size(shapes))
-    ckpt_size = report.checkpoint_size or _guess_size(shapes)
-    model_size = canonical_size(size) if size else _model_size(model)
+    ckpt_size = report.checkpoint_size or guess_size(shapes)
+    model_size = resolve_model(size, family="bnext").name if size else _model_size(model)
     if ckpt_size and model_size and ckpt_size != model_size:
-        letter = registry.get(ckpt_size).letter
+        found = resolve_model(ckpt_size)
         raise WeightsMismatchError(
-            f"{source} holds BNext-{letter} ({ckpt_size}) weights, but the model is "
-            f"{registry.get(model_size).display_name} ({model_size}). "
-            f"Build larq_bnext.BNext{letter}"
+            f"{source} holds {found.display_name} ({ckpt_size}) weights, but the model is "
+            f"{resolve_model(model_size).display_name} ({model_size}). "
+            f"Build larq_bnext.BNext{found.letter}"
             f"(weights=...) for this checkpoint, or use the {model_size} checkpoint."
         )
 
@@ -430,7 +210,7 @@ def load_state_dict_into_model(
     if problems:
         hint = ""
         if report.checkpoint_size:
-            official = registry.get(report.checkpoint_size).display_name
+            official = resolve_model(report.checkpoint_size).display_name
             hint = f" The checkpoint is an official {official}."
         message = (
             f"{source} does not fit the model {model.name!r} ({len(problems)} problems).{hint}"
@@ -446,13 +226,14 @@ def load_state_dict_into_model(
             continue
         if not fits(t, shapes[t.key]):
             continue
-        array = _to_numpy(state[t.key])
+        array = to_numpy(state[t.key])
         if re.match(r"^feature\.\d+\.FFN(_1|_2)?\.scale$", t.key):
             report.clamped_scales += int(np.sum((array < 0) | (array > 1)))
             array = np.clip(array, 0.0, 1.0)
         if t.key.endswith("binary_conv.weight"):
             temperature = state.get(t.key[: -len("weight")] + "temperature")
-            if temperature is not None and float(np.ravel(_to_numpy(temperature))[0]) < 1e-7:
+            threshold = BNEXT_ARCHITECTURE.sign_threshold
+            if temperature is not None and float(np.ravel(to_numpy(temperature))[0]) < threshold:
                 zeros = int(np.count_nonzero(array == 0))
                 if zeros:
                     report.zero_sign_weights[t.key] = zeros

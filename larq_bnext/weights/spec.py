@@ -11,12 +11,14 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
-from larq_bnext import registry
-from larq_bnext.registry import block_configs
+from larq_bnext.registry import BNEXT_ARCHITECTURE, block_configs, list_models, resolve_model
 
 __all__ = [
     "official_state_dict_spec",
     "detect_size",
+    "guess_size",
+    "is_bookkeeping",
+    "published_keys",
 ]
 
 
@@ -24,6 +26,7 @@ __all__ = [
 # The official key layout
 # --------------------------------------------------------------------------------------------
 def _submodule_spec(prefix: str, c: int, k: int, recoupling: bool):
+    reduced = c // BNEXT_ARCHITECTURE.se_ratio
     spec = []
     if recoupling:
         spec.append((f"{prefix}.scale", (1, c, 1, 1)))
@@ -40,9 +43,9 @@ def _submodule_spec(prefix: str, c: int, k: int, recoupling: bool):
     spec += [(f"{prefix}.activation1.weight", (c,)), (f"{prefix}.activation2.weight", (c,))]
     if recoupling:
         spec += [
-            (f"{prefix}.se.se.1.weight", (c // 8, c, 1, 1)),
-            (f"{prefix}.se.se.1.bias", (c // 8,)),
-            (f"{prefix}.se.se.3.weight", (c, c // 8, 1, 1)),
+            (f"{prefix}.se.se.1.weight", (reduced, c, 1, 1)),
+            (f"{prefix}.se.se.1.bias", (reduced,)),
+            (f"{prefix}.se.se.3.weight", (c, reduced, 1, 1)),
             (f"{prefix}.se.se.3.bias", (c,)),
         ]
     return spec
@@ -90,7 +93,12 @@ def official_state_dict_spec(
     return OrderedDict(spec)
 
 
-def _is_bookkeeping(key: str) -> bool:
+def is_bookkeeping(key: str) -> bool:
+    """Whether ``key`` is BatchNorm's ``num_batches_tracked`` counter (no weight of a model).
+
+    Args:
+        key: a checkpoint key.
+    """
     return key.endswith(".num_batches_tracked")
 
 
@@ -102,13 +110,13 @@ def detect_size(shapes: Mapping[str, Sequence[int]]) -> str | None:
     Args:
         shapes: key -> shape (``module.`` prefix already removed).
     """
-    got = {k: tuple(s) for k, s in shapes.items() if not _is_bookkeeping(k)}
+    got = {k: tuple(s) for k, s in shapes.items() if not is_bookkeeping(k)}
     num_classes = got.get("fc.bias", (1000,))[0]
-    for size, channels in ((m.name, m.stage_channels) for m in registry.list_models("bnext")):
+    for size, channels in ((m.name, m.stage_channels) for m in list_models("bnext")):
         want = {
             k: s
             for k, s in official_state_dict_spec(channels, num_classes).items()
-            if not _is_bookkeeping(k)
+            if not is_bookkeeping(k)
         }
         if "fc.bias" not in got:
             want = {k: s for k, s in want.items() if not k.startswith("fc.")}
@@ -117,26 +125,35 @@ def detect_size(shapes: Mapping[str, Sequence[int]]) -> str | None:
     return None
 
 
-def _guess_size(shapes: Mapping[str, Sequence[int]]) -> str | None:
-    """Best guess of an official size from stem width and block count (for error messages)."""
+def guess_size(shapes: Mapping[str, Sequence[int]]) -> str | None:
+    """Best guess of an official size from stem width and block count (for error messages).
+
+    Args:
+        shapes: key -> shape of a checkpoint.
+    """
     stem = shapes.get("feature.0.conv1.weight")
     blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"feature\.(\d+)\.", k))}
     if stem is None or not blocks:
         return None
-    for size, channels in ((m.name, m.stage_channels) for m in registry.list_models("bnext")):
+    for size, channels in ((m.name, m.stage_channels) for m in list_models("bnext")):
         if tuple(stem)[0] == channels[0] and max(blocks) == len(channels) - 1:
             return size
     return None
 
 
-def _published_keys(size: str) -> set[str]:
-    """Official keys that the published architecture of ``size`` loads (no unused ones)."""
-    elm = {i for i, *_, mode in block_configs(registry.get(size).stage_channels) if mode == "scale"}
+def published_keys(size: str) -> set[str]:
+    """Official keys that the published architecture of ``size`` loads (no unused ones).
+
+    Args:
+        size: a size of the BNext family (any spelling).
+    """
+    channels = resolve_model(size, family="bnext").stage_channels
+    elm = {i for i, *_, mode in block_configs(channels) if mode == "scale"}
 
     def used(key: str) -> bool:
-        if _is_bookkeeping(key) or key == "feature.0.prelu.weight":
+        if is_bookkeeping(key) or key == "feature.0.prelu.weight":
             return False
         m = re.match(r"^feature\.(\d+)\.(\w+)\.activation1\.", key)
         return not m or (m.group(2) == "Attention" and int(m.group(1)) in elm)
 
-    return {k for k in official_state_dict_spec(registry.get(size).stage_channels) if used(k)}
+    return {k for k in official_state_dict_spec(channels) if used(k)}

@@ -63,7 +63,7 @@ def _narrow(size: str, input_size: int, **kwargs) -> tf.keras.Model:
     Every width is divided by ``stem channels / 8`` (4 for T, 6 for S and M, 8 for L), which
     keeps the equal-or-double channel pattern and leaves the SE branches at least one channel.
     """
-    full = larq_bnext.registry.get(size).stage_channels
+    full = larq_bnext.registry.resolve_model(size).stage_channels
     channels = [c // (full[0] // 8) for c in full]
     model = larq_bnext.BNext(
         channels, input_shape=(input_size, input_size, 3), num_classes=10, **kwargs

@@ -204,7 +204,7 @@ def test_custom_width_builder():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"size": "huge"}, "Unknown BNext size 'huge'"),
+        ({"size": "huge"}, "Unknown BNext model 'huge'"),
         ({"size": "tiny", "input_shape": (16, 16, 3)}, "at least 32"),
         ({"size": "tiny", "input_shape": (100, 100, 3)}, "try 96"),
         ({"size": "tiny", "input_shape": (8, 8, 3), "stem_stride": 1}, "at least 16"),
@@ -222,7 +222,7 @@ def test_bad_input_is_a_clear_value_error(kwargs, message):
 
 
 def test_custom_width_cannot_take_imagenet_weights():
-    with pytest.raises(ValueError, match="four official sizes"):
+    with pytest.raises(ValueError, match="published models .BNext-T, BNext-S, BNext-M, BNext-L"):
         larq_bnext.BNext((8, 16, 32), weights="imagenet")
     with pytest.raises(ValueError, match="equal or double"):
         larq_bnext.BNext((8, 16, 48), input_shape=(32, 32, 3))

@@ -7,8 +7,8 @@ import torch
 
 import larq_bnext
 from larq_bnext.models.layers import BinaryConv2D
-from larq_bnext.weights.bnext18 import load_bnext18_state_dict, load_bnext18_weights
-from larq_bnext.weights.mapping import WeightsMismatchError
+from larq_bnext.weights import WeightsMismatchError, load_weights
+from larq_bnext.weights.bnext18 import load_bnext18_state_dict
 from tests.models.bnext18_reference import TorchBNext18
 from tests.torch_reference import binary_convs, calibrate_bn_, randomize_, save_like_original
 
@@ -68,7 +68,7 @@ def test_cifar_form_matches_the_reference_in_float64(cifar64, tmp_path):
     saved = save_like_original(ref, path)
     # Run the reference on the float32 values the checkpoint holds.
     ref.load_state_dict({k[len("module.") :]: v.double() for k, v in saved["state_dict"].items()})
-    report = load_bnext18_weights(cifar64, str(path))
+    report = load_weights(cifar64, str(path), "bnext18")
     assert len(report.converted) == len(cifar64.weights)
     assert report.clamped_scales > 0
     assert sorted({k.split(".")[-1] for k in report.skipped}) == ["num_batches_tracked", "weight"]
@@ -156,8 +156,8 @@ def test_bnext_checkpoint_is_pointed_to_bnext_builders(cifar64):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"weights": "imagenet"}, "No ImageNet weights of BNext-18 are published"),
-        ({"weights": "/nonexistent.pth"}, "no such file"),
+        ({"weights": "imagenet"}, "No official ImageNet checkpoint of BNext-18 is published"),
+        ({"weights": "/nonexistent.pth"}, "neither None, 'imagenet' nor an existing file"),
         ({"input_shape": (100, 100, 3)}, "multiple of 32"),
         ({"input_shape": (30, 30, 3), "num_classes": 10}, "multiple of 8"),
         ({"stem": "tiny"}, "stem must be"),
@@ -208,3 +208,60 @@ def test_padded_max_pool_matches_pytorch():
     got = PaddedMaxPool2D(3, 2, 1, dtype="float64")(x).numpy()
     expected = torch.nn.functional.max_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), 3, 2, 1)
     np.testing.assert_array_equal(got, expected.permute(0, 2, 3, 1).numpy())
+
+
+def test_a_run_reports_bnext18_exactly_binary_below_its_own_threshold(cifar64):
+    """Between 1e-7 and 1e-5 a BNext-18 is already binary (sign(w)); a BNext-T/S/M/L is not.
+
+    The check of a training run's ``exactly_binary_weights`` used to compare with 1e-7 for
+    every model, calling this BNext-18 not binary.
+    """
+    from larq_bnext.training.runner import binarization
+
+    convs = [layer for layer in cifar64.layers if isinstance(layer, BinaryConv2D)]
+    before = [float(layer.temperature.numpy()) for layer in convs]
+    try:
+        for layer in convs:
+            layer.temperature.assign(3e-6)
+        assert binarization(cifar64) == (pytest.approx(3e-6), True)
+        w = convs[0].kernel.numpy()
+        np.testing.assert_array_equal(convs[0].kernel_quantizer(convs[0].kernel), np.sign(w))
+        convs[0].temperature.assign(2e-5)  # one layer still in the clip regime
+        assert binarization(cifar64) == (pytest.approx(2e-5), False)
+    finally:
+        for layer, value in zip(convs, before, strict=True):
+            layer.temperature.assign(value)
+    narrow = larq_bnext.BNext((8, 16), input_shape=(8, 8, 3), stem_stride=1, num_classes=3)
+    for layer in narrow.layers:
+        if isinstance(layer, BinaryConv2D):
+            layer.temperature.assign(3e-6)
+    assert binarization(narrow) == (pytest.approx(3e-6), False)  # 1e-7 is BNext-T/S/M/L's
+
+
+def test_the_convert_command_takes_a_bnext18_checkpoint(cifar64, tmp_path):
+    """python -m larq_bnext.convert detects BNext-18 (and its CIFAR stem) like the sizes."""
+    from larq_bnext import convert
+
+    torch.manual_seed(3)
+    path = tmp_path / "bnext18.pth.tar"
+    save_like_original(TorchBNext18(10), path)
+    printed = convert.run("auto", str(path), str(tmp_path / "bnext18.h5"))
+    assert "BNext-18 checkpoint: converted" in printed
+    assert "get_model('bnext18'" in printed
+    direct = load_weights(cifar64, str(path), "bnext18")
+    expected = [w.numpy() for w in cifar64.weights]
+    converted = load_weights(cifar64, str(tmp_path / "bnext18.h5"), "bnext18")
+    assert direct is not None and converted is None  # a PyTorch file, then Keras weights
+    for weight, value in zip(cifar64.weights, expected, strict=True):
+        np.testing.assert_allclose(weight.numpy(), value, rtol=1e-6, err_msg=weight.name)
+
+
+def test_every_program_takes_bnext18():
+    """evaluate and predict refused BNext-18; they resolve names through the registry now."""
+    from larq_bnext import predict
+    from larq_bnext.evaluate import evaluate
+
+    scores = evaluate("BNext-18", None, dataset="digits", image_size=8, batch_size=180)
+    assert scores["examples"] == 360 and 0.0 <= scores["top1"] <= 1.0
+    with pytest.raises(ValueError, match="No official ImageNet checkpoint of BNext-18"):
+        predict.build_classifier("bnext18", weights="imagenet")

@@ -8,9 +8,9 @@ import tensorflow as tf
 
 import larq_bnext
 from larq_bnext.preprocessing import preprocess_input
-from larq_bnext.training.augmentation import (
-    AugmentConfig,
-    BatchAugmenter,
+from larq_bnext.training.augmentation import AugmentConfig
+from larq_bnext.training.batch_augment import BatchAugmenter
+from larq_bnext.training.crop import (
     decode_and_random_crop,
     random_resized_crop,
     random_resized_crop_box,

@@ -1,9 +1,9 @@
 """Exact resume and bad files, in-process: the stateless stream, the best score, skip logs,
 float32-only numerics (the TPU path) and the flag checks."""
 
+import dataclasses
 import io
 import os
-import types
 
 import numpy as np
 import pytest
@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from larq_bnext.images.decode import decode_rgb
-from larq_bnext.training import data
-from larq_bnext.training.augmentation import AugmentConfig, BatchAugmenter
+from larq_bnext.training import ConfigError, RunConfig, data
+from larq_bnext.training.augmentation import AugmentConfig
+from larq_bnext.training.batch_augment import BatchAugmenter
 from larq_bnext.training.callbacks import StudentCheckpoint
-from larq_bnext.training.cli_checks import FlagError, check_replicas, check_train_flags
+from larq_bnext.training.checks import check_replicas
 from larq_bnext.training.optimizer import AdamW, bias_correction
 from larq_bnext.training.schedules import WarmupCosine
 from larq_bnext.training.skipped import SkipLog, TooManySkippedImagesError
@@ -255,53 +256,55 @@ def test_float32_only_numerics_match_float64_and_torch():
         np.testing.assert_allclose(v.numpy(), p.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-def _flags(tmp_path, **overrides):
+def _config(tmp_path, **overrides):
     values = dict(
         model="custom",
         stage_channels=["8", "16"],
         epochs=2,
-        batch_size=None,
-        steps_per_epoch=None,
-        image_size=None,
         teacher_epochs=1,
-        lr=1e-3,
-        max_skipped_fraction=0.01,
-        backup_freq="epoch",
-        dataset="digits",
-        data_dir=None,
         output_dir=str(tmp_path / "run"),
-        teachers="auto",
-        init_weights=None,
     )
     values.update(overrides)
-    return types.SimpleNamespace(**values)
+    return RunConfig(**values)
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
+    "overrides, field, message",
     [
-        (dict(model="huge"), r"--model=huge is not a BNext size: use tiny"),
-        (dict(stage_channels=["8", "x"]), r"--stage_channels=8,x must be positive integers"),
-        (dict(dataset="folder"), r"--dataset=folder needs --data_dir"),
-        (dict(dataset="folder", data_dir="/nowhere"), r"--data_dir=/nowhere does not exist"),
-        (dict(teachers="efficientnet_b0,resnet9"), r"--teachers=.*unknown teacher \['resnet9'\]"),
-        (dict(batch_size=0), r"--batch_size=0 must be a positive number"),
-        (dict(backup_freq="hourly"), r"--backup_freq=hourly must be 'epoch' or a positive"),
-        (dict(max_skipped_fraction=2.0), r"--max_skipped_fraction=2.0 must be in \[0, 1\]"),
-        (dict(init_weights="/nowhere.h5"), r"--init_weights=/nowhere.h5 is not a file"),
+        (dict(model="huge"), "model", r"model=huge is not a BNext model: use bnext_tiny"),
+        (dict(stage_channels=["8", "x"]), "stage_channels", r"stage_channels=8,x must be pos"),
+        (dict(dataset="folder"), "data_dir", r"dataset=folder needs data_dir"),
+        (dict(dataset="folder", data_dir="/nowhere"), "data_dir", r"data_dir=/nowhere does not"),
+        (dict(teachers="efficientnet_b0,resnet9"), "teachers", r"unknown teacher \['resnet9'\]"),
+        (dict(batch_size=0), "batch_size", r"batch_size=0 must be a positive number"),
+        (dict(backup_freq="hourly"), "backup_freq", r"backup_freq=hourly must be 'epoch' or a"),
+        (dict(max_skipped_fraction=2.0), "max_skipped_fraction", r"=2.0 must be in \[0, 1\]"),
+        (dict(max_image_pixels=-1), "max_image_pixels", r"max_image_pixels=-1 must be 0 or more"),
+        (dict(init_weights="/nowhere.h5"), "init_weights", r"init_weights=/nowhere.h5 is not a"),
+        (dict(init_weights="imagenet"), "init_weights", r"no ImageNet checkpoint of a custom"),
+        (dict(crop_ratio=(1.3, 0.75)), "crop_ratio", r"crop_ratio=1.3,0.75 needs two values"),
+        (dict(crop_ratio=(0.75,)), "crop_ratio", r"crop_ratio=0.75 needs two values"),
+        (dict(strategy="cluster"), "strategy", r"strategy='cluster' must be one of auto, mirr"),
+        (dict(model="bnext18", elm_attention=False), "elm_attention", r"BNext-18 has no such"),
+        (dict(randaugment_policy="rand-q9"), "randaugment_policy", r"randaugment_policy=rand-q9"),
+        (dict(temperature_decay=1.5), "temperature_decay", r"must be in \(0, 1\]"),
     ],
 )
-def test_bad_flags_name_the_flag_and_the_fix(tmp_path, overrides, message):
-    with pytest.raises(FlagError, match=message):
-        check_train_flags(_flags(tmp_path, **overrides))
+def test_bad_settings_name_the_field_and_the_fix(tmp_path, overrides, field, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        _config(tmp_path, **overrides)
+    assert info.value.field == field
+    # A variant of a good config is checked as well.
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(_config(tmp_path), **overrides)
 
 
 def test_output_dir_that_is_a_file_and_batches_that_do_not_split(tmp_path):
-    check_train_flags(_flags(tmp_path))  # the defaults pass and create the output folder
-    assert (tmp_path / "run").is_dir()
+    config = _config(tmp_path)  # the defaults pass; the folder is made when the run starts
+    assert config.stage_channels == (8, 16) and not (tmp_path / "run").exists()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(FlagError, match=r"--output_dir=.*file is a file: pass a folder"):
-        check_train_flags(_flags(tmp_path, output_dir=str(tmp_path / "file")))
+    with pytest.raises(ConfigError, match=r"output_dir=.*file is a file: pass a folder"):
+        _config(tmp_path, output_dir=str(tmp_path / "file"))
     check_replicas(64, 8)
-    with pytest.raises(FlagError, match=r"--batch_size=30 does not split over the 4 replicas.*28"):
+    with pytest.raises(ConfigError, match=r"batch_size=30 does not split over the 4 replicas.*28"):
         check_replicas(30, 4)

@@ -72,13 +72,13 @@ def zero_initial_kernels(monkeypatch):
 
 def _narrow(monkeypatch) -> None:
     """Make the registry's "tiny" the narrow test architecture."""
-    info = registry.get("tiny")
+    info = registry.resolve_model("tiny")
     monkeypatch.setitem(registry.MODELS, "tiny", dataclasses.replace(info, stage_channels=NARROW))
 
 
 def _serve(monkeypatch, url: str, size: str = "tiny") -> None:
     """Make the registry point the official checkpoint of ``size`` at ``url``."""
-    info = registry.get(size)
+    info = registry.resolve_model(size)
     monkeypatch.setitem(registry.MODELS, info.name, dataclasses.replace(info, download_url=url))
 
 
@@ -123,7 +123,7 @@ def _official_arrays(path):
 @pytest.mark.parametrize("size", ["tiny", "small", "middle", "large"])
 def test_official_layout_is_what_the_converter_expects(size):
     published = [(k, tuple(s)) for k, s, _ in LAYOUT[size]["state_dict"]]
-    spec = weights.official_state_dict_spec(registry.get(size).stage_channels)
+    spec = weights.official_state_dict_spec(registry.resolve_model(size).stage_channels)
     assert list(spec.items()) == published
     shapes = dict(published)
     assert weights.detect_size(shapes) == size
@@ -395,7 +395,9 @@ def test_unexpected_tensor_is_an_error_but_unused_prelus_are_not(tmp_path, narro
 def _fake_official(size, path, num_classes=1000):
     """A checkpoint with the official keys and shapes of ``size``, each tensor a broadcast
     scalar (one float of storage), so that even BNext-L costs nothing to write."""
-    spec = weights.official_state_dict_spec(registry.get(size).stage_channels, num_classes)
+    spec = weights.official_state_dict_spec(
+        registry.resolve_model(size).stage_channels, num_classes
+    )
     state = {
         "module." + k: (torch.zeros((), dtype=torch.int64) if not s else torch.zeros(1).expand(s))
         for k, s in spec.items()
@@ -411,7 +413,9 @@ def test_checkpoint_of_another_size_says_which(tmp_path, monkeypatch):
 
     # The sized builders name the model's size and the builder to use instead.
     monkeypatch.setitem(
-        registry.MODELS, "tiny", dataclasses.replace(registry.get("tiny"), stage_channels=NARROW)
+        registry.MODELS,
+        "tiny",
+        dataclasses.replace(registry.resolve_model("tiny"), stage_channels=NARROW),
     )
     with pytest.raises(WeightsMismatchError) as info:
         larq_bnext.BNextT(input_shape=(32, 32, 3), weights=large)
@@ -453,7 +457,9 @@ def test_keras_weight_files_are_accepted_and_checked(tmp_path, narrow_state):
 def narrow_tiny(monkeypatch, tmp_path):
     """Make "tiny" the narrow architecture and the cache a temporary directory."""
     monkeypatch.setitem(
-        registry.MODELS, "tiny", dataclasses.replace(registry.get("tiny"), stage_channels=NARROW)
+        registry.MODELS,
+        "tiny",
+        dataclasses.replace(registry.resolve_model("tiny"), stage_channels=NARROW),
     )
     home = tmp_path / "home"
     monkeypatch.setenv("LARQ_BNEXT_HOME", str(home))
@@ -543,6 +549,22 @@ def test_corrupt_download_is_removed_and_reported(narrow_tiny, monkeypatch, tmp_
     assert list(home.iterdir()) == []
 
 
+def test_a_known_checksum_is_checked_on_download(narrow_tiny, monkeypatch):
+    _, source, home = narrow_tiny
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    info = registry.resolve_model("tiny")
+    wrong = dataclasses.replace(info, download_url=source.as_uri(), sha256="0" * 64)
+    monkeypatch.setitem(registry.MODELS, "tiny", wrong)
+    with pytest.raises(CheckpointError) as error:
+        download.download_checkpoint("tiny")
+    assert f"has SHA-256 {digest}, not the published {'0' * 64}" in str(error.value)
+    assert "was removed" in str(error.value) and list(home.iterdir()) == []
+    right = dataclasses.replace(wrong, sha256=digest.upper())
+    monkeypatch.setitem(registry.MODELS, "tiny", right)
+    path = download.download_checkpoint("tiny")
+    assert path.read_bytes() == source.read_bytes()
+
+
 def test_offline_error_names_url_and_path(narrow_tiny, monkeypatch):
     _, source, home = narrow_tiny
     unreachable = "http://127.0.0.1:9/s/jKjwDk35vVRPQN0/download"
@@ -574,7 +596,9 @@ def test_default_cache_directory(monkeypatch, tmp_path):
     assert download.cache_dir() == tmp_path / ".keras" / "models" / "larq_bnext"
     monkeypatch.setenv("LARQ_BNEXT_HOME", str(tmp_path / "x"))
     assert download.checkpoint_path("L") == tmp_path / "x" / "bnext_large_official.pth.tar"
-    assert registry.get("large").url == "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz/download"
+    assert (
+        registry.resolve_model("large").url == "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz/download"
+    )
 
 
 # ----------------------------------------------------------------------------------------------

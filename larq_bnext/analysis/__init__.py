@@ -1,0 +1,42 @@
+"""Why a network trains well, looked at: loss landscapes around trained weights.
+
+* :mod:`~larq_bnext.analysis.directions`: random filter-normalised directions (Li et al.,
+  NeurIPS 2018) and the binary convolutions' regime;
+* :mod:`~larq_bnext.analysis.grid`: :func:`loss_landscape`, the loss and top-1 on a line or a
+  plane of weights, evaluated in place over fixed batches;
+* :mod:`~larq_bnext.analysis.examples`: those batches, picked once by a seed;
+* :mod:`~larq_bnext.analysis.results`: :class:`Landscape`, its ``.npz`` record (saved after
+  every row, continued by a rerun);
+* :mod:`~larq_bnext.analysis.plots`: contour, surface and line figures, and several models
+  side by side.
+
+``python -m larq_bnext.landscape`` is the command-line program; see docs/analysis.md.
+"""
+
+from larq_bnext.analysis.directions import binary_regime, directed_variables, random_directions
+from larq_bnext.analysis.examples import evaluation_batches
+from larq_bnext.analysis.grid import logits_cross_entropy, loss_landscape
+from larq_bnext.analysis.plots import (
+    plot_comparison,
+    plot_contour,
+    plot_figures,
+    plot_line,
+    plot_surface,
+)
+from larq_bnext.analysis.results import Landscape, SettingsMismatchError
+
+__all__ = [
+    "Landscape",
+    "SettingsMismatchError",
+    "binary_regime",
+    "directed_variables",
+    "evaluation_batches",
+    "logits_cross_entropy",
+    "loss_landscape",
+    "plot_comparison",
+    "plot_contour",
+    "plot_figures",
+    "plot_line",
+    "plot_surface",
+    "random_directions",
+]

@@ -1,0 +1,278 @@
+"""What makes a :class:`~larq_bnext.training.RunConfig` unable to work: its checks.
+
+They run when a config is made (and on :func:`dataclasses.replace`), need no dataset and
+build no model, so a bad setting fails within seconds, not after the data scan or the teacher
+download. Each raises a :class:`ConfigError` naming the field (the flag of the same name on
+the command line), its value and the fix, e.g. ``batch_size=30 does not split over the 4
+replicas ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from larq_bnext.registry import list_models, models_text, resolve_model
+from larq_bnext.training.distiller import WEIGHTINGS
+from larq_bnext.training.distribute import LR_SCALING_RULES, PRECISION_POLICIES, STRATEGY_KINDS
+from larq_bnext.training.randaugment import parse_policy
+from larq_bnext.training.teachers import KERAS_TEACHERS
+
+__all__ = [
+    "ConfigError",
+    "check_config",
+    "check_replicas",
+    "listing",
+    "COLLECTIVES",
+    "TEACHER_WEIGHTS",
+]
+
+#: Values of ``collective``.
+COLLECTIVES = ("auto", "ring", "nccl")
+#: Values of ``teacher_weights``.
+TEACHER_WEIGHTS = ("imagenet", "none")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the field, its value and the fix.
+
+    Args:
+        field: the :class:`RunConfig` field (the flag of the same name on the command line).
+        message: the explanation, starting with ``field=value``.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def listing(value) -> str:
+    """A sequence as the command line writes it (``8,16``); anything else as ``str``.
+
+    Args:
+        value: the value of a field.
+    """
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _positive(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ConfigError(name, f"{name}={value} must be a positive number.")
+
+
+def _not_negative(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < 0:
+            raise ConfigError(name, f"{name}={value} must be 0 or more.")
+
+
+def _fraction(config, name: str, hint: str = "") -> None:
+    value = getattr(config, name)
+    if value is not None and not 0 <= value <= 1:
+        raise ConfigError(name, f"{name}={value} must be in [0, 1]{hint}.")
+
+
+def _choice(config, name: str, choices: Sequence) -> None:
+    value = getattr(config, name)
+    if value not in choices:
+        raise ConfigError(name, f"{name}={value!r} must be one of {', '.join(choices)}.")
+
+
+def check_config(config) -> None:
+    """Raise a :class:`ConfigError` for the first setting of ``config`` that cannot work.
+
+    Args:
+        config: a :class:`~larq_bnext.training.RunConfig` (normalised: tuples, numbers).
+    """
+    _check_model(config)
+    _check_data(config)
+    _check_recipe(config)
+    _check_augmentation(config)
+    _check_run(config)
+
+
+def _check_model(config) -> None:
+    if config.is_custom:
+        if not config.stage_channels or min(config.stage_channels) < 1:
+            raise ConfigError(
+                "stage_channels",
+                f"stage_channels={listing(config.stage_channels)} must be positive integers, "
+                "e.g. stage_channels=16,32,64,128.",
+            )
+        info = None
+    else:
+        try:
+            info = resolve_model(config.model)
+        except ValueError:
+            raise ConfigError(
+                "model",
+                f"model={config.model} is not a BNext model: use {models_text()}, or custom "
+                "with stage_channels.",
+            ) from None
+    if config.stem_stride not in (None, 1, 2):
+        raise ConfigError("stem_stride", f"stem_stride={config.stem_stride} must be 1 or 2.")
+    if info is not None and info.family != "bnext":
+        for switch in ("elm_attention", "info_recoupling"):
+            if not getattr(config, switch):
+                raise ConfigError(
+                    switch,
+                    f"{switch}=False: {info.display_name} has no such ablation switch; use a "
+                    "BNext model (custom or T/S/M/L) for the ablation.",
+                )
+    weights = config.init_weights
+    if weights == "imagenet" and (info is None or not info.published):
+        name = "a custom width" if info is None else info.display_name
+        raise ConfigError(
+            "init_weights",
+            f"init_weights=imagenet: no ImageNet checkpoint of {name} is published; use "
+            f"{', '.join(m.model_name for m in list_models() if m.published)}, or a file.",
+        )
+    if weights and weights != "imagenet" and not os.path.isfile(weights):
+        raise ConfigError(
+            "init_weights",
+            f"init_weights={weights} is not a file: pass a .weights.h5/.pth file or 'imagenet'.",
+        )
+
+
+def _check_data(config) -> None:
+    if not config.dataset:
+        raise ConfigError("dataset", "dataset is empty: use digits, folder or a TFDS name.")
+    if config.dataset == "folder":
+        if not config.data_dir:
+            raise ConfigError(
+                "data_dir",
+                "dataset=folder needs data_dir: the folder holding train/<class>/*.JPEG and "
+                "val/<class>/*.JPEG.",
+            )
+        if not os.path.isdir(config.data_dir):
+            raise ConfigError(
+                "data_dir",
+                f"data_dir={config.data_dir} does not exist or is not a folder: pass the "
+                "folder holding train/ and val/.",
+            )
+        if not os.path.isdir(os.path.join(config.data_dir, "train")):
+            raise ConfigError(
+                "data_dir",
+                f"data_dir={config.data_dir} has no train/ folder: it must hold "
+                "train/<class>/*.JPEG and val/<class>/*.JPEG.",
+            )
+    _positive(config, "image_size", "eval_crop_fraction")
+    _not_negative(config, "max_image_pixels")
+    _fraction(config, "eval_crop_fraction")
+    _fraction(
+        config,
+        "max_skipped_fraction",
+        " (0.01 stops a run in which more than 1 % of the images are unreadable)",
+    )
+
+
+def _check_recipe(config) -> None:
+    _positive(config, "epochs", "batch_size", "steps_per_epoch", "teacher_epochs", "lr")
+    _not_negative(
+        config,
+        "initial_epoch",
+        "weight_decay",
+        "conv_weight_decay",
+        "warmup_epochs",
+        "warmup_lr",
+        "min_lr",
+        "clip_norm",
+    )
+    decay = config.temperature_decay
+    if decay is not None and not 0 < decay <= 1:
+        raise ConfigError(
+            "temperature_decay", f"temperature_decay={decay} must be in (0, 1] (0.9: BNext's)."
+        )
+    _choice(config, "distill_weighting", WEIGHTINGS)
+    _choice(config, "teacher_weights", TEACHER_WEIGHTS)
+    spec = config.teachers.strip().lower()
+    if spec not in ("auto", "none"):
+        names = [n.strip().replace("-", "_") for n in spec.split(",") if n.strip()]
+        unknown = [n for n in names if n not in KERAS_TEACHERS]
+        if not names or unknown:
+            raise ConfigError(
+                "teachers",
+                f"teachers={config.teachers}: unknown teacher {unknown or spec!r}; use auto, "
+                f"none, or a comma list of {', '.join(sorted(KERAS_TEACHERS))} (assistants "
+                "first, the main teacher last).",
+            )
+
+
+def _check_augmentation(config) -> None:
+    low = config.crop_scale_min
+    if low is not None and not 0 < low <= config.crop_scale_max:
+        raise ConfigError(
+            "crop_scale_min",
+            f"crop_scale_min={low} must be above 0 and at most crop_scale_max="
+            f"{config.crop_scale_max}.",
+        )
+    if not 0 < config.crop_scale_max <= 1:
+        raise ConfigError(
+            "crop_scale_max", f"crop_scale_max={config.crop_scale_max} must be in (0, 1]."
+        )
+    ratio = config.crop_ratio
+    if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
+        raise ConfigError(
+            "crop_ratio",
+            f"crop_ratio={listing(ratio)} needs two values 0 < min <= max, e.g. "
+            "crop_ratio=0.75,1.3333333.",
+        )
+    _not_negative(config, "mixup", "cutmix", "randaugment_ops", "randaugment_magnitude_stddev")
+    _fraction(config, "random_erasing")
+    _fraction(config, "randaugment_rate")
+    _fraction(config, "randaugment_magnitude")
+    if config.randaugment_policy != "keras-cv":
+        try:
+            parse_policy(config.randaugment_policy)
+        except ValueError as error:
+            raise ConfigError(
+                "randaugment_policy",
+                f"randaugment_policy={config.randaugment_policy}: {error} (or use keras-cv).",
+            ) from None
+
+
+def _check_run(config) -> None:
+    if config.verbose not in (0, 1, 2):
+        raise ConfigError("verbose", f"verbose={config.verbose} must be 0, 1 or 2.")
+    _choice(config, "strategy", STRATEGY_KINDS)
+    _choice(config, "collective", COLLECTIVES)
+    _choice(config, "mixed_precision", PRECISION_POLICIES)
+    _choice(config, "lr_scaling", LR_SCALING_RULES)
+    _positive(config, "lr_reference_batch")
+    freq = config.backup_freq
+    if freq != "epoch" and not (isinstance(freq, int) and not isinstance(freq, bool) and freq > 0):
+        raise ConfigError(
+            "backup_freq", f"backup_freq={freq} must be 'epoch' or a positive number of steps."
+        )
+    out = config.output_dir
+    if not out:
+        raise ConfigError("output_dir", "output_dir is empty: pass a folder.")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(
+            "output_dir", f"output_dir={out} is a file: pass a folder (it is created if missing)."
+        )
+
+
+def check_replicas(batch_size: int, replicas: int) -> None:
+    """The global batch must split evenly over the replicas.
+
+    Args:
+        batch_size: the global batch (``batch_size``).
+        replicas: the strategy's replicas in sync.
+
+    Raises:
+        ConfigError: naming ``batch_size`` and the nearest batches that split.
+    """
+    if replicas > 1 and batch_size % replicas:
+        lower = batch_size - batch_size % replicas
+        raise ConfigError(
+            "batch_size",
+            f"batch_size={batch_size} does not split over the {replicas} replicas: use a "
+            f"multiple of {replicas} (e.g. batch_size={max(lower, replicas)} or "
+            f"{lower + replicas}), or fewer devices (devices).",
+        )

@@ -1,0 +1,251 @@
+"""Everything a training run needs, typed and checked: :class:`RunConfig`.
+
+One field per flag of ``python -m larq_bnext.train`` (the command line is a thin map onto
+this class); a field left ``None`` takes the default of the dataset and of the model's
+registry recipe when the run starts (:func:`larq_bnext.training.recipe.resolve`). Bad values
+fail when the config is made, before any data is read, with a
+:class:`~larq_bnext.training.checks.ConfigError` naming the field, its value and the fix
+(:mod:`larq_bnext.training.checks`; see the examples).
+
+A config is frozen: derive variants with :func:`dataclasses.replace` (a sweep, an ablation),
+which checks the new values too.
+
+Examples:
+    >>> from larq_bnext.training import RunConfig
+    >>> config = RunConfig(model="custom", dataset="digits", epochs=1, output_dir="/tmp/run")
+    >>> config.epochs, config.lr is None          # lr: the recipe's, when the run starts
+    (1, True)
+    >>> RunConfig(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    larq_bnext.training.checks.ConfigError: batch_size=0 must be a positive number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from larq_bnext.images.files import MAX_IMAGE_PIXELS
+from larq_bnext.training.augmentation import IMAGENET_CONFIG
+from larq_bnext.training.checks import ConfigError, check_config, listing
+
+__all__ = ["RunConfig"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The settings of a training run: the fields of ``python -m larq_bnext.train``'s flags.
+
+    ``None`` means "the default of the dataset and model" (digits: 32 px, 30 epochs, batch 64,
+    no flips or RandAugment, a labels-only baseline; ImageNet: the model's registry recipe and
+    preprocessing). Sequences may be given as lists; they are stored as tuples.
+
+    Args:
+        model: ``"custom"`` (a BNext of ``stage_channels``) or a registry model (``"tiny"``,
+            ``"T"``, ``"bnext_small"``, ``"bnext18"``, ...).
+        stage_channels: channels of the custom model (the stem's first, then each block's).
+        stem_stride: stride of the stem; ``None``: 1 for images up to 64 px, else 2.
+        init_weights: start the student from these weights (``"imagenet"`` or a file).
+        elm_attention: ELM-Attention on (the paper's ablation switch).
+        info_recoupling: information recoupling on (the paper's ablation switch).
+        dataset: ``"digits"`` (embedded), ``"folder"`` (``data_dir`` with ``train/`` and
+            ``val/``) or a TFDS name.
+        data_dir: the image-folder root or TFDS data directory.
+        tfds_manual_dir: TFDS manual download directory (the ImageNet tars).
+        image_size: side of the training and evaluation crops.
+        eval_crop_fraction: evaluation centre crop over the resized shorter side; ``None``:
+            the model's registry preprocessing.
+        verify_images: folder datasets: check every file's header before training.
+        max_skipped_fraction: stop with an error when more than this fraction of a split's
+            images cannot be read (they are skipped, counted and listed).
+        max_image_pixels: skip images whose header gives more pixels (width x height), before
+            decoding them; PIL's ``Image.MAX_IMAGE_PIXELS`` by default, 0 or ``None``: no
+            limit.
+        epochs: training epochs.
+        batch_size: global batch.
+        steps_per_epoch: limit the steps per epoch (smoke runs).
+        initial_epoch: resume the student at this epoch (with ``init_weights`` set to a
+            ``last.weights.h5``; ``backup`` resumes by itself).
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW decay of all but the 4-D parameters.
+        conv_weight_decay: AdamW decay of the 4-D parameters.
+        warmup_epochs: linear warm-up epochs.
+        warmup_lr: learning rate at the start of the warm-up.
+        min_lr: floor of the cosine.
+        lr_per_step: update the learning rate every step (else per epoch).
+        clip_norm: clip gradients to this global norm (0: off).
+        temperature_decay: temperature factor per epoch; ``None``: the recipe's, faster for
+            short runs so that the kernels are exactly binary after 80 % of the epochs.
+        distill_weighting: teacher weights: ``"per_sample"`` (the paper), ``"batch_mean"``
+            (the released runs) or ``"constant"``.
+        teachers: ``"auto"`` (digits: train a float CNN; ImageNet: the model's recipe),
+            ``"none"``, or a comma list (or sequence) of Keras teachers, assistants first.
+        teacher_weights: ``"imagenet"`` or ``"none"`` (untrained teachers: a smoke test).
+        teacher_epochs: epochs of the digits float teacher.
+        baseline: also train the student without distillation.
+        crop_scale_min: random resized crop, smallest area fraction.
+        crop_scale_max: random resized crop, largest area fraction.
+        crop_ratio: random resized crop, aspect ratio range ``(min, max)``.
+        jpeg_dct_scaling: decode large JPEG crops at 1/2, 1/4 or 1/8 scale.
+        flip: random horizontal flips.
+        randaugment: RandAugment on.
+        randaugment_policy: timm RandAugment string, or ``"keras-cv"``.
+        randaugment_ops: keras-cv RandAugment: ops per image.
+        randaugment_rate: keras-cv RandAugment: probability of each op.
+        randaugment_magnitude: keras-cv RandAugment: magnitude on ``[0, 1]``.
+        randaugment_magnitude_stddev: keras-cv RandAugment: magnitude noise.
+        mixup: mixup alpha (0: off).
+        cutmix: CutMix alpha (0: off).
+        random_erasing: random erasing probability (0: off).
+        augment_on_device: run RandAugment, normalisation and mixing in the train step.
+        output_dir: the run directory.
+        seed: random seed.
+        verbose: Keras verbosity (1: a progress bar on a terminal, one line per epoch
+            elsewhere; 2: Keras' line per epoch; 0: silent).
+        strategy: ``tf.distribute`` strategy (``"auto"``, ``"mirrored"``, ``"multi_worker"``,
+            ``"tpu"``, ``"one_device"``, ``"default"``).
+        devices: devices of the ``mirrored``/``one_device`` strategies.
+        tpu: TPU name or ``grpc://`` address.
+        collective: multi-worker all-reduce: ``"auto"``, ``"ring"`` or ``"nccl"``.
+        sync_batchnorm: BatchNorm statistics over the global batch.
+        mixed_precision: ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
+        jit_compile: XLA-compile the train step.
+        lr_scaling: scale ``lr`` with the global batch: ``"none"``, ``"linear"``, ``"sqrt"``.
+        lr_reference_batch: the global batch ``lr`` is meant for; ``None``: the recipe's.
+        backup: back up the training state every epoch and resume from it after a kill.
+        backup_freq: ``"epoch"`` or a number of steps between backups.
+        deterministic: deterministic ops and input pipeline; ``None``: on for digits only.
+
+    Raises:
+        ConfigError: for the first setting that cannot work.
+    """
+
+    # model
+    model: str = "custom"
+    stage_channels: tuple[int, ...] = (16, 32, 64, 128)
+    stem_stride: int | None = None
+    init_weights: str | None = None
+    elm_attention: bool = True
+    info_recoupling: bool = True
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None
+    tfds_manual_dir: str | None = None
+    image_size: int | None = None
+    eval_crop_fraction: float | None = None
+    verify_images: bool = True
+    max_skipped_fraction: float = 0.01
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS
+    # recipe
+    epochs: int | None = None
+    batch_size: int | None = None
+    steps_per_epoch: int | None = None
+    initial_epoch: int = 0
+    lr: float | None = None
+    weight_decay: float | None = None
+    conv_weight_decay: float | None = None
+    warmup_epochs: float | None = None
+    warmup_lr: float | None = None
+    min_lr: float | None = None
+    lr_per_step: bool = False
+    clip_norm: float | None = None
+    temperature_decay: float | None = None
+    distill_weighting: str = "per_sample"
+    teachers: str = "auto"
+    teacher_weights: str = "imagenet"
+    teacher_epochs: int = 30
+    baseline: bool | None = None
+    # augmentation
+    crop_scale_min: float | None = None
+    crop_scale_max: float = IMAGENET_CONFIG.crop_scale[1]
+    crop_ratio: tuple[float, float] = IMAGENET_CONFIG.crop_ratio
+    jpeg_dct_scaling: bool = IMAGENET_CONFIG.jpeg_dct_scaling
+    flip: bool | None = None
+    randaugment: bool | None = None
+    randaugment_policy: str = IMAGENET_CONFIG.randaugment_policy
+    randaugment_ops: int = IMAGENET_CONFIG.randaugment_ops
+    randaugment_rate: float = IMAGENET_CONFIG.randaugment_rate
+    randaugment_magnitude: float = IMAGENET_CONFIG.randaugment_magnitude
+    randaugment_magnitude_stddev: float = IMAGENET_CONFIG.randaugment_magnitude_stddev
+    mixup: float = IMAGENET_CONFIG.mixup_alpha
+    cutmix: float = IMAGENET_CONFIG.cutmix_alpha
+    random_erasing: float = IMAGENET_CONFIG.random_erasing
+    augment_on_device: bool = False
+    # run
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    verbose: int = 1
+    # scale-out
+    strategy: str = "auto"
+    devices: tuple[str, ...] | None = None
+    tpu: str | None = None
+    collective: str = "auto"
+    sync_batchnorm: bool = False
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
+    lr_scaling: str = "none"
+    lr_reference_batch: int | None = None
+    backup: bool = True
+    backup_freq: str | int = "epoch"
+    deterministic: bool | None = None
+
+    def __post_init__(self):
+        self._normalize()
+        check_config(self)
+
+    def _normalize(self) -> None:
+        """Sequences become tuples, a comma list of teachers one string, digits a number."""
+
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        try:
+            put("stage_channels", tuple(int(c) for c in self.stage_channels))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                "stage_channels",
+                f"stage_channels={listing(self.stage_channels)} must be positive integers, "
+                "e.g. stage_channels=16,32,64,128.",
+            ) from None
+        try:
+            put("crop_ratio", tuple(float(r) for r in self.crop_ratio))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                "crop_ratio", f"crop_ratio={listing(self.crop_ratio)} must be two numbers."
+            ) from None
+        if self.devices is not None:
+            put("devices", tuple(str(d) for d in self.devices) or None)
+        if not isinstance(self.teachers, str):
+            put("teachers", ",".join(str(t) for t in self.teachers))
+        if isinstance(self.backup_freq, str) and self.backup_freq.strip().isdigit():
+            put("backup_freq", int(self.backup_freq))
+
+    @property
+    def is_custom(self) -> bool:
+        """Whether the model is a BNext of ``stage_channels`` (not a registry model)."""
+        return self.model.strip().lower() == "custom"
+
+    def to_dict(self) -> dict:
+        """The fields as JSON-ready values (what ``flags.json`` records)."""
+        return {
+            f.name: list(v) if isinstance(v, tuple) else v
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
+
+    def to_flags(self) -> list[str]:
+        """The command-line flags that give this config (what ``flags.txt`` records).
+
+        Fields left ``None`` are left out (they take their defaults again).
+        """
+        lines = []
+        for name, value in self.to_dict().items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                lines.append(f"--{name}" if value else f"--no{name}")
+            elif isinstance(value, list):
+                lines.append(f"--{name}={','.join(str(v) for v in value)}")
+            else:
+                lines.append(f"--{name}={value}")
+        return lines
