@@ -52,6 +52,7 @@ __all__ = [
     "IMAGENET_STD",
     "EVAL_IMAGE_SIZE",
     "EVAL_CROP_FRACTION",
+    "EVAL_INTERPOLATION",
     "preprocess_input",
     "eval_resize_size",
     "eval_transform",
@@ -70,6 +71,8 @@ IMAGENET_STD = _PREPROCESSING.std
 EVAL_IMAGE_SIZE = _PREPROCESSING.image_size
 #: Fraction of the resized shorter side that the centre crop keeps (timm's ``crop_pct``).
 EVAL_CROP_FRACTION = _PREPROCESSING.crop_fraction
+#: How the evaluation transform resamples (bicubic with anti-aliasing, like PIL's).
+EVAL_INTERPOLATION = _PREPROCESSING.interpolation
 
 
 def preprocess_input(x, data_format: str | None = None):
@@ -144,6 +147,7 @@ def eval_transform(
     image,
     image_size: int = EVAL_IMAGE_SIZE,
     crop_fraction: float = EVAL_CROP_FRACTION,
+    interpolation: str = EVAL_INTERPOLATION,
 ) -> tf.Tensor:
     """The official evaluation transform: resize, centre crop, normalise.
 
@@ -168,15 +172,17 @@ def eval_transform(
             ``(height, width, 1)`` is repeated to RGB.
         image_size: side of the output (224 for the official models).
         crop_fraction: fraction of the resized shorter side kept by the crop (0.95), in (0, 1].
+        interpolation: the resampling, the registry's (``"bicubic"``, the only one
+            implemented: the official models were evaluated with it).
 
     Returns:
         A ``float32`` tensor of shape ``(image_size, image_size, 3)``.
 
     Raises:
-        ValueError: if ``image`` is not a 3-D image with 1 or 3 channels, or ``crop_fraction``
-            is not in (0, 1].
+        ValueError: if ``image`` is not a 3-D image with 1 or 3 channels, ``crop_fraction``
+            is not in (0, 1] or ``interpolation`` is not ``"bicubic"``.
     """
-    _check_crop(image_size, crop_fraction)
+    _check_crop(image_size, crop_fraction, interpolation)
     image = tf.convert_to_tensor(image)
     if image.shape.rank is not None and image.shape.rank != 3:
         raise ValueError(
@@ -208,6 +214,7 @@ def decode_and_center_crop(
     crop_fraction: float = EVAL_CROP_FRACTION,
     max_image_pixels=MAX_IMAGE_PIXELS,
     jpeg_dct_scaling: bool = True,
+    interpolation: str = EVAL_INTERPOLATION,
 ) -> tf.Tensor:
     """:func:`eval_transform` of an image file's bytes, decoding no more than the crop needs.
 
@@ -228,13 +235,14 @@ def decode_and_center_crop(
         max_image_pixels: the pixel limit (``None`` or 0: none); PIL's default.
         jpeg_dct_scaling: let libjpeg scale large JPEG windows down in the DCT domain;
             ``False`` decodes them at full size, as PIL does for the original.
+        interpolation: the resampling (``"bicubic"``, see :func:`eval_transform`).
 
     Returns:
         A ``float32`` tensor of shape ``(image_size, image_size, 3)``.
     """
     from larq_bnext.images import decode
 
-    _check_crop(image_size, crop_fraction)
+    _check_crop(image_size, crop_fraction, interpolation)
     encoded = tf.convert_to_tensor(encoded, tf.string)
 
     def jpeg():
@@ -263,7 +271,14 @@ def decode_and_center_crop(
     return tf.ensure_shape(out, (image_size, image_size, 3))
 
 
-def _check_crop(image_size: int, crop_fraction: float) -> None:
+def _check_crop(image_size: int, crop_fraction: float, interpolation: str) -> None:
+    if interpolation != "bicubic":
+        raise ValueError(
+            f"interpolation {interpolation!r} is not implemented by the evaluation transform: "
+            "it resamples bicubically with anti-aliasing, as every published BNext was "
+            "evaluated. Pass interpolation='bicubic', or resize with tf.image.resize yourself "
+            "and normalise with preprocess_input."
+        )
     if not 0 < crop_fraction <= 1:
         raise ValueError(
             f"crop_fraction must be in (0, 1] (the crop keeps that fraction of the resized "

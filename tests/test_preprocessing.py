@@ -213,6 +213,18 @@ def test_bad_crop_fractions_are_refused():
     assert eval_transform(image, image_size=32, crop_fraction=1.0).shape == (32, 32, 3)
 
 
+def test_the_interpolation_is_the_registrys_and_others_are_refused_by_name():
+    from larq_bnext import registry
+    from larq_bnext.preprocessing import EVAL_INTERPOLATION, decode_and_center_crop
+
+    assert EVAL_INTERPOLATION == registry.IMAGENET_PREPROCESSING.interpolation == "bicubic"
+    image = np.zeros((40, 40, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"interpolation 'bilinear' is not implemented.*bicubic"):
+        eval_transform(image, interpolation="bilinear")
+    with pytest.raises(ValueError, match=r"interpolation 'nearest' is not implemented"):
+        decode_and_center_crop(_encoded(image, "PNG"), interpolation="nearest")
+
+
 def _encoded(image, fmt, **options):
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, fmt, **options)
