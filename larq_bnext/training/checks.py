@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from larq_bnext.images.files import display_path
 from larq_bnext.registry import list_models, models_text, resolve_model
 from larq_bnext.training.distiller import WEIGHTINGS
 from larq_bnext.training.distribute import LR_SCALING_RULES, PRECISION_POLICIES, STRATEGY_KINDS
@@ -256,6 +257,15 @@ def _check_run(config) -> None:
         raise ConfigError(
             "output_dir", f"output_dir={out} is a file: pass a folder (it is created if missing)."
         )
+    try:
+        out.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            "output_dir",
+            f"output_dir={display_path(out)} is not valid UTF-8, and TensorFlow's file system "
+            "(checkpoints, backups, TensorBoard) takes UTF-8 paths only: pass a folder whose "
+            "path is UTF-8 (the data_dir may be any path).",
+        ) from None
 
 
 def check_replicas(batch_size: int, replicas: int) -> None:

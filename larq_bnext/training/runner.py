@@ -194,7 +194,9 @@ def _write_config(directory: str, config: RunConfig) -> tuple[str, str]:
     os.makedirs(directory, exist_ok=True)
     flags_txt = os.path.join(directory, "flags.txt")
     flags_json = os.path.join(directory, "flags.json")
-    with open(flags_txt, "w") as f:
+    # Paths go in as the operating system gave them: bytes that are not UTF-8 are written back
+    # as they were (flags.json escapes them as JSON does: \udcff, which json.load restores).
+    with open(flags_txt, "w", encoding="utf-8", errors="surrogateescape") as f:
         f.write("\n".join(config.to_flags()) + "\n")
     with open(flags_json, "w") as f:
         json.dump(config.to_dict(), f, indent=2, default=str)

@@ -24,12 +24,16 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# The tree's folder: a Latin-1 name, as a scraped data set may have (shown as ``tr\xe9e``).
+TREE = b"tr\xe9e"
+
+
 def _tree(root: bytes) -> bytes:
-    """An image-folder tree: the matrix in class ``a`` of both splits, ordinary JPEGs in a
-    class whose name is not UTF-8."""
+    """An image-folder tree, itself in a folder whose name is not UTF-8 (``TREE``): the matrix
+    in class ``a`` of both splits, ordinary JPEGs in a class whose name is not UTF-8."""
     from tests.images import matrix
 
-    tree = os.path.join(root, b"tree")
+    tree = os.path.join(root, TREE)
     for split in (b"train", b"val"):
         matrix.write(os.path.join(tree, split, b"a"))
         other = os.path.join(tree, split, b"cl\xe4ss")

@@ -130,7 +130,7 @@ def _expected_folder(split_dir: str):
 
 def test_load_folder_lists_every_image_and_names_every_skipped_file(tmp_path):
     result = _surface("load_folder", tmp_path)
-    train = os.path.join(str(tmp_path), "tree", "train")
+    train = os.path.join(str(tmp_path), "tr\\xe9e", "train")
     listed, at_scan, _ = _expected_folder(train)
     assert sorted(result["items"]) == sorted(p.replace("\\n", "\n") for p in listed)
     assert result["labels"].count(1) == 4 and result["class_names"] == ["a", "cl\\xe4ss"]
@@ -146,7 +146,7 @@ def test_load_folder_lists_every_image_and_names_every_skipped_file(tmp_path):
 
 def test_evaluate_scores_the_readable_images_and_lists_the_others(tmp_path):
     result = _surface("evaluate", tmp_path)
-    val = os.path.join(str(tmp_path), "tree", "val")
+    val = os.path.join(str(tmp_path), "tr\\xe9e", "val")
     listed, at_scan, decoding = _expected_folder(val)
     assert result["examples"] == len(listed) - len(decoding)
     assert result["skipped"] == sorted(at_scan + decoding)
@@ -183,10 +183,10 @@ def test_train_on_a_folder_trains_on_every_readable_file(tmp_path):
     assert status == 0, stderr[-3000:]
     assert "binary student, labels only" in stdout
     train_listed, train_scan, train_decoding = _expected_folder(
-        os.path.join(str(tmp_path), "tree", "train")
+        os.path.join(str(tmp_path), "tr\\xe9e", "train")
     )
     val_listed, val_scan, val_decoding = _expected_folder(
-        os.path.join(str(tmp_path), "tree", "val")
+        os.path.join(str(tmp_path), "tr\\xe9e", "val")
     )
     with open(os.path.join(out, b"metrics.json")) as handle:
         metrics = json.load(handle)
@@ -194,6 +194,8 @@ def test_train_on_a_folder_trains_on_every_readable_file(tmp_path):
     assert metrics["eval_examples"] == len(val_listed)
     skipped = sorted(train_scan + train_decoding + val_scan + val_decoding)
     assert metrics["skipped_files"] == skipped
+    with open(os.path.join(out, b"flags.txt"), "rb") as handle:  # the path's own bytes
+        assert b"\n--data_dir=" + tree + b"\n" in handle.read()
     with open(os.path.join(out, b"skipped_images.json")) as handle:
         logged = json.load(handle)
     assert logged["train"]["paths"] == sorted(train_scan + train_decoding)

@@ -305,6 +305,9 @@ def test_output_dir_that_is_a_file_and_batches_that_do_not_split(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match=r"output_dir=.*file is a file: pass a folder"):
         _config(tmp_path, output_dir=str(tmp_path / "file"))
+    latin1 = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"r\xe9sultats"))
+    with pytest.raises(ConfigError, match=r"output_dir=.*/r\\xe9sultats is not valid UTF-8.*UTF-8"):
+        _config(tmp_path, output_dir=latin1)
     check_replicas(64, 8)
     with pytest.raises(ConfigError, match=r"batch_size=30 does not split over the 4 replicas.*28"):
         check_replicas(30, 4)
