@@ -292,6 +292,16 @@ class Distiller(tf.keras.Model):
         return [self.assistants[self._phase], self.teacher]
 
     # ----------------------------------------------------------------- keras API
+    def make_train_function(self, force=False):
+        """Keras' train function, with the optimizer's slots made before it is traced.
+
+        Slots created during the first trace make ``tf.function`` trace the step a second time
+        (once creating variables, once without); made here, the step is traced once.
+        """
+        if self.optimizer is not None:
+            self.optimizer.build(self.student.trainable_variables)
+        return super().make_train_function(force=force)
+
     def call(self, inputs, training=None):
         """Run the student: returns its logits."""
         return self.student(inputs, training=training)
