@@ -108,10 +108,14 @@ def sign_ste(x: tf.Tensor, clip_value: float | None = ACTIVATION_CLIP) -> tf.Ten
 
     @tf.custom_gradient
     def _sign(x):
+        if clip_value is None:
+            return tf.sign(x), lambda dy: dy
+        # The backward pass keeps only this boolean mask (a quarter of x's float32 bytes),
+        # not x itself, which can then be freed after the forward pass.
+        inside = tf.abs(x) <= tf.cast(clip_value, x.dtype)
+
         def grad(dy):
-            if clip_value is None:
-                return dy
-            return tf.where(tf.abs(x) <= tf.cast(clip_value, x.dtype), dy, tf.zeros_like(dy))
+            return tf.where(inside, dy, tf.zeros_like(dy))
 
         return tf.sign(x), grad
 
