@@ -14,14 +14,17 @@ cost of a real teacher's forward pass (``--teacher efficientnet_b2``) is measure
         --mixed_precision mixed_float16          # on a GPU (see docs/distributed.md)
 
 Against the ORIGINAL model code (a checkout of github.com/hpi-xnor/BNext, fetched by you,
-never vendored; its unused imports are stood in at run time), interleaved, equal threads:
+never vendored; its unused imports are stood in at run time), as users run it: ``--fresh``
+starts every side in a fresh process per round (order rotated each round), with each
+framework's default threading, and prints medians, the rounds' spread, first step,
+construction, peak RSS (``os.wait4``) and the load average (see ``fresh_rounds.py``):
 
     git clone https://github.com/hpi-xnor/BNext /tmp/BNext
-    python benchmarks/train_throughput.py --modes function,original,torch \
-        --original /tmp/BNext --interleave --steps 3 --threads 2 --teacher none
+    python benchmarks/train_throughput.py --fresh --rounds 3 --modes function,original \
+        --original /tmp/BNext --steps 3 --teacher none --json tiny.json
 
-It prints ``function / original`` and ``function / torch`` (the rewrite), the medians of the
-interleaved rounds, the machine, the versions and the load average at start and end.
+Without ``--fresh``: ``--interleave`` builds every mode in this process and steps them
+round-robin; ``--threads N`` pins both frameworks to N threads (inter-op 1).
 ``--isolate`` builds each mode in its own process (one after the other) and steps them
 round-robin through pipes, for models that do not fit twice in memory; a worker killed by
 the out-of-memory killer is reported as such. The Keras step runs Keras' train function on
