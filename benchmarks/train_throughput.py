@@ -14,14 +14,17 @@ cost of a real teacher's forward pass (``--teacher efficientnet_b2``) is measure
         --mixed_precision mixed_float16          # on a GPU (see docs/distributed.md)
 
 Against the ORIGINAL model code (a checkout of github.com/hpi-xnor/BNext, fetched by you,
-never vendored; its unused imports are stood in at run time), interleaved, equal threads:
+never vendored; its unused imports are stood in at run time), as users run it: ``--fresh``
+starts every side in a fresh process per round (order rotated each round), with each
+framework's default threading, and prints medians, the rounds' spread, first step,
+construction, peak RSS (``os.wait4``) and the load average (see ``fresh_rounds.py``):
 
     git clone https://github.com/hpi-xnor/BNext /tmp/BNext
-    python benchmarks/train_throughput.py --modes function,original,torch \
-        --original /tmp/BNext --interleave --steps 3 --threads 2 --teacher none
+    python benchmarks/train_throughput.py --fresh --rounds 3 --modes function,original \
+        --original /tmp/BNext --steps 3 --teacher none --json tiny.json
 
-It prints ``function / original`` and ``function / torch`` (the rewrite), the medians of the
-interleaved rounds, the machine, the versions and the load average at start and end.
+Without ``--fresh``: ``--interleave`` builds every mode in this process and steps them
+round-robin; ``--threads N`` pins both frameworks to N threads (inter-op 1).
 ``--isolate`` builds each mode in its own process (one after the other) and steps them
 round-robin through pipes, for models that do not fit twice in memory; a worker killed by
 the out-of-memory killer is reported as such. The Keras step runs Keras' train function on
@@ -42,6 +45,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fresh_rounds  # noqa: E402  (benchmarks/fresh_rounds.py)
 
 MODES = ("eager", "function", "xla", "torch", "original")
 
@@ -83,7 +89,7 @@ def _summary(name, times, batch, **extra):
     }
 
 
-def keras_step(size, batch, image_size, mode, mixed_precision, classes):
+def keras_step(size, batch, image_size, mode, mixed_precision, classes, timings=None):
     import numpy as np
     import tensorflow as tf
 
@@ -92,12 +98,15 @@ def keras_step(size, batch, image_size, mode, mixed_precision, classes):
 
     distribute.set_mixed_precision(mixed_precision)
     tf.keras.utils.set_random_seed(0)
+    start = time.perf_counter()
     student = larq_bnext.get_model(
         size,
         input_shape=(image_size, image_size, 3),
         num_classes=classes,
         classifier_activation=None,
     )
+    if timings is not None:
+        timings["construction_seconds"] = time.perf_counter() - start
     inputs = tf.keras.Input((image_size, image_size, 3))
     pooled = tf.keras.layers.GlobalAveragePooling2D()(inputs)
     teacher = tf.keras.Model(inputs, tf.keras.layers.Dense(classes)(pooled), name="stand_in")
@@ -141,7 +150,7 @@ def teacher_forward(name, batch, image_size, mixed_precision):
     return lambda: call(x).numpy()
 
 
-def torch_step(size, batch, image_size, classes, threads):
+def torch_step(size, batch, image_size, classes, threads, timings=None):
     import torch
 
     from larq_bnext import registry
@@ -150,7 +159,10 @@ def torch_step(size, batch, image_size, classes, threads):
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
+    start = time.perf_counter()
     model = TorchBNext(registry.resolve_model(size).stage_channels, num_classes=classes).train()
+    if timings is not None:
+        timings["construction_seconds"] = time.perf_counter() - start
     teacher = torch.nn.Linear(3, classes).eval()
     decay = [p for p in model.parameters() if p.dim() == 4]
     other = [p for p in model.parameters() if p.dim() != 4]
@@ -208,7 +220,7 @@ def _import_original(checkout):
     return modules
 
 
-def original_step(checkout, size, batch, image_size, classes, threads):
+def original_step(checkout, size, batch, image_size, classes, threads, timings=None):
     """The original's training step: its model, its ``DistributionLoss``, its two AdamW
     decay groups (4-D or ``binary_conv`` parameters at 1e-8, the rest at 1e-3) and
     ``clip_grad_norm_(5)``; the same stand-in teacher as the rewrite's step."""
@@ -221,8 +233,11 @@ def original_step(checkout, size, batch, image_size, classes, threads):
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
+    start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         model = bnext.BNext(num_classes=classes, size=size).train()
+    if timings is not None:
+        timings["construction_seconds"] = time.perf_counter() - start
     teacher = torch.nn.Linear(3, classes).eval()
     decay = [p for n, p in model.named_parameters() if p.dim() == 4 or "binary_conv" in n]
     ids = {id(p) for p in decay}
@@ -250,17 +265,18 @@ def original_step(checkout, size, batch, image_size, classes, threads):
 
 def _build(mode, args):
     """``(step, extra)`` of one mode: its training step and facts about it."""
+    timings = {}
     if mode in ("torch", "original"):
         make = torch_step if mode == "torch" else original_step
         head = (args.original,) if mode == "original" else ()
         step, first, version, threads = make(
-            *head, args.size, args.batch, args.image_size, args.classes, args.threads
+            *head, args.size, args.batch, args.image_size, args.classes, args.threads, timings
         )
-        return step, {"first_step_seconds": first, "threads": threads, "torch": version}
+        return step, {"first_step_seconds": first, "threads": threads, "torch": version, **timings}
     step, first = keras_step(
-        args.size, args.batch, args.image_size, mode, args.mixed_precision, args.classes
+        args.size, args.batch, args.image_size, mode, args.mixed_precision, args.classes, timings
     )
-    return step, {"first_step_seconds": first}
+    return step, {"first_step_seconds": first, **timings}
 
 
 def _release_free_memory():
@@ -371,14 +387,24 @@ def main(argv=None):
         help="With --interleave: each mode in its own process, built one after the other "
         "(BNext-L in both frameworks does not fit 24 GiB in one process).",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="As users run it: every mode in a fresh process per round (construction, first "
+        "step and peak RSS per side), the rounds' order rotated; prints medians and spreads.",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds of --fresh.")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
+    if args.worker or args.child:
         import tensorflow as tf
 
         if args.threads:
             tf.config.threading.set_intra_op_parallelism_threads(args.threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
+        if args.child:
+            return fresh_rounds.child(args.child, args, _build, _timed)
         return _worker(args.worker, args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.original and "original" not in modes:
@@ -388,6 +414,9 @@ def main(argv=None):
         parser.error(f"unknown modes {sorted(unknown)}; use {MODES}")
     if "original" in modes and not args.original:
         parser.error("mode 'original' needs --original PATH (a checkout of hpi-xnor/BNext)")
+    if args.fresh:
+        child_argv = [a for a in (argv if argv is not None else sys.argv[1:])]
+        return fresh_rounds.main(os.path.abspath(__file__), child_argv, modes, args)
 
     import tensorflow as tf
 

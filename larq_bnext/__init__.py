@@ -10,6 +10,12 @@ Subpackages: :mod:`larq_bnext.models`, :mod:`larq_bnext.weights`, :mod:`larq_bne
 ``python -m larq_bnext.<train|evaluate|convert|export|benchmark>``.
 """
 
+from larq_bnext.startup import import_tensorflow_quietly
+
+# First, before any module imports TensorFlow: its known start-up notices are left out
+# (larq_bnext.startup says which, and how to see them).
+import_tensorflow_quietly()
+
 from larq_bnext import images, models, preprocessing, registry, training, weights
 from larq_bnext.models import (
     BinaryConv2D,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from larq_bnext.models.layers import BinaryConv2D, LearnableBias, RecouplingMix
+from larq_bnext.models.tracing import no_autograph
 from larq_bnext.registry import BNEXT_ARCHITECTURE
 
 __all__ = [
@@ -61,6 +62,7 @@ class PReLU(layers.PReLU):
         **kwargs: :class:`tf.keras.layers.PReLU` arguments.
     """
 
+    @no_autograph
     def call(self, inputs, training=None):
         if not training:
             return super().call(inputs)

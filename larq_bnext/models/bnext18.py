@@ -43,6 +43,7 @@ from larq_bnext.models.arguments import check_arguments, model_input
 from larq_bnext.models.blocks import batch_norm, classifier_head, information_recoupling, prelu
 from larq_bnext.models.layers import BinaryConv2D, LearnableBias
 from larq_bnext.models.quantizers import ProgressiveSign
+from larq_bnext.models.tracing import no_autograph
 from larq_bnext.registry import resolve_model
 from larq_bnext.weights.loading import load_weights
 
@@ -79,6 +80,7 @@ class PaddedMaxPool2D(tf.keras.layers.Layer):
         self.strides = int(strides)
         self.padding = int(padding)
 
+    @no_autograph
     def call(self, inputs):
         p = self.padding
         x = tf.pad(

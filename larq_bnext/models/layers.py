@@ -37,6 +37,7 @@ from larq_bnext.models.quantizers import (
     ProgressiveSign,
     computes_in_half,
 )
+from larq_bnext.models.tracing import no_autograph
 from larq_bnext.registry import BNEXT_ARCHITECTURE
 
 __all__ = [
@@ -179,6 +180,7 @@ class BinaryConv2D(lq.layers.QuantConv2D):
         if isinstance(self.kernel_quantizer, ProgressiveSign):
             self.kernel_quantizer.link(lambda: self.temperature)
 
+    @no_autograph
     def call(self, inputs):
         if not self._explicit_padding and not self._half:
             return super().call(inputs)
@@ -223,6 +225,7 @@ class LearnableBias(tf.keras.layers.Layer):
         _mark_original_4d(self.bias)
         super().build(input_shape)
 
+    @no_autograph
     def call(self, inputs):
         return inputs + tf.cast(self.bias, inputs.dtype)
 
@@ -257,6 +260,7 @@ class RecouplingMix(tf.keras.layers.Layer):
         _mark_original_4d(self.scale)
         super().build(input_shape)
 
+    @no_autograph
     def call(self, inputs):
         shortcut, y = inputs
         gamma = tf.cast(self.scale, y.dtype)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import larq as lq
 import tensorflow as tf
 
+from larq_bnext.models.tracing import no_autograph
 from larq_bnext.registry import BNEXT_ARCHITECTURE
 
 __all__ = [
@@ -84,6 +85,7 @@ class HardSign(lq.quantizers.SteSign):
     def __init__(self, clip_value: float = ACTIVATION_CLIP, **kwargs):
         super().__init__(clip_value=clip_value, **kwargs)
 
+    @no_autograph
     def call(self, inputs):
         outputs = sign_ste(inputs, self.clip_value)
         # Skip SteSign.call (Larq's sign); the base quantizer adds the flip-ratio metric.
@@ -106,10 +108,14 @@ def sign_ste(x: tf.Tensor, clip_value: float | None = ACTIVATION_CLIP) -> tf.Ten
 
     @tf.custom_gradient
     def _sign(x):
+        if clip_value is None:
+            return tf.sign(x), lambda dy: dy
+        # The backward pass keeps only this boolean mask (a quarter of x's float32 bytes),
+        # not x itself, which can then be freed after the forward pass.
+        inside = tf.abs(x) <= tf.cast(clip_value, x.dtype)
+
         def grad(dy):
-            if clip_value is None:
-                return dy
-            return tf.where(tf.abs(x) <= tf.cast(clip_value, x.dtype), dy, tf.zeros_like(dy))
+            return tf.where(inside, dy, tf.zeros_like(dy))
 
         return tf.sign(x), grad
 
@@ -183,6 +189,7 @@ class ProgressiveSign(lq.quantizers.Quantizer):
         """
         self._temperature_source = temperature_source
 
+    @no_autograph
     def call(self, inputs):
         temperature = (
             self._temperature_source() if self._temperature_source is not None else self.temperature

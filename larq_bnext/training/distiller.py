@@ -292,6 +292,15 @@ class Distiller(tf.keras.Model):
         return [self.assistants[self._phase], self.teacher]
 
     # ----------------------------------------------------------------- keras API
+    def make_train_function(self, force=False):
+        """Keras' train function, making the optimizer's slots before its first trace (slots
+        made inside it trace the step twice); at the first call, after ``fit`` has restored a
+        checkpoint in ``on_train_begin``, which then fills them as before."""
+        function = super().make_train_function(force=force)
+        if not isinstance(function, _BuildsOptimizerFirst) and self.optimizer is not None:
+            self.train_function = function = _BuildsOptimizerFirst(function, self)
+        return function
+
     def call(self, inputs, training=None):
         """Run the student: returns its logits."""
         return self.student(inputs, training=training)
@@ -375,6 +384,20 @@ class Distiller(tf.keras.Model):
         self.top1.update_state(sparse, logits)
         self.top5.update_state(sparse, logits)
         return {m.name: m.result() for m in (self.loss_tracker, self.top1, self.top5)}
+
+
+class _BuildsOptimizerFirst:
+    """Builds the optimizer's slots, then calls Keras' ``tf.function`` (whose attributes it has)."""
+
+    def __init__(self, function, distiller):
+        self._function, self._distiller = function, distiller
+
+    def __call__(self, *args, **kwargs):
+        self._distiller.optimizer.build(self._distiller.student.trainable_variables)
+        return self._function(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._function, name)
 
 
 def _all_reduce_gradients(grads):

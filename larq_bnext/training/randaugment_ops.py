@@ -275,7 +275,10 @@ def _affine(images, matrix, fill, interpolation):
     TensorFlow at ``M (x, y)`` in pixel indices; the offsets convert one into the other. The
     fill colour is per channel: transform ``images - fill`` with fill 0, then add it back.
     """
-    import tensorflow_addons as tfa
+    from larq_bnext.startup import quiet_addons_import
+
+    with quiet_addons_import():
+        import tensorflow_addons as tfa
 
     a, b, c, d, e, f = tf.unstack(tf.cast(matrix, tf.float32), axis=-1)
     transforms = tf.stack(
