@@ -96,6 +96,24 @@ flags.DEFINE_integer(
     "Skip images whose header gives more pixels (width x height), before decoding them "
     "(PIL's Image.MAX_IMAGE_PIXELS); 0: no limit.",
 )
+# --------------------------------------------------------------------------- label ablations
+flags.DEFINE_float(
+    "label_fraction",
+    DEFAULTS["label_fraction"],
+    "Train on this seeded (--seed), class-stratified fraction of the labelled training "
+    "examples (digits or folder datasets); 1: all.",
+)
+flags.DEFINE_float(
+    "label_noise",
+    DEFAULTS["label_noise"],
+    "Replace this fraction of the training labels with a seeded wrong class; 0: none.",
+)
+flags.DEFINE_bool(
+    "eval_train_split",
+    DEFAULTS["eval_train_split"],
+    "Also score each model on its training examples (evaluation transform, true labels): "
+    "train_split_top1 in metrics.json, for the train-validation gap.",
+)
 # --------------------------------------------------------------------------- recipe
 flags.DEFINE_integer("epochs", None, "Epochs; default 30 on digits, else the model's recipe.")
 flags.DEFINE_integer(

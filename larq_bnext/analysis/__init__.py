@@ -8,11 +8,23 @@
 * :mod:`~larq_bnext.analysis.results`: :class:`Landscape`, its ``.npz`` record (saved after
   every row, continued by a rerun);
 * :mod:`~larq_bnext.analysis.plots`: contour, surface and line figures, and several models
-  side by side.
+  side by side;
+* :mod:`~larq_bnext.analysis.ablations`: :func:`run_ablations`, a grid of training variants
+  over seeds, and :mod:`~larq_bnext.analysis.ablation_table`, its CSV, mean ± std table and
+  plot.
 
-``python -m larq_bnext.landscape`` is the command-line program; see docs/analysis.md.
+``python -m larq_bnext.landscape`` and ``python -m larq_bnext.ablate`` are the command-line
+programs; see docs/analysis.md.
 """
 
+from larq_bnext.analysis.ablation_table import read_rows, summarize, summary_markdown
+from larq_bnext.analysis.ablations import (
+    VARIANTS,
+    Ablation,
+    AblationMismatchError,
+    run_ablations,
+    variant_config,
+)
 from larq_bnext.analysis.directions import binary_regime, directed_variables, random_directions
 from larq_bnext.analysis.examples import evaluation_batches
 from larq_bnext.analysis.grid import logits_cross_entropy, loss_landscape
@@ -26,6 +38,9 @@ from larq_bnext.analysis.plots import (
 from larq_bnext.analysis.results import Landscape, SettingsMismatchError
 
 __all__ = [
+    "VARIANTS",
+    "Ablation",
+    "AblationMismatchError",
     "Landscape",
     "SettingsMismatchError",
     "binary_regime",
@@ -39,4 +54,9 @@ __all__ = [
     "plot_line",
     "plot_surface",
     "random_directions",
+    "read_rows",
+    "run_ablations",
+    "summarize",
+    "summary_markdown",
+    "variant_config",
 ]

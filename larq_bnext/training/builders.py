@@ -32,6 +32,7 @@ from larq_bnext.training.checks import ConfigError
 from larq_bnext.training.config import RunConfig
 from larq_bnext.training.distiller import Distiller
 from larq_bnext.training.distribute import scaled_learning_rate
+from larq_bnext.training.labels import restrict_labels
 from larq_bnext.training.optimizer import AdamW
 from larq_bnext.training.recipe import augment_config, model_recipe
 from larq_bnext.training.schedules import WarmupCosine
@@ -76,6 +77,9 @@ class RunData:
             :class:`~larq_bnext.training.skipped.SkipLog`.
         skipped_json: where the skip logs are written every epoch.
         augment: the training augmentation.
+        train_eval: ``eval_train_split``: the training examples with the evaluation transform,
+            as ``(true labels, labels trained on)`` datasets (the second ``None`` without
+            ``label_noise``); ``None`` otherwise.
     """
 
     make_train: Callable[[int, int], tf.data.Dataset]
@@ -90,6 +94,7 @@ class RunData:
     skip_logs: tuple[SkipLog, SkipLog]
     skipped_json: str
     augment: AugmentConfig
+    train_eval: tuple[tf.data.Dataset, tf.data.Dataset | None] | None = None
 
 
 def backup_dir(config: RunConfig, directory: str) -> str:
@@ -133,6 +138,13 @@ def build_datasets(config: RunConfig) -> RunData:
         config.dataset, config.data_dir, image_size=config.image_size, **kwargs
     )
     batch_size = config.batch_size
+    clean_train, labelled = train_src, None
+    if config.label_fraction < 1 or config.label_noise > 0:
+        labelled = restrict_labels(
+            train_src, config.label_fraction, config.label_noise, config.seed
+        )
+        train_src = labelled.source
+        clean_train = dataclasses.replace(train_src, labels=labelled.true_labels)
     full_steps = train_src.num_examples // batch_size
     if full_steps < 1:
         raise ConfigError(
@@ -195,6 +207,22 @@ def build_datasets(config: RunConfig) -> RunData:
         max_image_pixels=config.max_image_pixels,
         jpeg_dct_scaling=config.jpeg_dct_scaling,
     )
+    train_eval = None
+    if config.eval_train_split:
+        sources = [clean_train, train_src if config.label_noise > 0 else None]
+        train_eval = tuple(
+            None
+            if source is None
+            else data.eval_dataset(
+                source,
+                batch_size,
+                config.image_size,
+                config.eval_crop_fraction,
+                max_image_pixels=config.max_image_pixels,
+                jpeg_dct_scaling=config.jpeg_dct_scaling,
+            )
+            for source in sources
+        )
     skipped = len(train_src.skipped) + len(eval_src.skipped)
     if skipped:
         logging.warning(
@@ -215,6 +243,7 @@ def build_datasets(config: RunConfig) -> RunData:
         skip_logs=(train_log, eval_log),
         skipped_json=skipped_json,
         augment=augment,
+        train_eval=train_eval,
     )
 
 

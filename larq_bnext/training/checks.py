@@ -170,6 +170,31 @@ def _check_data(config) -> None:
         "max_skipped_fraction",
         " (0.01 stops a run in which more than 1 % of the images are unreadable)",
     )
+    _check_labels(config)
+
+
+def _check_labels(config) -> None:
+    fraction, noise = config.label_fraction, config.label_noise
+    if not 0 < fraction <= 1:
+        raise ConfigError(
+            "label_fraction",
+            f"label_fraction={fraction} must be in (0, 1]: e.g. 0.1 trains on a tenth of "
+            "every class's labelled examples, 1 on all of them.",
+        )
+    if not 0 <= noise < 1:
+        raise ConfigError(
+            "label_noise",
+            f"label_noise={noise} must be in [0, 1): e.g. 0.2 replaces a fifth of the "
+            "training labels with a wrong class, 0 none.",
+        )
+    in_memory = config.dataset in ("digits", "folder")
+    for name, value, neutral in (("label_fraction", fraction, 1), ("label_noise", noise, 0)):
+        if value != neutral and not in_memory:
+            raise ConfigError(
+                name,
+                f"{name}={value} needs the labels in memory: use dataset=digits or "
+                f"dataset=folder (not the TFDS set {config.dataset}), or {name}={neutral}.",
+            )
 
 
 def _check_recipe(config) -> None:

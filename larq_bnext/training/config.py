@@ -61,6 +61,13 @@ class RunConfig:
         max_image_pixels: skip images whose header gives more pixels (width x height), before
             decoding them; PIL's ``Image.MAX_IMAGE_PIXELS`` by default, 0 or ``None``: no
             limit.
+        label_fraction: train on this seeded, class-stratified fraction of the labelled
+            training examples (ablations: fewer labels; :mod:`larq_bnext.training.labels`).
+        label_noise: replace this fraction of the training labels with a seeded wrong class
+            (ablations: noisy labels).
+        eval_train_split: also score each trained model on its training examples with the
+            evaluation transform and their true labels (``train_split_top1`` in
+            ``metrics.json``: the train-validation gap without augmentation or noise).
         epochs: training epochs.
         batch_size: global batch.
         steps_per_epoch: limit the steps per epoch (smoke runs).
@@ -136,6 +143,10 @@ class RunConfig:
     verify_images: bool = True
     max_skipped_fraction: float = 0.01
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
+    # data: label ablations
+    label_fraction: float = 1.0
+    label_noise: float = 0.0
+    eval_train_split: bool = False
     # recipe
     epochs: int | None = None
     batch_size: int | None = None

@@ -37,6 +37,10 @@ class ModelResult:
         exactly_binary_weights: whether every kernel temperature is below the model's sign
             threshold, so that the kernels are exactly ``sign(w)`` (binary students).
         distilled: whether a teacher taught it (``None`` for the float teacher).
+        train_split_top1: ``eval_train_split``: top-1 after the last epoch on the training
+            examples trained on, with the evaluation transform and their true labels.
+        train_split_top1_given_labels: likewise against the labels it was trained on (with
+            ``label_noise``: how much of the noise it fitted).
     """
 
     top1: float
@@ -55,6 +59,8 @@ class ModelResult:
     final_temperature: float | None = None
     exactly_binary_weights: bool | None = None
     distilled: bool | None = None
+    train_split_top1: float | None = None
+    train_split_top1_given_labels: float | None = None
 
     def to_dict(self) -> dict:
         """The model's entry of ``metrics.json``."""
@@ -75,6 +81,9 @@ class ModelResult:
         out["curves"] = self.curves
         if self.distilled is not None:
             out["distilled"] = self.distilled
+        for name in ("train_split_top1", "train_split_top1_given_labels"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
 
@@ -148,6 +157,8 @@ class RunResult:
             "num_classes": self.num_classes,
             "skipped_files": list(self.skipped_files),
             "temperature_decay": self.config.temperature_decay,
+            "label_fraction": self.config.label_fraction,
+            "label_noise": self.config.label_noise,
         }
         if self.teacher is not None:
             out["teacher"] = self.teacher.to_dict()

@@ -151,6 +151,10 @@ def fit(
     )
     seconds = time.time() - start
     scores = distiller.evaluate(run_data.eval_ds, return_dict=True, verbose=0)
+    train_split = [None, None]  # eval_train_split: top-1 on the true and the given labels
+    for i, ds in enumerate(run_data.train_eval or ()):
+        if ds is not None:
+            train_split[i] = float(distiller.evaluate(ds, return_dict=True, verbose=0)["top1"])
     logs = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     temperature = binary = None
     if anneal:
@@ -171,6 +175,8 @@ def fit(
         curves=plot_run_curves(directory, logs, title),
         final_temperature=temperature,
         exactly_binary_weights=binary,
+        train_split_top1=train_split[0],
+        train_split_top1_given_labels=train_split[1],
     )
     _say(config, f"{title}: test top-1 {result.top1:.4f}, top-5 {result.top5:.4f}")
     return result
