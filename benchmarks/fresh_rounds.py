@@ -42,7 +42,9 @@ def _run_child(script, child_argv, mode):
     process.stdout.close()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    peak_gib = usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+    # ru_maxrss is in KiB on Linux, and counts the forking process's peak too (carried over
+    # until exec): this parent stays small (no TensorFlow, no torch) so that it is the child's.
+    peak_gib = usage.ru_maxrss / 2**20
     for line in output.splitlines():
         if line.startswith(_TAG):
             result = json.loads(line[len(_TAG) :])

@@ -16,7 +16,8 @@ Both do nothing when TensorFlow is already imported, and everything is shown whe
 command line, or the environment variable ``LARQ_BNEXT_STARTUP_LOGS=1``.
 
 Examples:
-    >>> is_startup_noise("E cuda_dnn.cc:9261] Unable to register cuDNN factory: Attempting")
+    >>> is_startup_noise("E cuda_dnn.cc:9261] Unable to register cuDNN factory: "
+    ...                  "Attempting to register factory for plugin cuDNN when one has already")
     True
     >>> is_startup_noise("W tensorflow/core/framework/op_kernel.cc: OP_REQUIRES failed")
     False

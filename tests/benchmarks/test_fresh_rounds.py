@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import resource
 
 import pytest
 
@@ -72,7 +73,11 @@ def test_children_report_their_own_peak_memory(tmp_path):
     )
     result = fresh._run_child(str(script), [], "function")
     assert result["mode"] == "function" and result["step_seconds"] == [1.0]
-    assert 0.19 < result["peak_rss_gib"] < 1.0
+    # Linux carries the forking process's peak over into the child's ru_maxrss (until exec),
+    # so a child of this test process (TensorFlow imported: about 1 GiB) reports at least this
+    # process's peak; the benchmark's own parent imports nothing heavy before it starts them.
+    own_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    assert 0.19 < result["peak_rss_gib"] < max(1.0, own_gib + 0.5)
     failing = tmp_path / "fail.py"
     failing.write_text("import sys\nsys.exit(3)\n")
     assert fresh._run_child(str(failing), [], "original")["failed"] == 3
