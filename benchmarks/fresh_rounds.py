@@ -4,8 +4,9 @@ Every round starts one child process per mode (``function``, ``original``, ...),
 rotated each round so that no side always runs first on a warming or loading machine. A child
 builds its side (the model construction is timed on its own), runs the first step (trace and
 first update for Keras), ``--warmup`` untimed steps and ``--steps`` timed steps, and prints one
-JSON line. The parent reads the child's peak resident memory from ``os.wait4``'s ``ru_maxrss``
-(the whole process: framework, model, optimizer state and the step's activations).
+JSON line. Peak memory is the child's whole process (framework, model, optimizer state and the
+step's activations): its ``VmHWM`` since exec, and ``os.wait4``'s ``ru_maxrss`` (which Linux
+starts at the parent's size at the fork, so the parent stays small) as a check.
 
 Printed per mode: the median over rounds of the round's median step as images per second, the
 spread (min-max) of the rounds, the first step and the construction (median and min-max), the
@@ -27,12 +28,25 @@ import time
 _TAG = "FRESH_RESULT "
 
 
+def own_peak_rss_gib():
+    """This process's peak resident memory since it was exec'd (``VmHWM``), or ``None``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        return None
+    return None
+
+
 def child(mode, args, build, timed):
     """In the child: build ``mode``, time its steps, print one tagged JSON line."""
     step, extra = build(mode, args)
     times = timed(step, args.warmup, args.steps)
     extra.pop("torch", None)
-    print(_TAG + json.dumps({"mode": mode, "step_seconds": times, **extra}), flush=True)
+    result = {"mode": mode, "step_seconds": times, "vm_hwm_gib": own_peak_rss_gib(), **extra}
+    print(_TAG + json.dumps(result), flush=True)
 
 
 def _run_child(script, child_argv, mode):
@@ -42,13 +56,15 @@ def _run_child(script, child_argv, mode):
     process.stdout.close()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    # ru_maxrss is in KiB on Linux, and counts the forking process's peak too (carried over
-    # until exec): this parent stays small (no TensorFlow, no torch) so that it is the child's.
+    # ru_maxrss (KiB on Linux) is the child's high-water mark, but Linux starts it at the
+    # parent's resident size when the child is forked; the parent here is small (it never
+    # imports a framework). The child's own VmHWM, reset at exec, is used where it has one.
     peak_gib = usage.ru_maxrss / 2**20
     for line in output.splitlines():
         if line.startswith(_TAG):
             result = json.loads(line[len(_TAG) :])
-            result["peak_rss_gib"] = peak_gib
+            result["ru_maxrss_gib"] = peak_gib
+            result["peak_rss_gib"] = result.get("vm_hwm_gib") or peak_gib
             return result
     reason = "killed (-9: usually the out-of-memory killer)" if process.returncode == -9 else ""
     return {"mode": mode, "failed": process.returncode, "reason": reason, "peak_rss_gib": peak_gib}

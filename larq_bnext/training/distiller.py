@@ -256,7 +256,6 @@ class Distiller(tf.keras.Model):
                 out.append(t)
         return out
 
-    # ----------------------------------------------------------------- curriculum
     @property
     def num_phases(self) -> int:
         """Number of curriculum phases (one per assistant, at least 1)."""
@@ -291,11 +290,13 @@ class Distiller(tf.keras.Model):
             return [self.teacher]
         return [self.assistants[self._phase], self.teacher]
 
-    # ----------------------------------------------------------------- keras API
     def make_train_function(self, force=False):
-        """Keras' train function, making the optimizer's slots before its first trace (slots
-        made inside it trace the step twice); at the first call, after ``fit`` has restored a
-        checkpoint in ``on_train_begin``, which then fills them as before."""
+        """Keras' train function, making the optimizer's slots at its first call: before the
+        first trace (slots made inside it trace the step twice), after ``fit`` restores.
+
+        Args:
+            force: make a new function even if one exists.
+        """
         function = super().make_train_function(force=force)
         if not isinstance(function, _BuildsOptimizerFirst) and self.optimizer is not None:
             self.train_function = function = _BuildsOptimizerFirst(function, self)
@@ -409,10 +410,8 @@ def _all_reduce_gradients(grads):
     summed = context.all_reduce(
         tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(grads[i]) for i in present]
     )
-    grads = list(grads)
-    for i, g in zip(present, summed, strict=True):
-        grads[i] = g
-    return grads
+    by_index = dict(zip(present, summed, strict=True))
+    return [by_index.get(i, g) for i, g in enumerate(grads)]
 
 
 def _unpack(data):
