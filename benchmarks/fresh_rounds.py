@@ -173,8 +173,6 @@ def main(script, child_argv, modes, args):
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
             "threads": args.threads or "default",
-            # TensorFlow's inter-op threads: unset, the trainer's default (1 without a GPU)
-            "inter_op_threads": getattr(args, "inter_op_threads", None),
             "load_average_start": load_start,
             "load_average_end": load_end,
         },

@@ -24,8 +24,7 @@ construction, peak RSS (``os.wait4``) and the load average (see ``fresh_rounds.p
         --original /tmp/BNext --steps 3 --teacher none --json tiny.json
 
 Without ``--fresh``: ``--interleave`` builds every mode in this process and steps them
-round-robin; ``--threads N`` pins both frameworks to N threads (inter-op 1); without it
-TensorFlow's inter-op threads are the trainer's (``--inter_op_threads``: 1 without a GPU).
+round-robin; ``--threads N`` pins both frameworks to N threads (inter-op 1).
 ``--isolate`` builds each mode in its own process (one after the other) and steps them
 round-robin through pipes, for models that do not fit twice in memory; a worker killed by
 the out-of-memory killer is reported as such. The Keras step runs Keras' train function on
@@ -352,17 +351,6 @@ def _report(row):
     )
 
 
-def _threads(tf, args):
-    """Both frameworks' threads as --threads says, else TensorFlow's as the trainer sets them."""
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    else:
-        from larq_bnext.training.threads import set_inter_op_threads
-
-        set_inter_op_threads(args.inter_op_threads)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", help="BNext size (tiny, small, middle, large).")
@@ -380,13 +368,6 @@ def main(argv=None):
         default=0,
         help="Threads of both frameworks (torch.set_num_threads and TensorFlow's intra-op "
         "pool; inter-op 1); 0 keeps each framework's default.",
-    )
-    parser.add_argument(
-        "--inter_op_threads",
-        type=int,
-        default=None,
-        help="TensorFlow's inter-op threads without --threads; unset: what "
-        "`python -m larq_bnext.train` uses (--inter_op_threads there), 0: TensorFlow's default.",
     )
     parser.add_argument(
         "--original",
@@ -419,7 +400,9 @@ def main(argv=None):
     if args.worker or args.child:
         import tensorflow as tf
 
-        _threads(tf, args)
+        if args.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
         if args.child:
             return fresh_rounds.child(args.child, args, _build, _timed)
         return _worker(args.worker, args)
@@ -437,7 +420,10 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    _threads(tf, args)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
     results = {
         "model": f"BNext-{args.size}",
         "batch": args.batch,
@@ -451,7 +437,6 @@ def main(argv=None):
             "python": platform.python_version(),
             "load_average": os.getloadavg(),
             "threads": args.threads or "default",
-            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         },
         "rows": [],
     }

@@ -286,13 +286,6 @@ flags.DEFINE_bool(
     "off elsewhere (a deterministic tf.data pipeline runs random augmentation one image at a "
     "time).",
 )
-flags.DEFINE_integer(
-    "inter_op_threads",
-    None,
-    "TensorFlow ops run at once (--deterministic runs one). Unset: one when TensorFlow sees no "
-    "GPU (faster on a CPU: see docs/distributed.md), TensorFlow's default with a GPU or TPU; "
-    "0: TensorFlow's default.",
-)
 
 #: The flags of this program: the fields of :class:`~larq_bnext.training.RunConfig`.
 FLAG_NAMES = sorted(set(FLAGS) - _FLAGS_BEFORE)

@@ -186,7 +186,6 @@ NON_DEFAULTS = {
     "backup": ("false", False),
     "backup_freq": ("50", 50),
     "deterministic": ("true", True),
-    "inter_op_threads": ("3", 3),
 }
 
 

@@ -270,13 +270,6 @@ def _check_run(config) -> None:
     _choice(config, "mixed_precision", PRECISION_POLICIES)
     _choice(config, "lr_scaling", LR_SCALING_RULES)
     _positive(config, "lr_reference_batch")
-    _not_negative(config, "inter_op_threads")
-    if config.deterministic and config.inter_op_threads not in (None, 1):
-        raise ConfigError(
-            "inter_op_threads",
-            f"inter_op_threads={config.inter_op_threads} cannot hold with deterministic, which "
-            "runs one op at a time: leave inter_op_threads unset, or turn deterministic off.",
-        )
     freq = config.backup_freq
     if freq != "epoch" and not (isinstance(freq, int) and not isinstance(freq, bool) and freq > 0):
         raise ConfigError(

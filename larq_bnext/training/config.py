@@ -122,9 +122,6 @@ class RunConfig:
         backup: back up the training state every epoch and resume from it after a kill.
         backup_freq: ``"epoch"`` or a number of steps between backups.
         deterministic: deterministic ops and input pipeline; ``None``: on for digits only.
-        inter_op_threads: TensorFlow ops run at once (not with ``deterministic``, which runs
-            one); ``None``: one without a GPU or TPU, TensorFlow's default with one; ``0``:
-            TensorFlow's default (see :mod:`larq_bnext.training.threads`).
 
     Raises:
         ConfigError: for the first setting that cannot work.
@@ -202,7 +199,6 @@ class RunConfig:
     backup: bool = True
     backup_freq: str | int = "epoch"
     deterministic: bool | None = None
-    inter_op_threads: int | None = None
 
     def __post_init__(self):
         self._normalize()

@@ -39,7 +39,7 @@ import tensorflow as tf
 from absl import logging
 
 from larq_bnext.models.layers import binary_conv_layers
-from larq_bnext.training import distribute, threads
+from larq_bnext.training import distribute
 from larq_bnext.training.builders import (
     MODEL_DIRS,
     RunData,
@@ -229,14 +229,7 @@ def run(config: RunConfig) -> RunResult:
     given = config
     config = resolve(config)
     _prepare_output_dir(config.output_dir)
-    if not config.deterministic:
-        threads.set_inter_op_threads(
-            config.inter_op_threads,
-            accelerated=bool(tf.config.list_physical_devices("GPU"))
-            or config.strategy == "tpu"
-            or distribute.tpu_configured(config.tpu),
-        )
-    elif not distribute.one_op_at_a_time():
+    if config.deterministic and not distribute.one_op_at_a_time():
         logging.log_first_n(  # once per process: runs in a row would repeat it
             logging.WARNING,
             "deterministic: TensorFlow already runs ops concurrently (inter-op threads "
