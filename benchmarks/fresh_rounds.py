@@ -173,6 +173,7 @@ def main(script, child_argv, modes, args):
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
             "threads": args.threads or "default",
+            "inter_op_threads": getattr(args, "inter_op_threads", 0) or "default",
             "load_average_start": load_start,
             "load_average_end": load_end,
         },

@@ -24,7 +24,8 @@ construction, peak RSS (``os.wait4``) and the load average (see ``fresh_rounds.p
         --original /tmp/BNext --steps 3 --teacher none --json tiny.json
 
 Without ``--fresh``: ``--interleave`` builds every mode in this process and steps them
-round-robin; ``--threads N`` pins both frameworks to N threads (inter-op 1).
+round-robin; ``--threads N`` pins both frameworks to N threads (inter-op 1);
+``--inter_op_threads N`` sets TensorFlow's inter-op pool alone.
 ``--isolate`` builds each mode in its own process (one after the other) and steps them
 round-robin through pipes, for models that do not fit twice in memory; a worker killed by
 the out-of-memory killer is reported as such. The Keras step runs Keras' train function on
@@ -351,6 +352,15 @@ def _report(row):
     )
 
 
+def _threads(tf, args):
+    """Both frameworks' threads as --threads says, else TensorFlow's inter-op pool as asked."""
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    elif args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", help="BNext size (tiny, small, middle, large).")
@@ -368,6 +378,13 @@ def main(argv=None):
         default=0,
         help="Threads of both frameworks (torch.set_num_threads and TensorFlow's intra-op "
         "pool; inter-op 1); 0 keeps each framework's default.",
+    )
+    parser.add_argument(
+        "--inter_op_threads",
+        type=int,
+        default=0,
+        help="TensorFlow's inter-op threads without --threads (0: TensorFlow's default, as "
+        "`python -m larq_bnext.train` runs; 1: one op at a time, as with --deterministic).",
     )
     parser.add_argument(
         "--original",
@@ -400,9 +417,7 @@ def main(argv=None):
     if args.worker or args.child:
         import tensorflow as tf
 
-        if args.threads:
-            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
+        _threads(tf, args)
         if args.child:
             return fresh_rounds.child(args.child, args, _build, _timed)
         return _worker(args.worker, args)
@@ -420,10 +435,7 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-
+    _threads(tf, args)
     results = {
         "model": f"BNext-{args.size}",
         "batch": args.batch,
@@ -437,6 +449,7 @@ def main(argv=None):
             "python": platform.python_version(),
             "load_average": os.getloadavg(),
             "threads": args.threads or "default",
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         },
         "rows": [],
     }
