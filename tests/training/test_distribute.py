@@ -188,7 +188,11 @@ def test_convert_to_sync_batchnorm_keeps_names_weights_and_outputs():
     assert all(b.synchronized for b in bns)
     assert [w.name for w in synced.weights] == [w.name for w in student.weights]
     x = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
-    np.testing.assert_array_equal(synced(x, training=False), student(x, training=False))
+    # Equal up to float rounding: the synchronized layer normalises with its own formula, the
+    # original layer with the fused kernel (a fresh clone's run differed by 4.5e-8 at ~0.2).
+    np.testing.assert_allclose(
+        synced(x, training=False), student(x, training=False), rtol=1e-5, atol=1e-6
+    )
     restored = tf.keras.models.clone_model(synced)  # serialisable (registered class)
     assert isinstance(restored.get_layer("stem_bn"), sync_batchnorm.SyncBatchNormalization)
 
