@@ -15,6 +15,14 @@ Both do nothing when TensorFlow is already imported, and everything is shown whe
 :func:`startup_logs_requested`: ``--verbosity=1`` (absl's flag, ``-v 1``) or more on the
 command line, or the environment variable ``LARQ_BNEXT_STARTUP_LOGS=1``.
 
+After the start, TensorFlow's C++ INFO lines are left out too: unless the user has set
+``TF_CPP_MIN_LOG_LEVEL`` (or asked for the logs as above), :func:`import_tensorflow_quietly`
+sets it to ``1`` before the import, so that lines such as tf.data's "Running replicate on
+split optimization" (several per epoch of a training run) do not bury the program's output;
+warnings (level 1) and errors (level 2) are still written. ``TF_CPP_MIN_LOG_LEVEL=0`` shows
+INFO lines again. The variable is read by TensorFlow once, at its first log line, which is why
+it is set before the import; child processes inherit it.
+
 Examples:
     >>> is_startup_noise("E cuda_dnn.cc:9261] Unable to register cuDNN factory: "
     ...                  "Attempting to register factory for plugin cuDNN when one has already")
@@ -38,6 +46,8 @@ import warnings
 
 __all__ = [
     "STARTUP_LOGS_VARIABLE",
+    "TF_LOG_LEVEL_VARIABLE",
+    "QUIET_TF_LOG_LEVEL",
     "is_startup_noise",
     "startup_logs_requested",
     "import_tensorflow_quietly",
@@ -46,6 +56,11 @@ __all__ = [
 
 #: Set to 1 to see TensorFlow's start-up notices and TensorFlow Addons' end-of-life warning.
 STARTUP_LOGS_VARIABLE = "LARQ_BNEXT_STARTUP_LOGS"
+
+#: TensorFlow's C++ log threshold (0 INFO, 1 WARNING, 2 ERROR), read once by TensorFlow.
+TF_LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+#: The threshold a quiet start sets when the user has not: INFO lines left out.
+QUIET_TF_LOG_LEVEL = "1"
 
 _NOISE = re.compile(
     "|".join(
@@ -105,7 +120,8 @@ def _write_kept(text: str) -> None:
 
 
 def import_tensorflow_quietly():
-    """Import TensorFlow, leaving out its known start-up notices (see the module).
+    """Import TensorFlow, leaving out its known start-up notices and, unless
+    ``TF_CPP_MIN_LOG_LEVEL`` is set, its later C++ INFO lines (see the module).
 
     Returns:
         The ``tensorflow`` module.
@@ -114,6 +130,7 @@ def import_tensorflow_quietly():
         import tensorflow
 
         return tensorflow
+    os.environ.setdefault(TF_LOG_LEVEL_VARIABLE, QUIET_TF_LOG_LEVEL)
     try:
         sys.stderr.flush()
         saved = os.dup(2)

@@ -112,3 +112,25 @@ def test_startup_logs_requested_reads_the_verbosity_flag_and_the_variable():
     assert not startup.startup_logs_requested(["p", "--verbosity=-1"], {})
     assert startup.startup_logs_requested(["p"], {"LARQ_BNEXT_STARTUP_LOGS": "1"})
     assert not startup.startup_logs_requested(["p"], {"LARQ_BNEXT_STARTUP_LOGS": ""})
+
+
+def test_tensorflow_info_lines_are_left_out_after_the_start_unless_asked_for():
+    # The threshold the package sets when the user has not, kept when the user has, and left
+    # alone when the logs are asked for.
+    show = "import os, larq_bnext; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    assert _run(show).stdout.split()[-1] == "1"
+    assert _run(show, env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"}).stdout.split()[-1] == "0"
+    asked = _run(show, env_extra={"LARQ_BNEXT_STARTUP_LOGS": "1"})
+    assert asked.stdout.split()[-1] == "None"
+    # Its effect on real INFO lines that TensorFlow's C++ runtime writes after the start: with
+    # device placement logged, the eager executor writes "Executing op AddV2 ..." at INFO.
+    place = (
+        "import larq_bnext, tensorflow as tf\n"
+        "tf.debugging.set_log_device_placement(True)\n"
+        "print(float(tf.constant(1.0) + 1.0))\n"
+    )
+    quiet = _run(place)
+    assert quiet.stdout.split()[-1] == "2.0", quiet.stderr
+    assert "Executing op AddV2" not in quiet.stderr
+    shown = _run(place, env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert "Executing op AddV2" in shown.stderr, shown.stderr
