@@ -1,5 +1,6 @@
 """The package's layout: no import cycle between modules or subpackages, and the weights
-package builds no models (data flows size -> registry -> model -> weights)."""
+package builds no models (data flows size -> registry -> model -> weights); the notebooks are
+well-formed for their format version."""
 
 import ast
 import re
@@ -178,3 +179,21 @@ def test_the_version_is_written_once():
         text=True,
     )
     assert result.stdout.strip().splitlines()[-1] == larq_bnext.__version__
+
+
+def test_every_notebook_cell_has_the_id_its_format_requires():
+    # nbformat 4.5 requires a unique id per cell (1-64 of [a-zA-Z0-9-_]); nbmake only warns
+    # about a missing one today ("will become a hard error"), so check the files themselves.
+    import json
+
+    notebooks = sorted((PACKAGE.parent / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        notebook = json.loads(path.read_text())
+        assert (notebook["nbformat"], notebook["nbformat_minor"]) >= (4, 5), path.name
+        ids = [cell.get("id") for cell in notebook["cells"]]
+        assert all(isinstance(i, str) and re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", i) for i in ids), (
+            path.name,
+            ids,
+        )
+        assert len(set(ids)) == len(ids), path.name
