@@ -43,6 +43,10 @@ class SourceError(OSError):
         self.transient = transient
 
 
+class _RangeRefusedError(SourceError):
+    """HTTP 416: the server will not resume from the partial file's size."""
+
+
 def fetch(
     url: str,
     partial: Path,
@@ -58,9 +62,10 @@ def fetch(
     """Download ``url`` into ``partial``, resuming the bytes it already holds; return its size.
 
     What ``partial`` holds is resumed with ``Range`` when it came from the same ``origin``
-    (recorded in ``partial.json`` beside it) and restarted where the server answers the whole
-    file. A timeout, a dropped connection or a transient HTTP status (5xx, 429, 408) is retried
-    with exponential backoff; the count restarts whenever bytes arrived.
+    (recorded in ``<partial>.json`` beside it) and restarted where the server answers the whole
+    file; bytes of another origin are kept until this one answers with the file. A timeout, a
+    dropped connection or a transient HTTP status (5xx, 429, 408) is retried with exponential
+    backoff; the count restarts whenever bytes arrived.
 
     Args:
         url: the URL (``https://``, ``http://`` or ``file://``).
@@ -77,16 +82,16 @@ def fetch(
         SourceError: the URL failed; the message says how.
         OSError: writing failed (``errno.ENOSPC``: the disk is full, said by name).
     """
-    _adopt(partial, origin or url)
+    origin = origin or url
     failures = 0
     while True:
         before = _size(partial)
         try:
-            return _attempt(url, partial, magic, follow_form, timeout, description)
+            return _attempt(url, partial, origin, magic, follow_form, timeout, description)
         except SourceError as err:
             if not err.transient:
                 raise
-            failures = 1 if _size(partial) > before else failures + 1
+            failures = 1 if _size(partial) != before else failures + 1  # bytes arrived
             if failures > retries:
                 raise
             time.sleep(min(backoff * 2 ** (failures - 1), 60.0))
@@ -95,13 +100,18 @@ def fetch(
 # --------------------------------------------------------------------------------------------
 # One try
 # --------------------------------------------------------------------------------------------
-def _attempt(url, partial, magic, follow_form, timeout, description) -> int:
-    offset = _size(partial)
+def _attempt(url, partial, origin, magic, follow_form, timeout, description) -> int:
+    meta = _meta(partial)
+    same = meta.get("origin") == origin
+    offset, etag = (_size(partial), meta.get("etag")) if same else (0, None)
     ranged = not follow_form  # a confirmation page is asked for whole; only the file by range
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
     for _ in range(3):
-        etag = _meta(partial).get("etag")
-        response = _open(opener, url, offset if ranged else 0, etag, timeout)
+        try:
+            response = _open(opener, url, offset if ranged else 0, etag, timeout)
+        except _RangeRefusedError:
+            _truncate(partial)
+            raise
         with response:
             status = response.status or 200  # file:// answers have no status
             if status == 206:
@@ -112,11 +122,11 @@ def _attempt(url, partial, magic, follow_form, timeout, description) -> int:
                 return _stream(response, partial, offset, total, timeout, description)
             head = _read_head(response)
             if head.startswith(magic):
-                if offset:  # the server ignores Range (or the file changed): start again
-                    _truncate(partial)
+                # From the start: a first try, or the server ignores Range (or the file changed).
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
-                _save_meta(partial, etag=response.headers.get("ETag"), total=total)
+                etag = response.headers.get("ETag")
+                _save_meta(partial, {"origin": origin, "etag": etag, "total": total})
                 return _stream(response, partial, 0, total, timeout, description, head)
             if not _looks_html(head, response.headers.get("Content-Type", "")):
                 raise SourceError(f"not a checkpoint (its first bytes are {head[:8]!r})")
@@ -139,7 +149,7 @@ def _open(opener, url, offset, etag, timeout):
     except urllib.error.HTTPError as err:
         err.close()
         if err.code == 416:  # the partial file does not fit the file any more
-            raise SourceError("refused to resume (HTTP 416); starting again", True) from None
+            raise _RangeRefusedError("refused to resume (HTTP 416); starting again", True) from None
         reason = f"HTTP {err.code} {err.reason}"
         raise SourceError(reason, err.code in _TRANSIENT_STATUS) from None
     except urllib.error.URLError as err:
@@ -179,7 +189,8 @@ def _stream(response, partial, offset, total, timeout, description, head=b"") ->
                     try:
                         block = read(_BLOCK)
                     except TimeoutError:
-                        raise _dropped(written, total, f"no data for {timeout:g} s") from None
+                        why = f"no data for {timeout:g} s"
+                        raise _dropped(written, total, why, "timed out") from None
                     except (OSError, http.client.HTTPException) as err:
                         raise _dropped(written, total, type(err).__name__) from None
                     if not block:
@@ -199,10 +210,10 @@ def _stream(response, partial, offset, total, timeout, description, head=b"") ->
     return written
 
 
-def _dropped(written, total, why) -> SourceError:
+def _dropped(written, total, why, what="connection dropped") -> SourceError:
     return SourceError(
-        f"connection dropped after {written} of {total or '?'} bytes ({why}; the partial file "
-        "is kept and resumed)",
+        f"{what} after {written} of {total or '?'} bytes ({why}; the partial file is kept and "
+        "resumed)",
         True,
     )
 
@@ -318,16 +329,8 @@ def _meta(partial: Path) -> dict:
         return {}
 
 
-def _save_meta(partial: Path, **values) -> None:
-    meta = {**_meta(partial), **values}
+def _save_meta(partial: Path, meta: dict) -> None:
     _meta_path(partial).write_text(json.dumps(meta), encoding="utf-8")
-
-
-def _adopt(partial: Path, origin: str) -> None:
-    """Keep ``partial`` only if it came from ``origin``; record ``origin``."""
-    if _meta(partial).get("origin") != origin:
-        _truncate(partial)
-        _meta_path(partial).write_text(json.dumps({"origin": origin}), encoding="utf-8")
 
 
 def _truncate(partial: Path) -> None:

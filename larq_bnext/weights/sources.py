@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -65,11 +66,19 @@ def locked(dest: Path) -> Iterator[None]:
     Args:
         dest: the file to be written.
     """
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + ".lock"):
+    lock = FileLock(str(dest) + ".lock")
+    try:
+        lock.acquire(timeout=0.05)
+    except Timeout:
+        print(f"Waiting for another process downloading {dest} ...", file=sys.stderr)
+        lock.acquire()
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def download_first(

@@ -121,6 +121,10 @@ class _Handler(BaseHTTPRequestHandler):
     def serve_slow(self, record):
         self.serve_file(record, pause=0.02)
 
+    def serve_silent(self, record):
+        """Accepts the connection, reads the request, never answers."""
+        self.server.stop.wait(10)
+
     def serve_stall(self, record):
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.server.body)))
@@ -169,6 +173,17 @@ def test_google_drive_confirmation_page_then_the_file(host, tmp_path):
     assert _home_files(tmp_path) == [path.name, path.name + ".sha256"]
 
 
+def test_google_drive_resumes_through_a_fresh_confirmation_page(host):
+    host.routes.update({"/uc": "drive-page", "/download": "drop-once"})
+    drive = Source(host.url("/file/d/ID/view"), "google-drive")
+    assert download.download_checkpoint("tiny", sources=[drive], **FAST).read_bytes() == host.body
+    kept = len(host.body) * 6 // 10
+    # The page is asked for whole each time; only the form's URL is asked for by range.
+    assert [(r["path"], r["range"]) for r in host.log] == [
+        ("/uc", None), ("/download", None), ("/uc", None), ("/download", f"bytes={kept}-")
+    ]  # fmt: skip
+
+
 def test_confirmation_url_reads_the_form_and_the_older_link():
     page = DRIVE_PAGE.format(
         action="https://drive.usercontent.google.com/download", id="X", uuid="U"
@@ -190,12 +205,15 @@ def test_share_download(host):
 
 
 def test_every_source_failing_is_listed_with_its_answer_then_the_next_one_works(host, tmp_path):
-    host.routes.update({"/uc": "quota", "/s/login/download": "login", "/stall": "stall"})
+    host.routes.update(
+        {"/uc": "quota", "/s/login/download": "login", "/stall": "stall", "/silent": "silent"}
+    )
     failing = [
         Source(host.url("/file/d/ID/view"), "google-drive", "2023-01-14", "0f7d2e2"),
         Source(host.url("/s/login"), "share", "2023-01-08", "2ed8e41", replaced="2023-01-14"),
         Source(host.url("/s/gone"), "share", "2022-12-01", "7189a4a", replaced="2022-12-07"),
         Source(host.url("/stall")),
+        Source(host.url("/silent")),
         Source("http://127.0.0.1:9/refused"),
     ]
     started = time.monotonic()
@@ -214,15 +232,16 @@ def test_every_source_failing_is_listed_with_its_answer_then_the_next_one_works(
         '("Nextcloud")',
         f"  3. {failing[2].url} (Nextcloud/ownCloud share, published 2022-12-01 in the authors' "
         "README, commit 7189a4a, replaced 2022-12-07): HTTP 404 Not Found",
-        f"  4. {failing[3].url} (URL): connection dropped after 100 of {len(host.body)} bytes "
+        f"  4. {failing[3].url} (URL): timed out after 100 of {len(host.body)} bytes "
         "(no data for 0.5 s; the partial file is kept and resumed)",
+        f"  5. {failing[4].url} (URL): timed out (no answer within 0.5 s)",
     ]
-    assert message.splitlines()[:5] == expected
-    assert message.splitlines()[5].startswith(
-        "  5. http://127.0.0.1:9/refused (URL): unreachable ("
+    assert message.splitlines()[:6] == expected
+    assert message.splitlines()[6].startswith(
+        "  6. http://127.0.0.1:9/refused (URL): unreachable ("
     )
     assert f"put the file at {dest}" in message and "$LARQ_BNEXT_HOME" in message
-    assert len(host.requests("/stall")) == 2  # one retry
+    assert len(host.requests("/stall")) == 2 and len(host.requests("/silent")) == 2  # 1 retry
     assert not dest.exists()
 
     # The same list with a working share at its end: the download falls through to it.
@@ -237,9 +256,11 @@ def test_every_source_failing_is_listed_with_its_answer_then_the_next_one_works(
 def test_a_dropped_connection_is_resumed_with_range_across_calls(host, tmp_path):
     host.routes["/s/x/download"] = "drop-once"
     share = [Source(host.url("/s/x"), "share")]
+    gone = Source(host.url("/s/gone"), "share")  # a 404 tried next leaves the bytes alone
     with pytest.raises(OSError, match=r"connection dropped after (\d+) of (\d+) bytes") as info:
-        download.download_checkpoint("tiny", sources=share, retries=0, **FAST)
+        download.download_checkpoint("tiny", sources=[*share, gone], retries=0, **FAST)
     print(info.value)
+    assert f"  2. {gone.url} (Nextcloud/ownCloud share): HTTP 404 Not Found" in str(info.value)
     kept = int(re.search(r"after (\d+) of", str(info.value)).group(1))
     assert kept == len(host.body) * 6 // 10
     partial = tmp_path / "home" / "bnext_tiny_official.pth.tar.part"
