@@ -69,6 +69,19 @@ def test_list_models_holds_the_four_published_sizes_in_order():
         assert info.preprocessing.interpolation == "bicubic"
 
 
+def test_the_docs_table_of_sources_is_the_registry_s():
+    rows = {}
+    for line in (ROOT / "docs" / "pretrained.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0].isdigit():  # | # | host | date (`commit`) | ...
+            rows[cells[2][:10]] = (cells[2].split("`")[1], [c.strip("`") for c in cells[4:]])
+    for column, info in enumerate(registry.list_models("bnext")):
+        for source in info.sources:
+            commit, ids = rows[source.published]
+            assert commit == source.commit
+            assert source.url.rstrip("/").removesuffix("/view").endswith("/" + ids[column])
+
+
 @pytest.mark.parametrize(
     "alias, name",
     [("T", "tiny"), ("bnext_small", "small"), ("BNext-M", "middle"), ("medium", "middle"),
