@@ -120,7 +120,7 @@ def _attempt(url, partial, origin, magic, follow_form, timeout, description) -> 
                     _truncate(partial)
                     raise SourceError(f"answered bytes from {start}, not {offset}", True)
                 return _stream(response, partial, offset, total, timeout, description)
-            head = _read_head(response)
+            head = _read_head(response, timeout)
             if head.startswith(magic):
                 # From the start: a first try, or the server ignores Range (or the file changed).
                 length = response.headers.get("Content-Length")
@@ -226,11 +226,13 @@ def _content_range(value: str) -> tuple[int, int | None]:
     return int(match.group(1)), int(total) if total.isdigit() else None
 
 
-def _read_head(response, size: int = 64) -> bytes:
+def _read_head(response, timeout: float, size: int = 64) -> bytes:
     head = b""
     while len(head) < size:
         try:
             block = response.read(size - len(head))
+        except TimeoutError:
+            raise SourceError(f"timed out before the first bytes ({timeout:g} s)", True) from None
         except (OSError, http.client.HTTPException) as err:
             raise SourceError(
                 f"dropped the answer before its first bytes ({err!r})", True

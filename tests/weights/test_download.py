@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import hashlib
 import re
+import sys
 import threading
 import time
 import urllib.parse
@@ -50,6 +51,11 @@ class Host(ThreadingHTTPServer):
     def __init__(self, body: bytes):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.body, self.routes, self.log, self.stop = body, {}, [], threading.Event()
+
+    def handle_error(self, request, client_address):
+        """A client hanging up mid-answer (after a timeout, a full disk) is part of the play."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
