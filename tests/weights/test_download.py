@@ -247,7 +247,9 @@ def test_every_source_failing_is_listed_with_its_answer_then_the_next_one_works(
         "  6. http://127.0.0.1:9/refused (URL): unreachable ("
     )
     assert f"put the file at {dest}" in message and "$LARQ_BNEXT_HOME" in message
-    assert len(host.requests("/stall")) == 2 and len(host.requests("/silent")) == 2  # 1 retry
+    # One retry each. (Not counted on /silent: a loaded machine may let the client's 0.5 s run
+    # out before the server's thread has read the request; /stall answers, so it has read it.)
+    assert len(host.requests("/stall")) == 2
     assert not dest.exists()
 
     # The same list with a working share at its end: the download falls through to it.
