@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import hashlib
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -52,7 +53,8 @@ class Host(ThreadingHTTPServer):
 
     def __init__(self, body: bytes):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.body, self.routes, self.log, self.stop = body, {}, [], threading.Event()
+        self.body, self.routes, self.log = body, {}, []
+        self.stop, self.gate = threading.Event(), threading.Event()
 
     def handle_error(self, request, client_address):
         """A client hanging up mid-answer (after a timeout, a full disk) is part of the play."""
@@ -99,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
         action = self.server.url("/download")
         self._page(DRIVE_PAGE.format(action=action, id=record["query"]["id"][0], uuid="u-42"))
 
-    def serve_file(self, record, ranges=True, drop_at=None, pause=0.0):
+    def serve_file(self, record, ranges=True, drop_at=None, pause=0.0, gate_at=None):
         body = self.server.body
         match = re.fullmatch(r"bytes=(\d+)-", record["range"] or "")
         start = int(match.group(1)) if match and ranges else 0
@@ -115,6 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
         for i in range(start, end, 16384):
             self.wfile.write(body[i : min(i + 16384, end)])
             time.sleep(pause)
+            if gate_at is not None and i >= gate_at:
+                self.wfile.flush()
+                self.server.gate.wait(30)
         record["sent"] = end - start
 
     def serve_no_range(self, record):
@@ -125,6 +130,10 @@ class _Handler(BaseHTTPRequestHandler):
         first = len(self.server.requests(record["path"])) == 1
         self.serve_file(record, drop_at=len(self.server.body) * 6 // 10 if first else None)
         self.close_connection = True
+
+    def serve_gated(self, record):
+        """Stops at 60 % until the test opens the gate."""
+        self.serve_file(record, gate_at=len(self.server.body) * 6 // 10)
 
     def serve_slow(self, record):
         self.serve_file(record, pause=0.02)
@@ -152,6 +161,7 @@ def host(tmp_path, monkeypatch):
     thread.start()
     yield server
     server.stop.set()
+    server.gate.set()
     server.shutdown()
     server.server_close()
 
@@ -325,6 +335,45 @@ def test_two_downloads_of_one_file_at_once(host, tmp_path):
     assert results[0].read_bytes() == host.body
     assert len(host.requests("/s/x/download")) == 1  # the second waited, then used the file
     assert _home_files(tmp_path) == [results[0].name, results[0].name + ".sha256"]
+
+
+#: A process that downloads with only the download modules imported (no TensorFlow: fast).
+CHILD = """
+import sys, types
+for name in ("larq_bnext", "larq_bnext.weights"):
+    module = types.ModuleType(name)
+    module.__path__ = [sys.argv[1] + "/" + name.replace(".", "/")]
+    sys.modules[name] = module
+from larq_bnext.registry import Source
+from larq_bnext.weights import download
+print(download.download_checkpoint("tiny", sources=[Source(sys.argv[2], "share")], timeout=10))
+"""
+
+
+def test_two_processes_downloading_one_file(host, tmp_path):
+    host.routes["/s/x/download"] = "gated"
+    root = str(Path(larq_bnext.__file__).parents[1])
+    logs = [tmp_path / f"stderr{i}.txt" for i in range(2)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, root, host.url("/s/x")],
+            stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+        )
+        for log in logs
+    ]  # fmt: skip
+    # The download cannot finish before the gate opens: the other process must come to wait.
+    deadline = time.monotonic() + 60
+    while not any("Waiting for another process" in log.read_text() for log in logs):
+        assert time.monotonic() < deadline, [log.read_text()[-2000:] for log in logs]
+        time.sleep(0.05)
+    host.gate.set()
+    printed = [child.communicate(timeout=60)[0].strip() for child in children]
+    assert [child.returncode for child in children] == [0, 0], [log.read_text() for log in logs]
+    dest = tmp_path / "home" / "bnext_tiny_official.pth.tar"
+    assert printed == [str(dest), str(dest)]
+    assert dest.read_bytes() == host.body
+    assert len(host.requests("/s/x/download")) == 1
+    assert _home_files(tmp_path) == [dest.name, dest.name + ".sha256"]
 
 
 def test_a_full_disk_says_so_and_keeps_nothing_half_written(host, tmp_path):
