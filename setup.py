@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "numpy<2",
     "pillow>=9",
     "tqdm>=4",
+    "filelock>=3.12",  # one process at a time downloads a checkpoint (larq_bnext.weights.sources)
     "scikit-learn>=1.2",  # ships the embedded default dataset (handwritten digits)
 ]
 

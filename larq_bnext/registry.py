@@ -2,7 +2,8 @@
 
 One frozen :class:`ModelInfo` per model of the original repository holds its names, its
 architecture (stage channels and the constants of its binary blocks, :class:`Architecture`), its
-published ImageNet top-1, where its official checkpoint lives (and its checksum, when known), how
+published ImageNet top-1, every place its official checkpoint was published (:class:`Source`,
+newest first) and its checksum when known, how
 it wants its input (:class:`Preprocessing`) and the training recipe it was published with
 (:class:`Recipe`). :func:`resolve_model` is the one way from a name to its entry (see the
 examples below).
@@ -37,6 +38,7 @@ __all__ = [
     "Architecture",
     "Preprocessing",
     "Recipe",
+    "Source",
     "ModelInfo",
     "BNEXT_ARCHITECTURE",
     "IMAGENET_PREPROCESSING",
@@ -146,6 +148,49 @@ RECIPE = Recipe(("efficientnet_b0",), "efficientnet_b2")
 
 
 @dataclasses.dataclass(frozen=True)
+class Source:
+    """One place where the authors published a checkpoint: a link of their README.
+
+    Args:
+        url: the link as the README gave it: a Google Drive file page
+            (``https://drive.google.com/file/d/<id>/view``), a Nextcloud or ownCloud public share
+            (``https://<host>/s/<token>``), or (``kind="url"``) the file itself.
+        kind: ``"google-drive"``, ``"share"`` (Nextcloud/ownCloud: the file is at
+            ``url + "/download"``) or ``"url"``.
+        published: the date of the README commit that published the link (``None``: not one
+            of the authors' links, e.g. a lab's mirror).
+        commit: that commit of github.com/hpi-xnor/BNext.
+        replaced: the date a later README commit replaced the link (``None``: still current).
+    """
+
+    url: str
+    kind: str = "url"
+    published: str | None = None
+    commit: str | None = None
+    replaced: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("google-drive", "share", "url"):
+            raise ValueError(
+                f"Source kind {self.kind!r} is not one of 'google-drive', 'share', 'url'."
+            )
+
+
+def _sources(drive: str, nextcloud: str, nextcloud_2022: str, owncloud: str) -> tuple[Source, ...]:
+    """The four links of one checkpoint in the history of the authors' README, newest first."""
+    return (
+        Source(f"https://drive.google.com/file/d/{drive}/view", "google-drive",
+               "2023-01-14", "0f7d2e2"),
+        Source(f"https://nextcloud.hpi.de/s/{nextcloud}", "share",
+               "2023-01-08", "2ed8e41", replaced="2023-01-14"),
+        Source(f"https://nextcloud.hpi.de/s/{nextcloud_2022}", "share",
+               "2022-12-07", "ab5a175", replaced="2023-01-08"),
+        Source(f"https://owncloud.hpi.de/s/{owncloud}", "share",
+               "2022-12-01", "7189a4a", replaced="2022-12-07"),
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """One model of the original repository: a published BNext size, or BNext-18.
 
@@ -156,13 +201,12 @@ class ModelInfo:
         aliases: other accepted spellings, lower case.
         stage_channels: channels of the stem followed by those of each block.
         top1: published ImageNet top-1 accuracy (%); ``None`` where none is published.
-        share: the ownCloud share of the official checkpoint (from the BNext README);
-            ``None`` where no checkpoint is published.
+        sources: every published link of the official checkpoint, the authors' current one
+            first (a download tries them in order); empty where no checkpoint is published.
         recipe: the training recipe (the published one; BNext-18 has none and takes
             BNext-T's).
         sha256: checksum of the official checkpoint, checked after a download (``None``: the
             authors publish none).
-        download_url: where to download the checkpoint, when not ``share + "/download"``.
         preprocessing: how the model wants its input.
         architecture: the constants of its binary blocks.
         family: ``"bnext"`` (BNext-T/S/M/L, built by :func:`larq_bnext.BNext` from
@@ -175,10 +219,9 @@ class ModelInfo:
     aliases: tuple[str, ...]
     stage_channels: tuple[int, ...]
     top1: float | None
-    share: str | None
+    sources: tuple[Source, ...]
     recipe: Recipe = RECIPE
     sha256: str | None = None
-    download_url: str | None = None
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING
     architecture: Architecture = BNEXT_ARCHITECTURE
     family: str = "bnext"
@@ -186,7 +229,7 @@ class ModelInfo:
     @property
     def published(self) -> bool:
         """Whether an official ImageNet checkpoint (and its top-1) is published."""
-        return self.share is not None or self.download_url is not None
+        return bool(self.sources)
 
     @property
     def display_name(self) -> str:
@@ -207,19 +250,17 @@ class ModelInfo:
 
     @property
     def url(self) -> str:
-        """Direct download URL of the official checkpoint (share + ``/download``).
+        """The authors' current link to the official checkpoint (the first source's).
 
         Raises:
             ValueError: where no checkpoint is published (BNext-18).
         """
-        if self.download_url:
-            return self.download_url
-        if self.share is None:
+        if not self.sources:
             raise ValueError(
                 f"No official ImageNet checkpoint of {self.display_name} is published; "
                 "train one (python -m larq_bnext.train) or load your own with weights=PATH."
             )
-        return self.share + "/download"
+        return self.sources[0].url
 
 
 def _stages(*stages: tuple[int, int]) -> tuple[int, ...]:
@@ -233,23 +274,31 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             "tiny", "T", ("t", "bnext-t", "bnextt"),
             _stages((32, 1), (64, 1), (128, 2), (256, 2), (512, 6), (1024, 2)),
-            72.4, "https://owncloud.hpi.de/s/jKjwDk35vVRPQN0",
+            72.4,
+            _sources("1CJ0XOEhoHuNe-tDYJaAOd1j4YyNXuyas", "SZ6sYnyKEptMqRs",
+                     "zQCkteDoMbAeS25", "jKjwDk35vVRPQN0"),
         ),
         ModelInfo(
             "small", "S", ("s", "bnext-s", "bnexts"),
             _stages((48, 1), (96, 1), (192, 2), (384, 2), (768, 6), (1536, 2)),
-            76.1, "https://owncloud.hpi.de/s/bHLM7lqfzm58kIW",
+            76.1,
+            _sources("1NcVM5Qb1K9Oq_sjEA1lGtp7kVbsfTLsa", "nDpxpgmt7T4g8N9",
+                     "tCk25K3xdKCELNK", "bHLM7lqfzm58kIW"),
         ),
         ModelInfo(
             "middle", "M", ("medium", "m", "bnext_medium", "bnext-m", "bnextm"),
             _stages((48, 1), (96, 1), (192, 4), (384, 4), (768, 8), (1536, 4)),
-            78.3, "https://owncloud.hpi.de/s/jU5m9v4ADsJKZsa",
+            78.3,
+            _sources("1xyKnA6SsG4ZpguNQQrB6Yz-J5dzXYfKE", "skBPSk4ADt8T4FK",
+                     "Wmq82dw5GMBzW4g", "jU5m9v4ADsJKZsa"),
             Recipe(("efficientnet_b0", "efficientnet_b2"), "efficientnet_b4"),
         ),
         ModelInfo(
             "large", "L", ("l", "bnext-l", "bnextl"),
             _stages((64, 1), (128, 1), (256, 4), (512, 4), (1024, 16), (2048, 4)),
-            80.57, "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz",
+            80.57,
+            _sources("1XGKcX2Zl_fIU9wPBDjTTxstOBfwQH8xc", "Ggg4oet9ij6AzzG",
+                     "AA3eb7L38myLjtw", "zQHrlxiQ6XbjCbz"),
             Recipe(("efficientnet_b0", "efficientnet_b4", "convnext_tiny"), "convnext_tiny",
                    batch_size=128),
         ),
@@ -259,7 +308,7 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             "bnext18", "18", ("bnext_18",),
             _stages((64, 1), (64, 2), (128, 2), (256, 2), (512, 2)),
-            None, None, architecture=Architecture(sign_threshold=1e-5), family="bnext18",
+            None, (), architecture=Architecture(sign_threshold=1e-5), family="bnext18",
         ),
     )
 }  # fmt: skip

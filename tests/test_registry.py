@@ -11,13 +11,41 @@ from larq_bnext import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Independent expectations: the BNext paper's Table (top-1) and the authors' README (shares).
+# Independent expectations: the BNext paper's Table (top-1) and the history of the authors'
+# README (git log -p -- README.md of github.com/hpi-xnor/BNext): its links, newest first.
 PUBLISHED = {
-    "tiny": (72.4, "https://owncloud.hpi.de/s/jKjwDk35vVRPQN0"),
-    "small": (76.1, "https://owncloud.hpi.de/s/bHLM7lqfzm58kIW"),
-    "middle": (78.3, "https://owncloud.hpi.de/s/jU5m9v4ADsJKZsa"),
-    "large": (80.57, "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz"),
-}
+    "tiny": (72.4, [
+        "https://drive.google.com/file/d/1CJ0XOEhoHuNe-tDYJaAOd1j4YyNXuyas/view",
+        "https://nextcloud.hpi.de/s/SZ6sYnyKEptMqRs",
+        "https://nextcloud.hpi.de/s/zQCkteDoMbAeS25",
+        "https://owncloud.hpi.de/s/jKjwDk35vVRPQN0",
+    ]),
+    "small": (76.1, [
+        "https://drive.google.com/file/d/1NcVM5Qb1K9Oq_sjEA1lGtp7kVbsfTLsa/view",
+        "https://nextcloud.hpi.de/s/nDpxpgmt7T4g8N9",
+        "https://nextcloud.hpi.de/s/tCk25K3xdKCELNK",
+        "https://owncloud.hpi.de/s/bHLM7lqfzm58kIW",
+    ]),
+    "middle": (78.3, [
+        "https://drive.google.com/file/d/1xyKnA6SsG4ZpguNQQrB6Yz-J5dzXYfKE/view",
+        "https://nextcloud.hpi.de/s/skBPSk4ADt8T4FK",
+        "https://nextcloud.hpi.de/s/Wmq82dw5GMBzW4g",
+        "https://owncloud.hpi.de/s/jU5m9v4ADsJKZsa",
+    ]),
+    "large": (80.57, [
+        "https://drive.google.com/file/d/1XGKcX2Zl_fIU9wPBDjTTxstOBfwQH8xc/view",
+        "https://nextcloud.hpi.de/s/Ggg4oet9ij6AzzG",
+        "https://nextcloud.hpi.de/s/AA3eb7L38myLjtw",
+        "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz",
+    ]),
+}  # fmt: skip
+#: (kind, README commit, date it appeared, date it was replaced) of each link, in that order.
+PUBLICATIONS = [
+    ("google-drive", "0f7d2e2", "2023-01-14", None),
+    ("share", "2ed8e41", "2023-01-08", "2023-01-14"),
+    ("share", "ab5a175", "2022-12-07", "2023-01-08"),
+    ("share", "7189a4a", "2022-12-01", "2022-12-07"),
+]
 
 
 def test_list_models_holds_the_four_published_sizes_in_order():
@@ -31,12 +59,27 @@ def test_list_models_holds_the_four_published_sizes_in_order():
     ]
     assert larq_bnext.list_models() == registry.list_models()
     for info in registry.list_models("bnext"):
-        top1, share = PUBLISHED[info.name]
+        top1, links = PUBLISHED[info.name]
         assert info.top1 == top1
-        assert info.url == share + "/download"
+        assert [s.url for s in info.sources] == links
+        assert [(s.kind, s.commit, s.published, s.replaced) for s in info.sources] == PUBLICATIONS
+        assert info.url == links[0]  # the authors' current link
         assert info.sha256 is None
         assert info.preprocessing.crop_fraction == 0.95
         assert info.preprocessing.interpolation == "bicubic"
+
+
+def test_the_docs_table_of_sources_is_the_registry_s():
+    rows = {}
+    for line in (ROOT / "docs" / "pretrained.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0].isdigit():  # | # | host | date (`commit`) | ...
+            rows[cells[2][:10]] = (cells[2].split("`")[1], [c.strip("`") for c in cells[4:]])
+    for column, info in enumerate(registry.list_models("bnext")):
+        for source in info.sources:
+            commit, ids = rows[source.published]
+            assert commit == source.commit
+            assert source.url.rstrip("/").removesuffix("/view").endswith("/" + ids[column])
 
 
 @pytest.mark.parametrize(
@@ -139,6 +182,8 @@ def test_preprocessing_constants_come_from_the_registry():
 # The registry is the only place where a model's facts are written
 # ----------------------------------------------------------------------------------------------
 PACKAGE = ROOT / "larq_bnext"
+#: Hosts of the published checkpoints: their links are written only in the registry.
+CHECKPOINT_HOSTS = ("owncloud.hpi.de", "nextcloud.hpi.de", "drive.google.com")
 #: Numbers that are facts of a model or of its recipe (written only in larq_bnext/registry.py).
 FACT_NUMBERS = {
     1e-7: "the sign threshold of BNext-T/S/M/L, the recipe's minimum learning rate",
@@ -210,7 +255,7 @@ def fact_literals(source: str, architecture: bool = True) -> list[tuple[int, str
             elif isinstance(value, str) and id(node) not in exempt:
                 if value.strip().lower() in spellings:
                     found.append((node.lineno, f"the model name {value!r}"))
-                elif "owncloud.hpi.de" in value:
+                elif any(host in value for host in CHECKPOINT_HOSTS):
                     found.append((node.lineno, "a checkpoint URL"))
                 elif value == registry.IMAGENET_PREPROCESSING.interpolation:
                     found.append((node.lineno, "the interpolation"))
@@ -239,9 +284,10 @@ def test_the_fact_finder_finds_each_kind_of_fact():
         'THRESHOLD = 1e-7\nfill = x // 8\nname = "bnext_tiny"\nshown = f"BNext-{letter}"\n'
         "STAGES = ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))\n"
         'URL = "https://owncloud.hpi.de/s/x"\nmethod = "bicubic"\n'
+        'DRIVE = "https://drive.google.com/file/d/x/view"\n'
         '"""A docstring may say 1e-7, bnext_tiny and bicubic."""\nok = method == "bicubic"\n'
     )
-    assert [line for line, _ in fact_literals(source)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [line for line, _ in fact_literals(source)] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_facts_of_a_model_are_written_only_in_the_registry():

@@ -20,6 +20,7 @@ import os
 import tensorflow as tf
 
 from larq_bnext.registry import ModelInfo, list_models
+from larq_bnext.weights.loading import URL_SCHEMES
 
 __all__ = ["POOLINGS", "check_arguments", "model_input"]
 
@@ -45,7 +46,7 @@ def check_arguments(
     """Refuse builder arguments that cannot work, with what to do instead.
 
     Args:
-        weights: ``None``, ``"imagenet"`` or the path of a weights file.
+        weights: ``None``, ``"imagenet"``, or the path or ``https://`` URL of a weights file.
         model: the registry entry of the model being built (``None``: a custom width).
         include_top: whether the model gets its classifier.
         num_classes: classifier size.
@@ -77,10 +78,10 @@ def check_arguments(
                 f"weights='imagenet' with include_top=True has 1000 classes, not {num_classes}. "
                 "Use include_top=False and add your own classifier, or num_classes=1000."
             )
-    elif not os.path.exists(weights):
+    elif not os.path.exists(weights) and not str(weights).startswith(URL_SCHEMES):
         raise ValueError(
-            f"weights={str(weights)!r} is neither None, 'imagenet' nor an existing file. "
-            "Check the path."
+            f"weights={str(weights)!r} is neither None, 'imagenet', an existing file nor an "
+            "https:// or http:// URL. Check the path."
         )
 
 

@@ -85,7 +85,8 @@ def BNext(
             ``None`` entries for a variable size.
         input_tensor: optional Keras tensor (output of ``tf.keras.Input``) to build on.
         weights: ``None`` (random initialisation), ``"imagenet"`` (the official checkpoint of
-            ``size``) or the path of an official PyTorch checkpoint or of Keras weights.
+            ``size``), or the path or ``https://`` URL (downloaded once) of an official PyTorch
+            checkpoint or of Keras weights.
         include_top: whether to add the global pooling and dense classifier.
         num_classes: number of classes of the classifier (with ``include_top``).
         pooling: with ``include_top=False``: ``None`` (4-D feature map), ``"avg"`` or ``"max"``.
@@ -165,8 +166,8 @@ def apply_weights(model: tf.keras.Model, weights, size: str | None = None) -> No
 
     Args:
         model: a BNext Keras model.
-        weights: ``"imagenet"``, or the path of an official PyTorch checkpoint or of Keras
-            HDF5 weights (see :func:`larq_bnext.weights.load_weights`).
+        weights: ``"imagenet"``, or the path or ``https://`` URL of an official PyTorch
+            checkpoint or of Keras HDF5 weights (see :func:`larq_bnext.weights.load_weights`).
         size: the published size of the model (required for ``"imagenet"``).
     """
     info = None if size is None else resolve_model(size, family="bnext")
@@ -199,7 +200,8 @@ def _sized(letter: str):
     Args:
         input_shape: ``(height, width, channels)``, default ``(224, 224, 3)``.
         input_tensor: optional Keras tensor to build the model on.
-        weights: ``None``, ``"imagenet"`` (the official {info.display_name} checkpoint) or a path.
+        weights: ``None``, ``"imagenet"`` (the official {info.display_name} checkpoint), a path
+            or a URL.
         include_top: whether to add the pooling and dense classifier.
         num_classes: classifier size (1000 with ImageNet weights and a top).
         pooling: ``None``, ``"avg"`` or ``"max"`` when ``include_top=False``.

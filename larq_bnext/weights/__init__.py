@@ -10,6 +10,8 @@ Nothing here builds a model (this package does not import :mod:`larq_bnext.model
 * :mod:`~larq_bnext.weights.mapping`: official key -> Keras weight, and loading a state dict;
 * :mod:`~larq_bnext.weights.bnext18`: the same for BNext-18;
 * :mod:`~larq_bnext.weights.download`: download, validation and the cache;
+* :mod:`~larq_bnext.weights.sources`: each source's URL, tried in order under a lock;
+* :mod:`~larq_bnext.weights.http`: resumable, retried downloads of one URL;
 * :mod:`~larq_bnext.weights.loading`: ``weights="imagenet"``, checkpoint or HDF5 files: the one
   loader of every builder.
 """
@@ -19,6 +21,7 @@ from larq_bnext.weights.download import (
     checkpoint_path,
     converted_weights_path,
     download_checkpoint,
+    download_url,
     sha256,
     validate_checkpoint,
 )

@@ -1,34 +1,34 @@
-"""Download, validate and cache the official BNext checkpoints.
+"""Download, validate and cache the official BNext checkpoints, and weights given by URL.
 
 Files, in ``$LARQ_BNEXT_HOME`` or else ``~/.keras/models/larq_bnext/``:
-
-* ``bnext_<size>_official.pth.tar``: the downloaded checkpoint, with ``.sha256`` next to it (what
-  was downloaded; where the registry knows the checkpoint's checksum,
-  :attr:`larq_bnext.registry.ModelInfo.sha256`, a download that differs is refused);
-* ``bnext_<size>_imagenet.h5``: the converted Keras weights (``model.save_weights`` HDF5 format).
-
-The URLs come from :mod:`larq_bnext.registry`. Downloads go to a partial file that is renamed
-into place only once complete and valid.
+``bnext_<size>_official.pth.tar`` (with its ``.sha256``), ``bnext_<size>_imagenet.h5`` (the
+converted Keras weights) and ``urls/`` (files of ``weights="https://..."``). The sources come
+from :mod:`larq_bnext.registry`; see docs/pretrained.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import sys
-import urllib.error
-import urllib.request
+import urllib.parse
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from larq_bnext.registry import ModelInfo, resolve_model
+from larq_bnext.registry import ModelInfo, Source, resolve_model
+from larq_bnext.weights.http import CHECKPOINT_MAGIC, discard
 from larq_bnext.weights.pytorch_reader import (
     CheckpointError,
     TorchCheckpoint,
 )
+from larq_bnext.weights.sources import download_first, locked
 from larq_bnext.weights.spec import detect_size
+
+#: First bytes of an HDF5 file (Keras ``.h5`` weights).
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 __all__ = [
     "cache_dir",
@@ -36,6 +36,7 @@ __all__ = [
     "converted_weights_path",
     "validate_checkpoint",
     "download_checkpoint",
+    "download_url",
     "sha256",
 ]
 
@@ -123,99 +124,139 @@ def _published(size: str) -> ModelInfo:
     return resolve_model(size, family="bnext")
 
 
-def _offline_message(info: ModelInfo, url: str, dest: Path, reason) -> str:
+def _offline_message(info: ModelInfo, dest: Path) -> str:
     return (
-        f"Could not download the official {info.display_name} checkpoint from {url} "
-        f"({reason}). Without internet access here, download {url} elsewhere (it is the "
-        f"authors' PyTorch checkpoint, shared at {info.share}) and put the file at "
-        f"{dest}; it will be checked and converted from there. (Set ${_ENV_HOME} to use "
-        "another directory.)"
+        f"Without internet access here, download one of these elsewhere (a browser works; it "
+        f"is the authors' PyTorch checkpoint) and put the file at {dest}; it will be checked "
+        f"and converted from there. (Set ${_ENV_HOME} to use another directory; "
+        "docs/pretrained.md explains mirrors.)"
     )
 
 
-def _download(url: str, dest: Path, description: str) -> str:
-    """Stream ``url`` into ``dest`` with a progress bar; return the SHA-256 of the bytes."""
-    from tqdm.auto import tqdm
-
-    request = urllib.request.Request(url, headers={"User-Agent": "larq_bnext"})
-    digest = hashlib.sha256()
-    with urllib.request.urlopen(request, timeout=60) as response, open(dest, "wb") as out:
-        total = response.headers.get("Content-Length")
-        with tqdm(
-            total=int(total) if total else None,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=description,
-            file=sys.stderr,
-        ) as bar:
-            while block := response.read(1 << 20):
-                out.write(block)
-                digest.update(block)
-                bar.update(len(block))
-    return digest.hexdigest()
+def _usable(dest: Path, size: str) -> bool:
+    """Whether ``dest`` is a checkpoint of ``size`` (removing it, with a warning, if not)."""
+    if not dest.exists():
+        return False
+    try:
+        validate_checkpoint(dest, size, read_data=False)
+    except CheckpointError as err:
+        warnings.warn(
+            f"Removing the unusable cached checkpoint {dest} ({err}); downloading it again.",
+            stacklevel=3,
+        )
+        dest.unlink()
+        return False
+    if not Path(str(dest) + ".sha256").exists():
+        with contextlib.suppress(OSError):  # a read-only mirror of the cache
+            _write_sha256(dest, sha256(dest))
+    return True
 
 
-def download_checkpoint(size: str, force: bool = False) -> Path:
+def download_checkpoint(
+    size: str,
+    force: bool = False,
+    sources: Sequence[Source] | None = None,
+    *,
+    timeout: float = 30.0,
+    retries: int = 5,
+    backoff: float = 1.0,
+) -> Path:
     """Make sure the official checkpoint of ``size`` is on disk and valid; return its path.
 
-    An existing file is checked (structure and shapes) and used. Otherwise the file is
-    downloaded to a temporary name, its SHA-256 compared with the registry's
-    (:attr:`larq_bnext.registry.ModelInfo.sha256`, where known), validated completely (a
-    readable zip holding the expected state dict, every tensor readable and finite), its
-    SHA-256 written next to it, and only then renamed into place. A failed, corrupt or
-    different download is removed and reported.
+    An existing file is checked (structure and shapes) and used. Otherwise the sources are tried
+    in order (:func:`larq_bnext.weights.sources.download_first`: resumable, retried, one process
+    at a time); the file is validated completely (a readable zip holding the expected state
+    dict, every tensor readable and finite, the registry's SHA-256 where known), its SHA-256
+    written next to it, and only then renamed into place. A complete file that fails the checks
+    is removed and the next source tried.
 
     Args:
         size: a size name or alias.
         force: download again even if a valid file exists.
+        sources: where to download from; ``None``: the registry's
+            (:attr:`larq_bnext.registry.ModelInfo.sources`, the authors' current link first).
+        timeout: seconds to wait for a connection and for each read.
+        retries: further tries of a source after a transient failure without progress.
+        backoff: seconds before the first retry, doubled each time.
 
     Raises:
-        OSError: the download failed (offline); the message names the URL and the path.
-        CheckpointError: the downloaded file is not a valid checkpoint of that size, or not
-            the one whose checksum the registry holds.
+        OSError: every source failed; the message lists each source and its answer, and where
+            to put the file by hand. ``errno.ENOSPC``: the disk is full.
+        CheckpointError: every source failed, one with a file that is not a valid checkpoint
+            of that size, or not the one whose checksum the registry holds.
     """
     info = _published(size)
-    size = info.name
-    dest = checkpoint_path(size)
-    url = info.url
-    if dest.exists() and not force:
-        try:
-            validate_checkpoint(dest, size, read_data=False)
-        except CheckpointError as err:
-            warnings.warn(
-                f"Removing the unusable cached checkpoint {dest} ({err}); downloading it again.",
-                stacklevel=2,
-            )
-            dest.unlink()
-        else:
-            if not Path(str(dest) + ".sha256").exists():
-                _write_sha256(dest, sha256(dest))
+    dest = checkpoint_path(info.name)
+    if not force and _usable(dest, info.name):
+        return dest
+    with locked(dest):
+        # Another process may have downloaded it while this one waited for the lock.
+        if not force and _usable(dest, info.name):
             return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f"{dest.name}.part{os.getpid()}")
-    try:
-        try:
-            digest = _download(url, partial, info.display_name)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            raise OSError(_offline_message(info, url, dest, err)) from err
-        if info.sha256 is not None and digest != info.sha256.lower():
-            raise CheckpointError(
-                f"The file downloaded from {url} has SHA-256 {digest}, not the published "
-                f"{info.sha256} of the official {info.display_name} checkpoint, and was "
-                f"removed. Try again later, or download it by hand and put it at {dest}."
-            )
-        try:
-            validate_checkpoint(partial, size, read_data=True)
-        except CheckpointError as err:
-            raise CheckpointError(
-                f"The file downloaded from {url} is not a valid {info.display_name} "
-                f"checkpoint and was removed ({err}). Try again later, or download it by hand "
-                f"and put it at {dest}."
-            ) from err
-        _write_sha256(dest, digest)
+
+        def check(path: Path) -> None:
+            digest = sha256(path)
+            if info.sha256 is not None and digest != info.sha256.lower():
+                raise CheckpointError(
+                    f"it has SHA-256 {digest}, not the published {info.sha256} of the official "
+                    f"{info.display_name} checkpoint"
+                )
+            validate_checkpoint(path, info.name, read_data=True)
+
+        partial = dest.with_name(dest.name + ".part")
+        download_first(
+            info.sources if sources is None else sources,
+            partial,
+            what=f"the official {info.display_name} checkpoint",
+            offline=_offline_message(info, dest),
+            check=check,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+        )
+        _write_sha256(dest, sha256(partial))
         os.replace(partial, dest)
-    finally:
-        if partial.exists():
-            partial.unlink()
+        discard(partial)
+    return dest
+
+
+def download_url(
+    url: str, *, timeout: float = 30.0, retries: int = 5, backoff: float = 1.0
+) -> Path:
+    """Download the weights file at ``url`` once into the cache; return its path.
+
+    For ``weights="https://..."``: a lab's mirror of an official checkpoint or of converted
+    Keras ``.h5`` weights. The file is kept under ``<cache>/urls/`` and reused on later calls.
+
+    Args:
+        url: an ``https://`` or ``http://`` URL of a PyTorch checkpoint or Keras HDF5 file.
+        timeout: seconds to wait for a connection and for each read.
+        retries: further tries after a transient failure without progress.
+        backoff: seconds before the first retry, doubled each time.
+
+    Raises:
+        OSError: the download failed (the message says what the server answered and where to
+            put the file by hand).
+    """
+    name = os.path.basename(urllib.parse.urlsplit(url).path) or "weights"
+    key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
+    dest = cache_dir() / "urls" / f"{key}-{name}"
+    if dest.exists():
+        return dest
+    with locked(dest):
+        if dest.exists():
+            return dest
+        partial = dest.with_name(dest.name + ".part")
+        download_first(
+            [Source(url)],
+            partial,
+            what=f"the weights at {url}",
+            offline=f"Download it elsewhere and pass its path as weights=, or put it at {dest}.",
+            magic=(*CHECKPOINT_MAGIC, HDF5_MAGIC),
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+        )
+        os.replace(partial, dest)
+        discard(partial)
     return dest

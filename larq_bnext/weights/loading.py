@@ -21,7 +21,12 @@ import tensorflow as tf
 
 from larq_bnext.registry import ModelInfo, resolve_model
 from larq_bnext.weights.bnext18 import load_bnext18_state_dict
-from larq_bnext.weights.download import converted_weights_path, download_checkpoint
+from larq_bnext.weights.download import (
+    HDF5_MAGIC,
+    converted_weights_path,
+    download_checkpoint,
+    download_url,
+)
 from larq_bnext.weights.mapping import keras_weight_map, load_official_checkpoint
 from larq_bnext.weights.matching import ConversionReport, Target, WeightsMismatchError
 from larq_bnext.weights.pytorch_reader import ZIP_MAGIC, TorchCheckpoint
@@ -29,6 +34,7 @@ from larq_bnext.weights.spec import published_keys
 
 __all__ = [
     "HDF5_MAGIC",
+    "URL_SCHEMES",
     "load_keras_weights",
     "load_weights",
     "floatx",
@@ -36,8 +42,8 @@ __all__ = [
 ]
 
 
-#: First bytes of an HDF5 file (Keras ``.h5`` weights).
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: ``weights=`` values that start so are downloaded (once) before loading.
+URL_SCHEMES = ("https://", "http://")
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,9 +223,9 @@ def load_weights(
     Args:
         model: the Keras model.
         weights: ``"imagenet"`` (the official checkpoint of ``info``: downloaded, converted and
-            cached on first use), or the path of a PyTorch checkpoint of the original code (a
-            zip file from ``torch.save``) or of Keras HDF5 weights (told apart by their first
-            bytes).
+            cached on first use), or the path or ``https://``/``http://`` URL (downloaded once
+            into the cache) of a PyTorch checkpoint of the original code (a zip file from
+            ``torch.save``) or of Keras HDF5 weights (told apart by their first bytes).
         info: the registry model ``model`` is (an entry or any name of
             :func:`larq_bnext.registry.resolve_model`); ``None`` for a BNext of custom width.
             Required for ``"imagenet"``; picks BNext-18's checkpoint layout for its family.
@@ -234,7 +240,8 @@ def load_weights(
     Raises:
         ValueError: ``"imagenet"`` without a published model, or a file of neither kind.
         WeightsMismatchError: the weights do not fit the model.
-        OSError: the download failed (the message says which URL to fetch and where to put it).
+        OSError: the download failed (the message lists the sources tried, what each answered,
+            and where to put the file by hand).
         larq_bnext.weights.pytorch_reader.CheckpointError: a corrupt, truncated or unsafe
             checkpoint.
     """
@@ -249,6 +256,8 @@ def load_weights(
         _ = info.url  # raises where no checkpoint is published
         _load_imagenet(model, info.name, full_model)
         return None
+    if isinstance(weights, str) and weights.startswith(URL_SCHEMES):
+        weights = download_url(weights)
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise ValueError(f"weights={path!r}: no such file.")

@@ -77,9 +77,10 @@ def _narrow(monkeypatch) -> None:
 
 
 def _serve(monkeypatch, url: str, size: str = "tiny") -> None:
-    """Make the registry point the official checkpoint of ``size`` at ``url``."""
+    """Make the registry's one source of the official checkpoint of ``size`` ``url``."""
     info = registry.resolve_model(size)
-    monkeypatch.setitem(registry.MODELS, info.name, dataclasses.replace(info, download_url=url))
+    sources = (registry.Source(url),)
+    monkeypatch.setitem(registry.MODELS, info.name, dataclasses.replace(info, sources=sources))
 
 
 def _reference(channels, seed=0, hw=32, num_classes=1000, **kwargs):
@@ -474,7 +475,7 @@ def test_imagenet_downloads_converts_once_and_reuses(narrow_tiny, monkeypatch):
     ref, source, home = narrow_tiny
     _serve(monkeypatch, source.as_uri())
     calls = {"download": 0, "convert": 0}
-    download_fn, convert_fn = download._download, loading.load_official_checkpoint
+    download_fn, convert_fn = download.download_first, loading.load_official_checkpoint
 
     def counting_download(*args, **kwargs):
         calls["download"] += 1
@@ -484,7 +485,7 @@ def test_imagenet_downloads_converts_once_and_reuses(narrow_tiny, monkeypatch):
         calls["convert"] += 1
         return convert_fn(*args, **kwargs)
 
-    monkeypatch.setattr(download, "_download", counting_download)
+    monkeypatch.setattr(download, "download_first", counting_download)
     monkeypatch.setattr(loading, "load_official_checkpoint", counting_convert)
 
     first = larq_bnext.BNextT(weights="imagenet", input_shape=(32, 32, 3))
@@ -498,6 +499,7 @@ def test_imagenet_downloads_converts_once_and_reuses(narrow_tiny, monkeypatch):
     assert sorted(p.name for p in home.iterdir()) == [
         "bnext_tiny_imagenet.h5",
         "bnext_tiny_official.pth.tar",
+        "bnext_tiny_official.pth.tar.lock",  # the download lock: an empty file that stays
         "bnext_tiny_official.pth.tar.sha256",
     ]
 
@@ -538,34 +540,40 @@ def test_corrupt_download_is_removed_and_reported(narrow_tiny, monkeypatch, tmp_
     with pytest.raises(CheckpointError) as info:
         larq_bnext.BNextT(weights="imagenet", input_shape=(32, 32, 3))
     message = str(info.value)
-    assert "was removed" in message and broken.as_uri() in message
-    assert list(home.iterdir()) == []  # no partial file, no cache, nothing loaded
+    assert f"{broken.as_uri()} (URL): not a valid file, removed: " in message
+    assert _unlocked(home) == []  # no partial file, no cache, nothing loaded
 
     # A complete file of the wrong size is refused the same way.
     other = Path(_fake_official("large", tmp_path / "served" / "large.pth.tar"))
     _serve(monkeypatch, other.as_uri())
     with pytest.raises(CheckpointError, match="official BNext-L checkpoint; expected BNext-T"):
         download.download_checkpoint("tiny")
-    assert list(home.iterdir()) == []
+    assert _unlocked(home) == []
+
+
+def _unlocked(home: Path) -> list[Path]:
+    """The files of ``home`` but download locks."""
+    return [p for p in home.iterdir() if p.suffix != ".lock"]
 
 
 def test_a_known_checksum_is_checked_on_download(narrow_tiny, monkeypatch):
     _, source, home = narrow_tiny
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     info = registry.resolve_model("tiny")
-    wrong = dataclasses.replace(info, download_url=source.as_uri(), sha256="0" * 64)
+    sources = (registry.Source(source.as_uri()),)
+    wrong = dataclasses.replace(info, sources=sources, sha256="0" * 64)
     monkeypatch.setitem(registry.MODELS, "tiny", wrong)
     with pytest.raises(CheckpointError) as error:
         download.download_checkpoint("tiny")
-    assert f"has SHA-256 {digest}, not the published {'0' * 64}" in str(error.value)
-    assert "was removed" in str(error.value) and list(home.iterdir()) == []
+    assert f"removed: it has SHA-256 {digest}, not the published {'0' * 64}" in str(error.value)
+    assert _unlocked(home) == []
     right = dataclasses.replace(wrong, sha256=digest.upper())
     monkeypatch.setitem(registry.MODELS, "tiny", right)
     path = download.download_checkpoint("tiny")
     assert path.read_bytes() == source.read_bytes()
 
 
-def test_offline_error_names_url_and_path(narrow_tiny, monkeypatch):
+def test_offline_error_names_sources_and_path(narrow_tiny, monkeypatch):
     _, source, home = narrow_tiny
     unreachable = "http://127.0.0.1:9/s/jKjwDk35vVRPQN0/download"
     _serve(monkeypatch, unreachable)
@@ -573,9 +581,9 @@ def test_offline_error_names_url_and_path(narrow_tiny, monkeypatch):
         larq_bnext.BNextT(weights="imagenet", input_shape=(32, 32, 3))
     message = str(info.value)
     destination = home / "bnext_tiny_official.pth.tar"
-    assert unreachable in message
-    assert str(destination) in message
-    assert not any(home.glob("*.part*"))
+    assert f"  1. {unreachable} (URL): unreachable (" in message
+    assert f"put the file at {destination}" in message
+    assert not destination.exists()
 
     # Following the message's advice works without network.
     destination.write_bytes(source.read_bytes())
@@ -596,9 +604,8 @@ def test_default_cache_directory(monkeypatch, tmp_path):
     assert download.cache_dir() == tmp_path / ".keras" / "models" / "larq_bnext"
     monkeypatch.setenv("LARQ_BNEXT_HOME", str(tmp_path / "x"))
     assert download.checkpoint_path("L") == tmp_path / "x" / "bnext_large_official.pth.tar"
-    assert (
-        registry.resolve_model("large").url == "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz/download"
-    )
+    large = "https://drive.google.com/file/d/1XGKcX2Zl_fIU9wPBDjTTxstOBfwQH8xc/view"
+    assert registry.resolve_model("large").url == large
 
 
 # ----------------------------------------------------------------------------------------------
