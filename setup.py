@@ -53,7 +53,7 @@ setup(
     # 3.10: zip(strict=...), X | Y unions at run time; < 3.12: TensorFlow 2.15's wheels.
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["larq_bnext", "larq_bnext.*"]),
-    package_data={"larq_bnext": ["resources/*.json"]},
+    package_data={"larq_bnext": ["resources/*.json", "resources/*.csv"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     classifiers=[

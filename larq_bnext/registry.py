@@ -168,6 +168,11 @@ class ModelInfo:
         family: ``"bnext"`` (BNext-T/S/M/L, built by :func:`larq_bnext.BNext` from
             ``stage_channels``) or ``"bnext18"`` (the ResNet-18-shaped
             :func:`larq_bnext.BNext18`).
+        ops: published OPs at 224x224, in G (``BOPs / 64 + FLOPs``; the authors' README,
+            since 2023-01-27, heads this column "BOPs (G)", but its binarization degrees
+            hold only for OPs); ``None`` where none is published.
+        binarization: published degree of binarization, ``BOPs / (64 * OPs)``, in %
+            (the same README); ``None`` where none is published.
     """
 
     name: str
@@ -182,6 +187,8 @@ class ModelInfo:
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING
     architecture: Architecture = BNEXT_ARCHITECTURE
     family: str = "bnext"
+    ops: float | None = None
+    binarization: float | None = None
 
     @property
     def published(self) -> bool:
@@ -233,18 +240,19 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo(
             "tiny", "T", ("t", "bnext-t", "bnextt"),
             _stages((32, 1), (64, 1), (128, 2), (256, 2), (512, 6), (1024, 2)),
-            72.4, "https://owncloud.hpi.de/s/jKjwDk35vVRPQN0",
+            72.4, "https://owncloud.hpi.de/s/jKjwDk35vVRPQN0", ops=0.077, binarization=97.81,
         ),
         ModelInfo(
             "small", "S", ("s", "bnext-s", "bnexts"),
             _stages((48, 1), (96, 1), (192, 2), (384, 2), (768, 6), (1536, 2)),
-            76.1, "https://owncloud.hpi.de/s/bHLM7lqfzm58kIW",
+            76.1, "https://owncloud.hpi.de/s/bHLM7lqfzm58kIW", ops=0.172, binarization=98.47,
         ),
         ModelInfo(
             "middle", "M", ("medium", "m", "bnext_medium", "bnext-m", "bnextm"),
             _stages((48, 1), (96, 1), (192, 4), (384, 4), (768, 8), (1536, 4)),
             78.3, "https://owncloud.hpi.de/s/jU5m9v4ADsJKZsa",
             Recipe(("efficientnet_b0", "efficientnet_b2"), "efficientnet_b4"),
+            ops=0.317, binarization=99.02,
         ),
         ModelInfo(
             "large", "L", ("l", "bnext-l", "bnextl"),
@@ -252,6 +260,7 @@ MODELS: dict[str, ModelInfo] = {
             80.57, "https://owncloud.hpi.de/s/zQHrlxiQ6XbjCbz",
             Recipe(("efficientnet_b0", "efficientnet_b4", "convnext_tiny"), "convnext_tiny",
                    batch_size=128),
+            ops=0.819, binarization=99.49,
         ),
         # BNext-18 (the original's src/birealnet.py): no checkpoint, top-1 or run script is
         # released for it, so it trains with BNext-T's recipe (experiments/bnext18.flags). Its
@@ -260,6 +269,7 @@ MODELS: dict[str, ModelInfo] = {
             "bnext18", "18", ("bnext_18",),
             _stages((64, 1), (64, 2), (128, 2), (256, 2), (512, 2)),
             None, None, architecture=Architecture(sign_threshold=1e-5), family="bnext18",
+            binarization=61.04,
         ),
     )
 }  # fmt: skip
