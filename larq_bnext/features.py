@@ -106,7 +106,10 @@ def draw(
         pixels = sample_image(image_size)
     else:
         decoded = tf.io.decode_image(tf.io.read_file(image), channels=3, expand_animations=False)
-        pixels = tf.image.resize(tf.cast(decoded, tf.float32), (image_size, image_size), "bicubic")
+        side = (image_size, image_size)
+        pixels = tf.image.resize(
+            tf.cast(decoded, tf.float32), side, info.preprocessing.interpolation
+        )
         pixels = np.clip(pixels.numpy(), 0, 255)
     maps = binary_features(model, preprocess_input(pixels[None]), layer)[0]
     origin = f"weights: {weights}" if weights else "randomly initialised (no pretrained weights)"

@@ -14,13 +14,15 @@ import numpy as np
 import tensorflow as tf
 
 from larq_bnext.models.layers import BinaryConv2D, binary_conv_layers
+from larq_bnext.registry import IMAGENET_PREPROCESSING
 
 __all__ = ["sample_image", "binary_features", "plot_binary_features"]
 
 
 def sample_image(size: int) -> np.ndarray:
     """Matplotlib's sample photograph (Grace Hopper, 512x600, shipped with Matplotlib),
-    resized to ``size x size`` (bicubic): a ``(size, size, 3)`` float array in [0, 255].
+    resized to ``size x size`` with BNext's interpolation: a ``(size, size, 3)`` float array
+    in [0, 255].
 
     Args:
         size: the square side.
@@ -29,7 +31,8 @@ def sample_image(size: int) -> np.ndarray:
     from matplotlib.image import imread
 
     image = imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    resized = tf.image.resize(image[..., :3].astype("float32"), (size, size), "bicubic")
+    method = IMAGENET_PREPROCESSING.interpolation
+    resized = tf.image.resize(image[..., :3].astype("float32"), (size, size), method)
     return np.clip(resized.numpy(), 0, 255)
 
 
