@@ -37,7 +37,12 @@ EXTRAS = {
         "nbmake>=1.5",
         "matplotlib>=3.7",
     ],
-    "docs": ["mkdocs>=1.5", "mkdocs-material>=9", "mkdocstrings[python]>=0.24"],
+    "docs": [
+        "mkdocs>=1.5",
+        "mkdocs-material>=9",
+        "mkdocstrings[python]>=0.24",
+        "mkdocs-jupyter>=0.24",
+    ],
     "notebooks": ["jupyter>=1", "matplotlib>=3.7", "nbmake>=1.5"],
     "datasets": ["tensorflow-datasets>=4.6"],
 }
