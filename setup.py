@@ -38,7 +38,12 @@ EXTRAS = {
         "nbmake>=1.5",
         "matplotlib>=3.7",
     ],
-    "docs": ["mkdocs>=1.5", "mkdocs-material>=9", "mkdocstrings[python]>=0.24"],
+    "docs": [
+        "mkdocs>=1.5",
+        "mkdocs-material>=9",
+        "mkdocstrings[python]>=0.24",
+        "mkdocs-jupyter>=0.24",
+    ],
     "notebooks": ["jupyter>=1", "matplotlib>=3.7", "nbmake>=1.5"],
     "datasets": ["tensorflow-datasets>=4.6"],
 }
@@ -54,7 +59,7 @@ setup(
     # 3.10: zip(strict=...), X | Y unions at run time; < 3.12: TensorFlow 2.15's wheels.
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["larq_bnext", "larq_bnext.*"]),
-    package_data={"larq_bnext": ["resources/*.json"]},
+    package_data={"larq_bnext": ["resources/*.json", "resources/*.csv"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     classifiers=[

@@ -212,6 +212,11 @@ class ModelInfo:
         family: ``"bnext"`` (BNext-T/S/M/L, built by :func:`larq_bnext.BNext` from
             ``stage_channels``) or ``"bnext18"`` (the ResNet-18-shaped
             :func:`larq_bnext.BNext18`).
+        ops: published OPs at 224x224, in G (``BOPs / 64 + FLOPs``; the authors' README,
+            since 2023-01-27, heads this column "BOPs (G)", but its binarization degrees
+            hold only for OPs); ``None`` where none is published.
+        binarization: published degree of binarization, ``BOPs / (64 * OPs)``, in %
+            (the same README); ``None`` where none is published.
     """
 
     name: str
@@ -225,6 +230,8 @@ class ModelInfo:
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING
     architecture: Architecture = BNEXT_ARCHITECTURE
     family: str = "bnext"
+    ops: float | None = None
+    binarization: float | None = None
 
     @property
     def published(self) -> bool:
@@ -277,6 +284,7 @@ MODELS: dict[str, ModelInfo] = {
             72.4,
             _sources("1CJ0XOEhoHuNe-tDYJaAOd1j4YyNXuyas", "SZ6sYnyKEptMqRs",
                      "zQCkteDoMbAeS25", "jKjwDk35vVRPQN0"),
+            ops=0.077, binarization=97.81,
         ),
         ModelInfo(
             "small", "S", ("s", "bnext-s", "bnexts"),
@@ -284,6 +292,7 @@ MODELS: dict[str, ModelInfo] = {
             76.1,
             _sources("1NcVM5Qb1K9Oq_sjEA1lGtp7kVbsfTLsa", "nDpxpgmt7T4g8N9",
                      "tCk25K3xdKCELNK", "bHLM7lqfzm58kIW"),
+            ops=0.172, binarization=98.47,
         ),
         ModelInfo(
             "middle", "M", ("medium", "m", "bnext_medium", "bnext-m", "bnextm"),
@@ -292,6 +301,7 @@ MODELS: dict[str, ModelInfo] = {
             _sources("1xyKnA6SsG4ZpguNQQrB6Yz-J5dzXYfKE", "skBPSk4ADt8T4FK",
                      "Wmq82dw5GMBzW4g", "jU5m9v4ADsJKZsa"),
             Recipe(("efficientnet_b0", "efficientnet_b2"), "efficientnet_b4"),
+            ops=0.317, binarization=99.02,
         ),
         ModelInfo(
             "large", "L", ("l", "bnext-l", "bnextl"),
@@ -301,6 +311,7 @@ MODELS: dict[str, ModelInfo] = {
                      "AA3eb7L38myLjtw", "zQHrlxiQ6XbjCbz"),
             Recipe(("efficientnet_b0", "efficientnet_b4", "convnext_tiny"), "convnext_tiny",
                    batch_size=128),
+            ops=0.819, binarization=99.49,
         ),
         # BNext-18 (the original's src/birealnet.py): no checkpoint, top-1 or run script is
         # released for it, so it trains with BNext-T's recipe (experiments/bnext18.flags). Its
@@ -309,6 +320,7 @@ MODELS: dict[str, ModelInfo] = {
             "bnext18", "18", ("bnext_18",),
             _stages((64, 1), (64, 2), (128, 2), (256, 2), (512, 2)),
             None, (), architecture=Architecture(sign_threshold=1e-5), family="bnext18",
+            binarization=61.04,
         ),
     )
 }  # fmt: skip
