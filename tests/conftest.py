@@ -4,6 +4,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Before TensorFlow: on TensorFlow 2.16 and later larq_bnext selects Keras 2 (tf_keras), and only
+# before TensorFlow's import; subprocesses of the tests inherit the switch.
+import larq_bnext  # noqa: E402, F401
+
+# isort: split
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
