@@ -144,6 +144,34 @@ def test_geometric_ops_match_pil(photos, name):
             )
 
 
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+@pytest.mark.parametrize("name", GEOMETRIC)
+def test_affine_ops_give_the_same_pixels_with_and_without_tensorflow_addons(
+    photos, name, interpolation, monkeypatch
+):
+    # Runs where TensorFlow Addons is installed (the default stack); elsewhere (Python 3.12)
+    # only TensorFlow's op exists, and test_geometric_ops_match_pil checks that one against PIL.
+    pytest.importorskip("tensorflow_addons")
+    from larq_bnext.images import transform
+
+    results = {}
+    for addons in (True, False):
+        monkeypatch.setattr(
+            ops,
+            "projective_transform",
+            lambda *args, addons=addons, **kwargs: transform.projective_transform(
+                *args, addons=addons, **kwargs
+            ),
+        )
+        results[addons] = np.stack(
+            [_ours(name, photos, m, s, interpolation) for m, s in ((3.0, 1), (10.0, -1))]
+        )
+    assert np.abs(results[True] - results[False]).max() == 0, (name, interpolation)
+    # Not a comparison of two unchanged images: the op moved pixels and filled some.
+    assert (results[True] != photos[None].astype(np.float32)).mean() > 0.1
+    assert (results[True] == np.float32(FILL)).all(axis=-1).any()
+
+
 def test_level_to_arg_follows_timm():
     for m in (0.0, 2.5, 7.0, 10.0):
         assert float(ra.level_to_arg("Rotate", m, -1)) == pytest.approx(-(m / 10) * 30)
