@@ -14,7 +14,8 @@ and the installed ``keras`` distribution is Keras 3 (TensorFlow 2.16 or later). 
 (TensorFlow imported first, ``TF_USE_LEGACY_KERAS=0``, or ``tf_keras`` missing) it raises
 :class:`Keras2Error`, whose message names the fix. :func:`keras_src` imports a private Keras 2
 module (``<package>.src.<name>``) from the package that ``tf.keras`` really is: ``keras`` on
-TensorFlow 2.15, ``tf_keras`` from 2.16 on.
+TensorFlow 2.15, ``tf_keras`` from 2.16 on. :func:`set_random_seed` is
+``tf.keras.utils.set_random_seed`` that also works on Python 3.12.
 
 Example:
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import random
 import sys
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "check_keras2",
     "keras_package",
     "keras_src",
+    "set_random_seed",
 ]
 
 #: TensorFlow's switch (2.16 and later) from Keras 3 to Keras 2 (the ``tf_keras`` package).
@@ -153,3 +156,29 @@ def keras_src(name: str):
         name: the dotted module path under ``src``, e.g. ``"distribute.worker_training_state"``.
     """
     return importlib.import_module(f"{keras_package()}.src.{name}")
+
+
+class _IntegralRandom(random.Random):
+    """``random.Random`` whose ``randint`` takes whole floats, as Python 3.11's did."""
+
+    def randint(self, a, b):
+        return super().randint(int(a), int(b))
+
+
+def set_random_seed(seed: int) -> None:
+    """``tf.keras.utils.set_random_seed(seed)`` (Python's, NumPy's and TensorFlow's seeds), on
+    Python 3.12 too.
+
+    Keras 2 (``tf_keras`` 2.16 and 2.17) draws the seed of every unseeded initializer with
+    ``randint(1, 1e9)`` from the generator ``set_random_seed`` installs; Python 3.12 refuses the
+    float bound (``TypeError: 'float' object cannot be interpreted as an integer``), so building
+    any model after ``tf.keras.utils.set_random_seed`` fails there. The generator is replaced by
+    one that takes whole floats: the same draws as on Python 3.10 and 3.11.
+
+    Args:
+        seed: the seed.
+    """
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    keras_src("backend")._SEED_GENERATOR.generator = _IntegralRandom(seed)

@@ -12,6 +12,8 @@ import larq_bnext  # noqa: E402, F401
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from larq_bnext.keras2 import set_random_seed
+
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
@@ -19,7 +21,7 @@ def _fresh_keras_state():
     # next: reset it to the default, which follows floatx.
     tf.keras.mixed_precision.set_global_policy(None)
     tf.keras.backend.set_floatx("float32")
-    tf.keras.utils.set_random_seed(0)
+    set_random_seed(0)
     yield
     tf.keras.mixed_precision.set_global_policy(None)
     tf.keras.backend.set_floatx("float32")
