@@ -16,6 +16,8 @@ from larq_bnext import predict
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.preprocessing import eval_transform, imagenet_class_index
 
+pytestmark = pytest.mark.compat  # also run on the second stack (make compat)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -58,6 +58,7 @@ def sized_model(request):
     tf.keras.backend.clear_session()
 
 
+@pytest.mark.compat
 def test_parameter_counts_match_the_original(sized_model):
     size, model = sized_model
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -99,6 +100,7 @@ def test_binary_convolutions_and_macs(sized_model):
         assert layer.kernel_quantizer.precision == 1
 
 
+@pytest.mark.compat
 def test_forward_training_and_inference(sized_model):
     size, model = sized_model
     x = tf.random.uniform((1, 224, 224, 3), -2.0, 2.0, seed=1)
@@ -110,6 +112,7 @@ def test_forward_training_and_inference(sized_model):
     assert not np.allclose(y_inf.numpy(), y_train.numpy())
 
 
+@pytest.mark.compat
 def test_h5_round_trip(sized_model, tmp_path):
     size, model = sized_model
     values = set_distinct_temperatures(model)
@@ -193,6 +196,7 @@ def test_input_tensor_and_ablation_switches():
         assert m(tf.random.normal((1, 16, 16, 3))).shape == (1, 10)
 
 
+@pytest.mark.compat
 def test_custom_width_builder():
     model = larq_bnext.BNext(
         (8, 16, 32, 32, 64), input_shape=(32, 32, 3), stem_stride=1, num_classes=3

@@ -7,6 +7,8 @@ import tensorflow as tf
 import larq_bnext
 from larq_bnext.models import BinaryConv2D
 
+pytestmark = pytest.mark.compat  # also run on the second stack (make compat)
+
 NARROW = (8, 16, 32, 32, 64)
 
 

@@ -115,6 +115,7 @@ def _pil_geometric(name, img, m, s, resample):
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("name", GEOMETRIC)
 def test_geometric_ops_match_pil(photos, name):
     for magnitude, sign in ((3.0, 1), (7.0, -1), (10.0, 1)):
@@ -247,6 +248,7 @@ def test_rand_augment_is_a_pure_function_of_the_seed(photos):
         np.testing.assert_array_equal(first[i], image[0].numpy())
 
 
+@pytest.mark.compat
 def test_rand_augment_in_tf_data_equals_eager(photos):
     images = tf.constant(photos[:, :40, :40], tf.float32)
     seeds = tf.constant([[1, 2], [3, 4], [5, 6]], tf.int64)
