@@ -1,8 +1,9 @@
 """The projective (affine) transform: TensorFlow Addons where installed, else TensorFlow's op.
 
-``tfa.image.transform`` is a wrapper of ``tf.raw_ops.ImageProjectiveTransformV3``; TensorFlow
-Addons has no wheels for Python 3.12 and is not installed there, so the op is called directly
-(the same pixels: ``tests/training/test_randaugment.py`` compares the two paths op by op).
+``tfa.image.transform`` is a wrapper of ``tf.raw_ops.ImageProjectiveTransformV3``. TensorFlow
+Addons has no wheels for Python 3.12, and where Keras 3 is installed (TensorFlow 2.16 and later)
+it fails on import (``No module named 'keras.src.engine'``), so there the op is called directly:
+the same pixels (``tests/training/test_randaugment.py`` compares the two paths op by op).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 
 import tensorflow as tf
+
+from larq_bnext.keras2 import keras3_installed
 
 __all__ = ["projective_transform"]
 
@@ -25,7 +28,7 @@ def projective_transform(images, transforms, interpolation: str = "bilinear", ad
         transforms: ``(B, 8)`` (or ``(1, 8)`` for all) float32.
         interpolation: ``"bilinear"`` or ``"nearest"``.
         addons: True for ``tfa.image.transform``, False for the TensorFlow op; None (default):
-            TensorFlow Addons when it is installed.
+            TensorFlow Addons when it is installed and Keras 3 is not (TensorFlow 2.15).
 
     Example:
 
@@ -34,7 +37,8 @@ def projective_transform(images, transforms, interpolation: str = "bilinear", ad
     array([1., 2., 0.], dtype=float32)
     """
     if addons is None:
-        addons = importlib.util.find_spec("tensorflow_addons") is not None
+        installed = importlib.util.find_spec("tensorflow_addons") is not None
+        addons = installed and not keras3_installed()
     images = tf.convert_to_tensor(images, tf.float32)
     transforms = tf.convert_to_tensor(transforms, tf.float32)
     if addons:
