@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv and install
-# the package with the pinned versions of constraints.txt first.
+# the package with the pinned versions of constraints.txt first; `make test` also builds
+# .venv-compat (constraints-compat.txt) for the second tested stack.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -12,7 +13,18 @@ JOBS ?= 2
 # among the paths of `suite` and `unit`).
 PYTEST := TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/pytest -n $(JOBS) --dist worksteal --doctest-modules
 
-.PHONY: install demo test lint suite unit notebooks docs docs-serve clean
+# The second tested stack (docs/install.md): Python 3.12, the newest supported TensorFlow with
+# Keras 2 from tf_keras, no TensorFlow Addons, pinned in constraints-compat.txt. It runs the tests
+# marked `compat` (models, weights, a digits training run with resume, export with LCE, predict)
+# in these files; none needs torch, which has no CPU wheel for Python 3.12 on this machine.
+COMPAT_PYTHON ?= $(firstword $(wildcard /root/.pyenv/versions/3.12.*/bin/python3.12) python3.12)
+COMPAT_VENV ?= .venv-compat
+COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
+COMPAT_TESTS := tests/test_keras2.py tests/models/test_bnext.py tests/models/test_serialization.py \
+	tests/test_predict.py tests/training/test_randaugment.py tests/training/test_resume_cli.py \
+	tests/deploy/test_deploy.py
+
+.PHONY: install demo test lint suite unit notebooks docs docs-serve clean compat test-compat
 
 $(STAMP): setup.py constraints.txt
 	python3 -m venv $(VENV)
@@ -40,7 +52,21 @@ unit: $(STAMP)
 notebooks: $(STAMP)
 	$(PYTEST) --nbmake --nbmake-timeout=600 -p no:cacheprovider notebooks
 
-test: lint suite docs
+test: lint suite docs compat
+
+$(COMPAT_STAMP): setup.py constraints-compat.txt
+	$(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade "pip>=23.2" setuptools wheel
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -c constraints-compat.txt -e ".[deploy]" \
+		pytest pytest-timeout pytest-xdist
+	touch $(COMPAT_STAMP)
+
+# The framework-boundary tests on the second stack (also part of `make test`).
+compat: $(COMPAT_STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(COMPAT_VENV)/bin/pytest -n $(JOBS) --dist worksteal -p no:cacheprovider \
+		-m compat $(COMPAT_TESTS)
+
+test-compat: compat
 
 # The documentation site (site/): a broken link or a missing docstring fails the build.
 docs: $(STAMP)
@@ -50,4 +76,4 @@ docs-serve: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:
-	rm -rf $(VENV) site build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENV) site build *.egg-info .pytest_cache

@@ -13,11 +13,15 @@ VERSION = re.search(
 ).group(1)
 
 INSTALL_REQUIRES = [
-    # Larq needs Keras 2: TensorFlow 2.15 is the last release whose tf.keras is Keras 2.
-    "tensorflow>=2.15,<2.16",
+    # Larq needs Keras 2: tf.keras is Keras 2 on TensorFlow 2.15, and from 2.16 on with
+    # TF_USE_LEGACY_KERAS=1, from tf-keras (larq_bnext/keras2.py sets it where needed). The
+    # tested versions: constraints.txt (TF 2.15) and constraints-compat.txt (TF 2.17).
+    "tensorflow>=2.15,<2.18",
+    "tf-keras>=2.15,<2.18",  # each tf-keras release requires its own TensorFlow minor version
     "larq>=0.14,<0.15",
     "larq-zoo>=2.4,<2.5",
-    "tensorflow-addons>=0.23,<0.24",
+    # No wheels for Python 3.12; larq_bnext/images/transform.py calls TensorFlow's op there.
+    'tensorflow-addons>=0.23,<0.24; python_version < "3.12"',
     "keras-cv>=0.9,<0.10",
     "absl-py>=1.4",
     "numpy<2",
@@ -56,8 +60,9 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    # 3.10: zip(strict=...), X | Y unions at run time; < 3.12: TensorFlow 2.15's wheels.
-    python_requires=">=3.10,<3.12",
+    # 3.10: zip(strict=...), X | Y unions at run time; 3.12: TensorFlow 2.16 and 2.17's wheels
+    # (TensorFlow 2.15 has none for 3.12; 2.18 is untested).
+    python_requires=">=3.10,<3.13",
     packages=find_packages(include=["larq_bnext", "larq_bnext.*"]),
     package_data={"larq_bnext": ["resources/*.json", "resources/*.csv"]},
     install_requires=INSTALL_REQUIRES,
@@ -66,6 +71,7 @@ setup(
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.10",
         "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
         "License :: OSI Approved :: Apache Software License",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

@@ -10,11 +10,14 @@ Subpackages: :mod:`larq_bnext.models`, :mod:`larq_bnext.weights`, :mod:`larq_bne
 ``python -m larq_bnext.<train|evaluate|convert|export|benchmark>``.
 """
 
+from larq_bnext.keras2 import check_keras2, select_keras2
 from larq_bnext.startup import import_tensorflow_quietly
 
-# First, before any module imports TensorFlow: its known start-up notices are left out
-# (larq_bnext.startup says which, and how to see them).
-import_tensorflow_quietly()
+# First, before any module imports TensorFlow: Keras 2 selected where TensorFlow >= 2.16 needs
+# the switch (larq_bnext.keras2 says when, and the error otherwise), and TensorFlow's known
+# start-up notices left out (larq_bnext.startup says which, and how to see them).
+select_keras2()
+check_keras2(import_tensorflow_quietly())
 
 from larq_bnext import images, models, preprocessing, registry, training, weights
 from larq_bnext.models import (

@@ -32,6 +32,7 @@ import os
 from absl import app, flags
 
 from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext.keras2 import set_random_seed
 from larq_bnext.registry import IMAGENET_PREPROCESSING
 
 FLAGS = flags.FLAGS
@@ -155,12 +156,10 @@ def build_model(
         info_recoupling: the information-recoupling switch.
         seed: seeds the random initialisation.
     """
-    import tensorflow as tf
-
     from larq_bnext.models import get_model
     from larq_bnext.training.recipe import default_stem_stride
 
-    tf.keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     return get_model(
         model_name,
         [int(c) for c in stage_channels],

@@ -38,10 +38,10 @@ def _tf():
 
 
 def build_student(seed: int = 0):
-    tf = _tf()
     import larq_bnext
+    from larq_bnext.keras2 import set_random_seed
 
-    tf.keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     return larq_bnext.BNext(
         STAGES,
         input_shape=SHAPE,
@@ -54,7 +54,9 @@ def build_student(seed: int = 0):
 
 def build_teacher(seed: int = 1, name: str = "teacher"):
     tf = _tf()
-    tf.keras.utils.set_random_seed(seed)
+    from larq_bnext.keras2 import set_random_seed
+
+    set_random_seed(seed)
     layers = tf.keras.layers
     inputs = tf.keras.Input(SHAPE)
     x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)

@@ -4,8 +4,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Before TensorFlow: on TensorFlow 2.16 and later larq_bnext selects Keras 2 (tf_keras), and only
+# before TensorFlow's import; subprocesses of the tests inherit the switch.
+import larq_bnext  # noqa: E402, F401
+
+# isort: split
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from larq_bnext.keras2 import set_random_seed
 
 
 @pytest.fixture(autouse=True)
@@ -14,7 +21,7 @@ def _fresh_keras_state():
     # next: reset it to the default, which follows floatx.
     tf.keras.mixed_precision.set_global_policy(None)
     tf.keras.backend.set_floatx("float32")
-    tf.keras.utils.set_random_seed(0)
+    set_random_seed(0)
     yield
     tf.keras.mixed_precision.set_global_policy(None)
     tf.keras.backend.set_floatx("float32")

@@ -13,7 +13,10 @@ from PIL import Image
 
 import larq_bnext
 from larq_bnext import predict
+from larq_bnext.keras2 import set_random_seed
 from larq_bnext.preprocessing import eval_transform, imagenet_class_index
+
+pytestmark = pytest.mark.compat  # also run on the second stack (make compat)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,7 +46,7 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model():
-    tf.keras.utils.set_random_seed(0)
+    set_random_seed(0)
     return larq_bnext.BNext((8, 16), input_shape=(32, 32, 3), classifier_activation=None)
 
 

@@ -8,7 +8,9 @@
   (:func:`decode_rgb`: TensorFlow's decoders, PIL for what they cannot read), and a JPEG's
   crop window at libjpeg's DCT scales;
 * :mod:`~larq_bnext.images.resampling`: the bicubic anti-aliased resize of a window, as two
-  sparse matrix products.
+  sparse matrix products;
+* :mod:`~larq_bnext.images.transform`: the projective transform of the RandAugment affine ops
+  (:func:`projective_transform`: TensorFlow Addons where installed, TensorFlow's op elsewhere).
 
 The evaluation transform (:mod:`larq_bnext.preprocessing`), the training crop
 (:mod:`larq_bnext.training.augmentation`), the input pipelines and ``predict`` are built on
@@ -27,6 +29,7 @@ from larq_bnext.images.files import (
     unreadable_reason,
 )
 from larq_bnext.images.resampling import resize_window
+from larq_bnext.images.transform import projective_transform
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
@@ -39,4 +42,5 @@ __all__ = [
     "unreadable_reason",
     "decode_rgb",
     "resize_window",
+    "projective_transform",
 ]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl import logging
 
+from larq_bnext.keras2 import set_random_seed
 from larq_bnext.models.bnext import get_model
 from larq_bnext.training import data, distribute
 from larq_bnext.training.augmentation import AugmentConfig
@@ -375,7 +376,7 @@ def build_models(
     # Each model starts from the seed's initialisation whatever ran before it (the digits
     # teacher's training, say): the distilled student and the labels-only baseline start from
     # the same weights, and a model's start does not hang on how many random ops came first.
-    tf.keras.utils.set_random_seed(config.seed)
+    set_random_seed(config.seed)
     model = build_student(config, run_data, name) if with_student else build_float_teacher(run_data)
     augmenter = None
     if config.augment_on_device:

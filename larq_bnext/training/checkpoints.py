@@ -282,9 +282,9 @@ def remove_backup(backup_dir: str) -> None:
 
 
 def _worker_training_state_class():
-    from keras.src.distribute import worker_training_state
+    from larq_bnext.keras2 import keras_src
 
-    return worker_training_state.WorkerTrainingState
+    return keras_src("distribute.worker_training_state").WorkerTrainingState
 
 
 class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
@@ -389,9 +389,9 @@ def _verified_training_state(model, backup_dir, save_freq, keep, verify):
                     if manifest[: -len(_MANIFEST_SUFFIX)] not in live:
                         tf.io.gfile.remove(manifest)
             else:
-                from keras.src.distribute import distributed_file_utils
+                from larq_bnext.keras2 import keras_src
 
-                distributed_file_utils.remove_temp_dirpath(
+                keras_src("distribute.distributed_file_utils").remove_temp_dirpath(
                     self.write_checkpoint_manager.directory, model.distribute_strategy
                 )
 

@@ -37,6 +37,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from larq_bnext.keras2 import set_random_seed
+
 __all__ = [
     "STRATEGY_KINDS",
     "PRECISION_POLICIES",
@@ -419,7 +421,7 @@ def enable_determinism(seed: int) -> None:
     Args:
         seed: the seed.
     """
-    tf.keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
 

@@ -10,7 +10,7 @@ magnitude to argument and a random sign for the signed ones.
 
 The original calls it with the fill colour of the ImageNet mean, ``round(255 * mean) =
 (124, 116, 104)`` (not timm's ``(128, 128, 128)`` default) and its training interpolation,
-bicubic; TensorFlow's projective transform (``tfa.image.transform``) offers nearest and
+bicubic; TensorFlow's projective transform (``ImageProjectiveTransformV3``) offers nearest and
 bilinear only, so the geometric ops here resample bilinearly. Everything else is PIL's
 computation exactly (see ``docs/differences.md``).
 

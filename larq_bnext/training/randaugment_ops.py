@@ -1,7 +1,8 @@
 """timm's RandAugment ops (PIL's computations) on batches with per-image arguments.
 
 The 15 image ops of timm's RandAugment, each PIL's computation on uint8 images as timm runs it,
-rebuilt on TensorFlow (``tensorflow-addons`` resamples the affine transforms).
+rebuilt on TensorFlow (:func:`~larq_bnext.images.transform.projective_transform` resamples the
+affine transforms).
 Images are batches ``(B, H, W, 3)`` of whole values on ``[0, 255]`` (float), as the batch stage
 of :mod:`larq_bnext.training.augmentation` holds them; every op returns whole values on ``[0, 255]``
 like the uint8 images PIL returns. Arguments are per image (shape ``(B,)``). The policy that
@@ -17,6 +18,8 @@ import functools
 import math
 
 import tensorflow as tf
+
+from larq_bnext.images.transform import projective_transform
 
 __all__ = [
     "IMAGENET_MEAN_FILL",
@@ -269,25 +272,18 @@ def sharpness(images, factor):
 
 # ----------------------------------------------------------------------------- geometric ops
 def _affine(images, matrix, fill, interpolation):
-    """PIL's ``Image.transform(AFFINE, (a, b, c, d, e, f))`` by ``tfa.image.transform``.
+    """PIL's ``Image.transform(AFFINE, (a, b, c, d, e, f))`` by :func:`projective_transform`.
 
     PIL samples output pixel ``(x, y)`` at ``M (x + 0.5, y + 0.5)`` in continuous coordinates;
     TensorFlow at ``M (x, y)`` in pixel indices; the offsets convert one into the other. The
     fill colour is per channel: transform ``images - fill`` with fill 0, then add it back.
     """
-    from larq_bnext.startup import quiet_addons_import
-
-    with quiet_addons_import():
-        import tensorflow_addons as tfa
-
     a, b, c, d, e, f = tf.unstack(tf.cast(matrix, tf.float32), axis=-1)
     transforms = tf.stack(
         [a, b, c + 0.5 * (a + b) - 0.5, d, e, f + 0.5 * (d + e) - 0.5, 0 * a, 0 * a], axis=-1
     )
     fill = tf.constant(fill, tf.float32)
-    out = tfa.image.transform(
-        _f(images) - fill, transforms, interpolation=interpolation, fill_mode="constant"
-    )
+    out = projective_transform(_f(images) - fill, transforms, interpolation)
     # PIL truncates its bilinear interpolation to uint8.
     return tf.clip_by_value(tf.floor(out + fill), 0.0, 255.0)
 

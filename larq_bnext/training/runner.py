@@ -38,6 +38,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
+from larq_bnext.keras2 import set_random_seed
 from larq_bnext.models.layers import binary_conv_layers
 from larq_bnext.training import distribute
 from larq_bnext.training.builders import (
@@ -247,7 +248,7 @@ def run(config: RunConfig) -> RunResult:
         if config.deterministic:
             distribute.enable_determinism(config.seed)
         else:
-            tf.keras.utils.set_random_seed(config.seed)
+            set_random_seed(config.seed)
         if strategy.num_replicas_in_sync > 1:
             _say(config, f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas")
         with strategy.scope():

@@ -55,14 +55,13 @@ def _warm_tree(root: bytes) -> bytes:
 
 
 def predict(root: bytes) -> dict:
-    import tensorflow as tf
-
     import larq_bnext
     from larq_bnext import predict
+    from larq_bnext.keras2 import set_random_seed
     from tests.images import matrix
 
     paths = matrix.write(os.path.join(root, b"files"))
-    tf.keras.utils.set_random_seed(0)
+    set_random_seed(0)
     model = larq_bnext.BNext((8, 16), input_shape=(32, 32, 3), classifier_activation=None)
     predict.classify([paths[b"rgb.jpg"], paths[b"grey.png"]], model, top=3)  # warm-up
     results = {}

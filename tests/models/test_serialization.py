@@ -41,7 +41,8 @@ def check_round_trip(model, restored, values, x, train=True, outputs=True):
                 assert np.abs(layer.kernel.latent_variable.numpy()).max() <= 1.5
 
 
-@pytest.mark.parametrize("save_traces", [True, False])
+# The default (with traces) also on the second stack (make compat).
+@pytest.mark.parametrize("save_traces", [pytest.param(True, marks=pytest.mark.compat), False])
 def test_savedmodel_round_trip(save_traces, tmp_path):
     # The SavedModel path is per layer type, not per size: a narrow BNext has every layer type
     # (ELM-Attention, FFN-3x3 and FFN-1x1, stride 2, channel doubling). Saving with traces takes

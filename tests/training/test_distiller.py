@@ -6,6 +6,7 @@ import tensorflow as tf
 import torch
 
 import larq_bnext
+from larq_bnext.keras2 import set_random_seed
 from larq_bnext.training import (
     AssistantCurriculum,
     Distiller,
@@ -68,7 +69,7 @@ def _tiny_student(num_classes=5):
 
 
 def _dense_model(seed, num_classes=5, name=None):
-    tf.keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     inputs = tf.keras.Input((8, 8, 3))
     x = tf.keras.layers.Flatten()(inputs)
     return tf.keras.Model(inputs, tf.keras.layers.Dense(num_classes)(x), name=name)

@@ -115,6 +115,7 @@ def _pil_geometric(name, img, m, s, resample):
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize("name", GEOMETRIC)
 def test_geometric_ops_match_pil(photos, name):
     for magnitude, sign in ((3.0, 1), (7.0, -1), (10.0, 1)):
@@ -142,6 +143,34 @@ def test_geometric_ops_match_pil(photos, name):
             np.testing.assert_array_equal(
                 got[:, :, -40:], np.broadcast_to(FILL, got[:, :, -40:].shape)
             )
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+@pytest.mark.parametrize("name", GEOMETRIC)
+def test_affine_ops_give_the_same_pixels_with_and_without_tensorflow_addons(
+    photos, name, interpolation, monkeypatch
+):
+    # Runs where TensorFlow Addons is installed (the default stack); elsewhere (Python 3.12)
+    # only TensorFlow's op exists, and test_geometric_ops_match_pil checks that one against PIL.
+    pytest.importorskip("tensorflow_addons")
+    from larq_bnext.images import transform
+
+    results = {}
+    for addons in (True, False):
+        monkeypatch.setattr(
+            ops,
+            "projective_transform",
+            lambda *args, addons=addons, **kwargs: transform.projective_transform(
+                *args, addons=addons, **kwargs
+            ),
+        )
+        results[addons] = np.stack(
+            [_ours(name, photos, m, s, interpolation) for m, s in ((3.0, 1), (10.0, -1))]
+        )
+    assert np.abs(results[True] - results[False]).max() == 0, (name, interpolation)
+    # Not a comparison of two unchanged images: the op moved pixels and filled some.
+    assert (results[True] != photos[None].astype(np.float32)).mean() > 0.1
+    assert (results[True] == np.float32(FILL)).all(axis=-1).any()
 
 
 def test_level_to_arg_follows_timm():
@@ -219,6 +248,7 @@ def test_rand_augment_is_a_pure_function_of_the_seed(photos):
         np.testing.assert_array_equal(first[i], image[0].numpy())
 
 
+@pytest.mark.compat
 def test_rand_augment_in_tf_data_equals_eager(photos):
     images = tf.constant(photos[:, :40, :40], tf.float32)
     seeds = tf.constant([[1, 2], [3, 4], [5, 6]], tf.int64)

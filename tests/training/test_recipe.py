@@ -9,6 +9,7 @@ import tensorflow as tf
 import torch
 
 import larq_bnext
+from larq_bnext.keras2 import set_random_seed
 from larq_bnext.models import BinaryConv2D, RecouplingMix
 from larq_bnext.training import (
     AdamW,
@@ -33,7 +34,7 @@ def _conv_model():
 
 
 def test_one_adamw_step_matches_a_hand_computation_for_both_decay_groups():
-    tf.keras.utils.set_random_seed(0)
+    set_random_seed(0)
     model = _conv_model()
     lr, wd, conv_wd, eps = 0.5, 0.1, 0.02, 1e-8
     optimizer = AdamW(learning_rate=lr, weight_decay=wd, conv_weight_decay=conv_wd, epsilon=eps)
@@ -55,7 +56,7 @@ def test_one_adamw_step_matches_a_hand_computation_for_both_decay_groups():
 def test_adamw_matches_torch_adamw_over_steps_with_a_changing_lr():
     """Three steps against torch.optim.AdamW with the original's two parameter groups; the lr
     changes every step, so the decoupled decay must follow the scheduled lr (lr x wd)."""
-    tf.keras.utils.set_random_seed(1)
+    set_random_seed(1)
     model = _conv_model()
     lrs = [0.3, 0.1, 0.05]
     schedule = tf.keras.optimizers.schedules.PiecewiseConstantDecay([0, 1], lrs)  # steps 0, 1, 2
@@ -137,7 +138,7 @@ def test_lr_schedule_key_points():
 
 
 def _binary_model():
-    tf.keras.utils.set_random_seed(3)
+    set_random_seed(3)
     return larq_bnext.BNext(
         (8, 16), input_shape=(4, 4, 3), stem_stride=1, num_classes=3, classifier_activation=None
     )

@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 import larq_bnext
+from larq_bnext.keras2 import set_random_seed
 from larq_bnext.training import reporting
 
 
@@ -34,7 +35,7 @@ def test_progress_bar_only_on_a_terminal():
 
 
 def test_epoch_logger_writes_one_line_per_epoch_with_fit_logs():
-    tf.keras.utils.set_random_seed(0)
+    set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
     model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(4,))])
@@ -113,7 +114,7 @@ def test_per_class_table_by_hand(tmp_path):
 
 
 def test_collect_predictions_agrees_with_the_distiller_scores():
-    tf.keras.utils.set_random_seed(1)
+    set_random_seed(1)
     model = larq_bnext.BNext(
         (8, 16), input_shape=(16, 16, 3), num_classes=7, classifier_activation=None
     )

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from larq_bnext.images.decode import decode_rgb
+from larq_bnext.keras2 import set_random_seed
 from larq_bnext.training import ConfigError, RunConfig, data
 from larq_bnext.training.augmentation import AugmentConfig
 from larq_bnext.training.batch_augment import BatchAugmenter
@@ -235,7 +236,7 @@ def test_float32_only_numerics_match_float64_and_torch():
     assert not doubles, doubles[:5]
 
     # Three steps against torch.optim.AdamW with float32-only scalars.
-    tf.keras.utils.set_random_seed(1)
+    set_random_seed(1)
     model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3)])
     optimizer = AdamW(0.05, weight_decay=0.2, float64=False)
     params = [torch.tensor(v.numpy(), dtype=torch.float64) for v in model.trainable_variables]

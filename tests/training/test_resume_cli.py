@@ -17,6 +17,7 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KILLER = os.path.join(REPO, "tests", "_train_kill.py")
@@ -77,6 +78,7 @@ def _history(out):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.compat
 def test_cli_killed_mid_epoch_and_during_a_backup_ends_with_the_same_weights(tmp_path):
     straight, chained = tmp_path / "straight", tmp_path / "chained"
     uninterrupted = _start(straight)
