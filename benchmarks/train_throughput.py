@@ -44,6 +44,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 on TensorFlow 2.16+ (docs/install.md)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -98,7 +99,7 @@ def keras_step(size, batch, image_size, mode, mixed_precision, classes, timings=
     from larq_bnext.training import AdamW, Distiller, distribute
 
     distribute.set_mixed_precision(mixed_precision)
-    tf.keras.utils.set_random_seed(0)
+    larq_bnext.keras2.set_random_seed(0)
     start = time.perf_counter()
     student = larq_bnext.get_model(
         size,
