@@ -165,10 +165,11 @@ class BinaryConv2D(lq.layers.QuantConv2D):
                     input_shape[3],
                 ]
             )
-        if isinstance(self.input_quantizer, tf.keras.layers.Layer):
-            # Built as a call would build it (the model may be shaped without calls).
-            self.input_quantizer.build(tf.TensorShape(unpadded))
         super().build(input_shape)
+        # The quantizers built as a call builds them (a model may be shaped without calls).
+        for quantizer, shape in ((self.input_quantizer, unpadded), (self.kernel_quantizer, None)):
+            if isinstance(quantizer, tf.keras.layers.Layer) and not quantizer.built:
+                quantizer.build(tf.TensorShape(shape or self.kernel.shape))
         self.temperature = self.add_weight(
             name="temperature",
             shape=(),
