@@ -88,9 +88,10 @@ def _batch():
     return images, tf.constant(rng.integers(0, CLASSES, size=(16,)))
 
 
-# bfloat16 keeps 8 significant bits (unit round-off 2**-9 = 2e-3), float16 11 (2**-12 = 2.4e-4);
-# a few layers of rounding stay well under 2 and 0.2 per cent of the loss.
-TOLERANCE = {"mixed_bfloat16": 2e-2, "mixed_float16": 2e-3}
+# bfloat16 keeps 8 significant bits (unit round-off 2**-9 = 2e-3), float16 11 (2**-12 = 2.4e-4).
+# The loss moves far less than the teachers' logits (measured: 3.2e-5 and 2.2e-6 relative);
+# the bounds are the round-off over two.
+TOLERANCE = {"mixed_bfloat16": 1e-3, "mixed_float16": 1e-4}
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
