@@ -40,7 +40,8 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.abspath(__file__)
+ROOT = os.path.dirname(os.path.dirname(SCRIPT))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from fresh_rounds import _spread, own_peak_rss_gib  # noqa: E402
@@ -199,7 +200,7 @@ def prepare(args):
     for size in args.sizes:
         files = _files(argparse.Namespace(**{**vars(args), "size": size}))
         if not os.path.exists(files["keras"]):
-            command = [sys.executable, __file__, *_common(args), "--child", "fixture"]
+            command = [sys.executable, SCRIPT, *_common(args), "--child", "fixture"]
             env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONDONTWRITEBYTECODE": "1"}
             subprocess.run([*command, "--size", size], check=True, env=env)
 
@@ -231,7 +232,7 @@ def _command(case, size, args):
         return [sys.executable, "-m", "larq_bnext.predict", args.image, "--model", size,
                 f"--weights={weights}", "--top", "1"]  # fmt: skip
     child = {"torch": "torch", "load": "load", "torch-load": "torch_load", "phases": "phases"}
-    return [sys.executable, __file__, *_common(args), "--size", size, "--child", child[case]]
+    return [sys.executable, SCRIPT, *_common(args), "--size", size, "--child", child[case]]
 
 
 def run_case(case, size, args):
@@ -240,8 +241,9 @@ def run_case(case, size, args):
     env = {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
     load = os.getloadavg()[0]
     start = time.perf_counter()
+    # cwd outside any checkout: python -m puts the working directory before PYTHONPATH.
     process = subprocess.Popen(
-        _command(case, size, args), stdout=subprocess.PIPE, text=True, env=env
+        _command(case, size, args), stdout=subprocess.PIPE, text=True, env=env, cwd=args.workdir
     )
     output = process.stdout.read()
     process.stdout.close()
@@ -347,7 +349,8 @@ def main(argv=None):
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--size", default="T", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.image = args.image or os.path.join(args.workdir, "photo.jpg")
+    args.workdir, args.repo = os.path.abspath(args.workdir), os.path.abspath(args.repo)
+    args.image = os.path.abspath(args.image or os.path.join(args.workdir, "photo.jpg"))
     if args.child:
         children = {
             "torch": child_torch,
