@@ -5,11 +5,18 @@ without XLA, and how much of the step the convolutions take.
     python benchmarks/gpu_check.py --json gpu_check.json --batch 64
     python benchmarks/gpu_check.py --cpu_fallback        # tiny sizes on a CPU (what the tests run)
 
-For each model (``--sizes``, default BNext-T and BNext-L), precision policy (``float32``,
-``mixed_float16``, ``mixed_bfloat16``) and XLA off/on, the script builds the distillation
-training step of ``benchmarks/train_throughput.py`` (student forward, the knowledge-complexity
-loss against a frozen stand-in teacher, backward, the clip at global norm 5 and AdamW), runs
-the first step, ``--warmup`` steps and ``--steps`` timed steps, and prints:
+First, ``predict``'s start-up (``--startup_sizes``, default BNext-T and BNext-L): one photograph
+classified with weights on disk, ``--startup_rounds`` fresh processes each (median, min-max,
+peak RSS).
+
+Then, for each model (``--sizes``, default BNext-T and BNext-L), precision policy and XLA
+off/on, the script builds the distillation training step of ``benchmarks/train_throughput.py``
+(student forward, the knowledge-complexity loss, backward, the clip at global norm 5 and AdamW).
+Policies: ``released`` (the student float32 and the recipe's teachers, untrained, in
+``--teacher_precision=auto``: float16 on a GPU, as the released script ran them; the main
+teacher and the first assistant, one curriculum phase), and ``float32``, ``mixed_float16``,
+``mixed_bfloat16`` for student and a frozen stand-in teacher alike. It runs the first step,
+``--warmup`` steps and ``--steps`` timed steps, and prints:
 
 - images/s (``batch`` over the median step) and the first step (trace, compile, first update);
 - peak GPU memory of the configuration (``tf.config.experimental.get_memory_info``, reset
@@ -35,20 +42,44 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+#: ``released``: the student float32, the recipe's teachers (untrained EfficientNets/ConvNeXt)
+#: in ``--teacher_precision=auto`` (float16 on a GPU), as the released script ran them.
+POLICIES = ("released", "float32", "mixed_float16", "mixed_bfloat16")
 #: The tiny custom BNext of ``--cpu_fallback``.
 TINY_CHANNELS = (8, 16, 32)
 
 
+def _teachers(size, shape, classes, policy):
+    """``(assistants, main, teacher_policy)``: a stand-in, or the recipe's teachers as released."""
+    import tensorflow as tf
+
+    from larq_bnext.training.precision import resolve_teacher_precision, teacher_policy
+    from larq_bnext.training.recipe import model_recipe
+    from larq_bnext.training.teachers import default_teachers
+
+    if policy == "released":
+        teachers = resolve_teacher_precision("auto", "float32")
+        with teacher_policy(teachers):
+            assistants, main = default_teachers(model_recipe(size), shape, weights=None)
+        return assistants[:1], main, teachers
+    inputs = tf.keras.Input(shape)
+    pooled = tf.keras.layers.GlobalAveragePooling2D()(inputs)
+    teacher = tf.keras.Model(inputs, tf.keras.layers.Dense(classes)(pooled), name="stand_in")
+    return [], teacher, policy
+
+
 def build_step(size, batch, image_size, classes, policy, xla):
-    """``(step, model)``: one training step of the distiller (as ``train_throughput``)."""
+    """``(step, model, teacher_policy)``: one training step of the distiller (as
+    ``train_throughput``)."""
     import numpy as np
     import tensorflow as tf
 
@@ -56,7 +87,9 @@ def build_step(size, batch, image_size, classes, policy, xla):
     from larq_bnext.training import AdamW, Distiller, distribute
 
     tf.keras.backend.clear_session()
-    distribute.set_mixed_precision(policy)
+    distribute.set_mixed_precision("float32" if policy == "released" else policy)
+    if policy == "released":
+        classes = 1000  # the ImageNet teachers' classes
     tf.keras.utils.set_random_seed(0)
     shape = (image_size, image_size, 3)
     if size == "custom":
@@ -72,10 +105,8 @@ def build_step(size, batch, image_size, classes, policy, xla):
         student = larq_bnext.get_model(
             size, input_shape=shape, num_classes=classes, classifier_activation=None
         )
-    inputs = tf.keras.Input(shape)
-    pooled = tf.keras.layers.GlobalAveragePooling2D()(inputs)
-    teacher = tf.keras.Model(inputs, tf.keras.layers.Dense(classes)(pooled), name="stand_in")
-    distiller = Distiller(student, teacher=teacher, clip_norm=5.0)
+    assistants, teacher, teachers = _teachers(size, shape, classes, policy)
+    distiller = Distiller(student, teacher=teacher, assistants=assistants, clip_norm=5.0)
     distiller.compile(optimizer=AdamW(1e-3), jit_compile=xla)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(batch, *shape)).astype("float32"))
@@ -87,7 +118,7 @@ def build_step(size, batch, image_size, classes, policy, xla):
         logs = distiller.train_function(iterator)
         return float(logs["loss"])
 
-    return step, student
+    return step, student, teachers
 
 
 def conv_replay(model, batch, xla):
@@ -134,6 +165,54 @@ def conv_replay(model, batch, xla):
     return run, len(convs)
 
 
+def startup(sizes, rounds, workdir):
+    """Rows of ``python -m larq_bnext.predict`` on one photograph with weights on disk, each
+    round a fresh process timed from its start to its end (``benchmarks/startup.py`` has the
+    CPU comparison with the original). Weights are written by a CPU-only child first."""
+    import numpy as np
+    from PIL import Image
+
+    image = os.path.join(workdir, "photo.jpg")
+    pixels = np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image, quality=90)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    rows = []
+    for size in sizes:
+        weights = os.path.join(workdir, f"bnext_{size}.h5")
+        save = (
+            "import larq_bnext; larq_bnext.get_model("
+            f"{size!r}, weights=None, classifier_activation=None).save_weights({weights!r})"
+        )
+        cpu_only = {**env, "CUDA_VISIBLE_DEVICES": ""}
+        subprocess.run([sys.executable, "-c", save], check=True, env=cpu_only)
+        command = [sys.executable, "-m", "larq_bnext.predict", image, "--model", size,
+                   f"--weights={weights}", "--top", "1"]  # fmt: skip
+        seconds, peaks = [], []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+            _, status, usage = os.wait4(process.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"predict --model {size} failed ({status})")
+            seconds.append(time.perf_counter() - start)
+            peaks.append(usage.ru_maxrss / 2**20)
+        row = {
+            "startup": "predict",
+            "size": size,
+            "seconds": statistics.median(seconds),
+            "spread": [min(seconds), max(seconds)],
+            "peak_rss_gib": max(peaks),
+            "rounds": rounds,
+        }
+        print(
+            f"predict BNext-{size} (one image, cached weights): {row['seconds']:.2f} s "
+            f"(rounds {min(seconds):.2f}-{max(seconds):.2f})  peak RSS {max(peaks):.2f} GiB",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
 def _timed(fn, warmup, steps):
     for _ in range(warmup):
         fn()
@@ -160,7 +239,7 @@ def run_config(size, policy, xla, args, gpu):
     if gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
     start = time.perf_counter()
-    step, model = build_step(size, args.batch, args.image_size, args.classes, policy, xla)
+    step, model, teachers = build_step(size, args.batch, args.image_size, args.classes, policy, xla)
     step()
     first = time.perf_counter() - start
     seconds = _timed(step, args.warmup, args.steps)
@@ -171,6 +250,7 @@ def run_config(size, policy, xla, args, gpu):
     return {
         "size": size,
         "policy": policy,
+        "teacher_policy": teachers,
         "xla": xla,
         "images_per_second": args.batch / seconds,
         "step_seconds": seconds,
@@ -212,6 +292,12 @@ def main(argv=None):
         help="Tiny sizes for a machine without a GPU (a custom BNext, 32x32, batch 2).",
     )
     parser.add_argument("--allow_cpu", action="store_true", help="Run the given sizes on a CPU.")
+    parser.add_argument(
+        "--startup_sizes",
+        default=None,
+        help="Time predict's start-up for these sizes first (default T,L; none in the fallback).",
+    )
+    parser.add_argument("--startup_rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -237,6 +323,13 @@ def main(argv=None):
         device = tf.config.experimental.get_device_details(gpu_device).get("device_name", "GPU")
     print(f"device: {device}; batch {args.batch} at {args.image_size}", flush=True)
     started = time.perf_counter()
+    if args.startup_sizes is None:
+        args.startup_sizes = "" if args.cpu_fallback else "T,L"
+    startup_sizes = [s.strip() for s in args.startup_sizes.split(",") if s.strip()]
+    startup_rows = []
+    if startup_sizes:  # first: before this process holds the GPU's memory
+        with tempfile.TemporaryDirectory() as workdir:
+            startup_rows = startup(startup_sizes, args.startup_rounds, workdir)
     rows = []
     for size in sizes:
         for policy in policies:
@@ -262,6 +355,7 @@ def main(argv=None):
         "tensorflow": tf.__version__,
         "seconds": time.perf_counter() - started,
         "rows": rows,
+        "startup": startup_rows,
     }
     print(f"total {results['seconds']:.0f} s", flush=True)
     if args.json:

@@ -19,7 +19,7 @@ from larq_bnext.startup import import_tensorflow_quietly
 select_keras2()
 check_keras2(import_tensorflow_quietly())
 
-from larq_bnext import images, models, preprocessing, registry, training, weights
+from larq_bnext import images, models, preprocessing, registry, weights
 from larq_bnext.models import (
     BinaryConv2D,
     BNext,
@@ -36,14 +36,31 @@ from larq_bnext.models import (
 )
 from larq_bnext.preprocessing import decode_predictions, eval_transform, preprocess_input
 from larq_bnext.registry import list_models
-from larq_bnext.training import (
-    AdamW,
-    AssistantCurriculum,
-    Distiller,
-    Teacher,
-    TemperatureScheduler,
-    WarmupCosine,
+
+#: Names of :mod:`larq_bnext.training`, imported on first use: classifying images (``predict``,
+#: ``evaluate``) does not load the training code.
+_TRAINING = (
+    "AdamW",
+    "AssistantCurriculum",
+    "Distiller",
+    "Teacher",
+    "TemperatureScheduler",
+    "WarmupCosine",
 )
+
+
+def __getattr__(name):
+    if name == "training" or name in _TRAINING:
+        import importlib
+
+        training = importlib.import_module("larq_bnext.training")
+        return training if name == "training" else getattr(training, name)
+    raise AttributeError(f"module 'larq_bnext' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_TRAINING) | {"training"})
+
 
 __version__ = "0.1.0"
 

@@ -36,6 +36,7 @@ from larq_bnext.training.checks import COLLECTIVES, TEACHER_WEIGHTS, ConfigError
 from larq_bnext.training.config import RunConfig
 from larq_bnext.training.distiller import WEIGHTINGS
 from larq_bnext.training.distribute import LR_SCALING_RULES, PRECISION_POLICIES, STRATEGY_KINDS
+from larq_bnext.training.precision import TEACHER_PRECISIONS
 
 FLAGS = flags.FLAGS
 _FLAGS_BEFORE = set(FLAGS)
@@ -258,6 +259,13 @@ flags.DEFINE_enum(
     DEFAULTS["mixed_precision"],
     list(PRECISION_POLICIES),
     "Compute dtype policy (quantizers and loss stay float32; float16 uses loss scaling).",
+)
+flags.DEFINE_enum(
+    "teacher_precision",
+    DEFAULTS["teacher_precision"],
+    list(TEACHER_PRECISIONS),
+    "The frozen teachers' policy: auto = float16 on GPUs as the released runs (the student keeps "
+    "--mixed_precision), the student's policy on CPUs; or a policy of --mixed_precision.",
 )
 flags.DEFINE_bool("jit_compile", DEFAULTS["jit_compile"], "XLA-compile the train step.")
 flags.DEFINE_enum(

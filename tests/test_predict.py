@@ -160,3 +160,19 @@ def test_cli_wrong_model_name_exits_2_with_the_names_to_use(images):
     assert "Unknown BNext model 'bnext_huge'" in result.stderr
     assert "bnext_tiny" in result.stderr and "bnext18" in result.stderr
     assert result.stdout == ""
+
+
+def test_importing_predict_loads_no_training_code():
+    """Classifying a photograph needs the models and weights, not the training package."""
+    code = (
+        "import sys, larq_bnext.predict, larq_bnext; "
+        "print(sorted(m for m in sys.modules if m.startswith('larq_bnext.training'))); "
+        "larq_bnext.Distiller; print('larq_bnext.training.distiller' in sys.modules)"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["[]", "True"]  # loaded on first use

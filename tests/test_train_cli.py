@@ -180,6 +180,7 @@ NON_DEFAULTS = {
     "collective": ("ring", "ring"),
     "sync_batchnorm": ("true", True),
     "mixed_precision": ("mixed_bfloat16", "mixed_bfloat16"),
+    "teacher_precision": ("mixed_float16", "mixed_float16"),
     "jit_compile": ("true", True),
     "lr_scaling": ("sqrt", "sqrt"),
     "lr_reference_batch": ("256", 256),

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from larq_bnext.models.arguments import check_arguments, model_input
 from larq_bnext.models.blocks import batch_norm, bnext_block, classifier_head
+from larq_bnext.models.construction import initial_values_skipped, shape_only_calls
 from larq_bnext.registry import IMAGENET_PREPROCESSING, ModelInfo, block_configs, resolve_model
 from larq_bnext.weights.loading import load_weights
 
@@ -124,26 +125,28 @@ def BNext(
     inputs, shape = model_input(input_shape, input_tensor, (side, side, 3), weights)
     _check_input_size(shape, stage_channels, stem_stride)
 
-    layers = tf.keras.layers
-    x = layers.ZeroPadding2D(1, name="stem_pad")(inputs)
-    x = layers.Conv2D(stage_channels[0], 3, strides=stem_stride, use_bias=False, name="stem_conv")(
-        x
-    )
-    x = batch_norm("stem_bn")(x)
-    for i, _, c_out, strides, mode in block_configs(stage_channels):
-        x = bnext_block(
-            x,
-            c_out,
-            strides,
-            mode,
-            elm_attention_enabled=elm_attention,
-            info_recoupling=info_recoupling,
-            name=f"block{i}",
+    # Weights given: no initial values are drawn that loading replaces (larq_bnext.models.
+    # construction); layers are shaped without scratch-graph calls either way.
+    with shape_only_calls(), initial_values_skipped(weights is not None):
+        layers = tf.keras.layers
+        x = layers.ZeroPadding2D(1, name="stem_pad")(inputs)
+        x = layers.Conv2D(
+            stage_channels[0], 3, strides=stem_stride, use_bias=False, name="stem_conv"
+        )(x)
+        x = batch_norm("stem_bn")(x)
+        for i, _, c_out, strides, mode in block_configs(stage_channels):
+            x = bnext_block(
+                x,
+                c_out,
+                strides,
+                mode,
+                elm_attention_enabled=elm_attention,
+                info_recoupling=info_recoupling,
+                name=f"block{i}",
+            )
+        model = classifier_head(
+            x, inputs, input_tensor, include_top, num_classes, classifier_activation, pooling, name
         )
-    model = classifier_head(
-        x, inputs, input_tensor, include_top, num_classes, classifier_activation, pooling, name
-    )
-
     if weights is not None:
         apply_weights(model, weights, size=size)
     return model

@@ -153,6 +153,7 @@ class BinaryConv2D(lq.layers.QuantConv2D):
                 self.input_quantizer._set_dtype_policy("float32")
 
     def build(self, input_shape):
+        unpadded = input_shape
         if self._explicit_padding:
             input_shape = tf.TensorShape(input_shape)
             pad = 2 * (self.kernel_size[0] // 2)
@@ -165,6 +166,10 @@ class BinaryConv2D(lq.layers.QuantConv2D):
                 ]
             )
         super().build(input_shape)
+        # The quantizers built as a call builds them (a model may be shaped without calls).
+        for quantizer, shape in ((self.input_quantizer, unpadded), (self.kernel_quantizer, None)):
+            if isinstance(quantizer, tf.keras.layers.Layer) and not quantizer.built:
+                quantizer.build(tf.TensorShape(shape or self.kernel.shape))
         self.temperature = self.add_weight(
             name="temperature",
             shape=(),
@@ -229,6 +234,9 @@ class LearnableBias(tf.keras.layers.Layer):
     def call(self, inputs):
         return inputs + tf.cast(self.bias, inputs.dtype)
 
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
 
 @_register
 class RecouplingMix(tf.keras.layers.Layer):
@@ -265,6 +273,9 @@ class RecouplingMix(tf.keras.layers.Layer):
         shortcut, y = inputs
         gamma = tf.cast(self.scale, y.dtype)
         return gamma * shortcut + (1.0 - gamma) * y
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape[0])
 
     def get_config(self):
         return {**super().get_config(), "initial_scale": self.initial_scale}

@@ -35,6 +35,7 @@ from larq_bnext.training.distiller import Distiller
 from larq_bnext.training.distribute import scaled_learning_rate
 from larq_bnext.training.labels import restrict_labels
 from larq_bnext.training.optimizer import AdamW
+from larq_bnext.training.precision import teacher_policy, teachers_precision
 from larq_bnext.training.recipe import augment_config, model_recipe
 from larq_bnext.training.schedules import WarmupCosine
 from larq_bnext.training.skipped import SkipLog, SkippedImagesMonitor
@@ -308,17 +309,18 @@ def build_teachers(config: RunConfig, run_data: RunData) -> tuple[list[Teacher],
     weights = None if config.teacher_weights == "none" else config.teacher_weights
     # An ImageNet subset (class folders named by wnid) is scored on its own classes.
     classes = run_data.class_names
-    if spec == "auto":
-        if config.dataset == "digits":
-            raise ValueError("The digits teacher is trained by the run (build_float_teacher).")
-        assistants, main = default_teachers(model_recipe(config.model), shape, weights, classes)
-    else:
-        names = [n.strip().replace("-", "_") for n in spec.split(",") if n.strip()]
-        built = {}
-        for n in names:
-            if n not in built:
-                built[n] = imagenet_teacher(n, shape, weights, classes)
-        assistants, main = [built[n] for n in names[:-1]], built[names[-1]]
+    with teacher_policy(teachers_precision(config)):  # as released: float16 on GPUs
+        if spec == "auto":
+            if config.dataset == "digits":
+                raise ValueError("The digits teacher is trained by the run (build_float_teacher).")
+            assistants, main = default_teachers(model_recipe(config.model), shape, weights, classes)
+        else:
+            names = [n.strip().replace("-", "_") for n in spec.split(",") if n.strip()]
+            built = {}
+            for n in names:
+                if n not in built:
+                    built[n] = imagenet_teacher(n, shape, weights, classes)
+            assistants, main = [built[n] for n in names[:-1]], built[names[-1]]
     if weights is None:
         logging.warning(
             "teacher_weights=none: the teachers %s are UNTRAINED (random weights). This run "

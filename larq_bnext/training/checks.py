@@ -16,6 +16,7 @@ from larq_bnext.images.files import display_path
 from larq_bnext.registry import list_models, models_text, resolve_model
 from larq_bnext.training.distiller import WEIGHTINGS
 from larq_bnext.training.distribute import LR_SCALING_RULES, PRECISION_POLICIES, STRATEGY_KINDS
+from larq_bnext.training.precision import TEACHER_PRECISIONS
 from larq_bnext.training.randaugment import parse_policy
 from larq_bnext.training.teachers import KERAS_TEACHERS
 
@@ -268,6 +269,7 @@ def _check_run(config) -> None:
     _choice(config, "strategy", STRATEGY_KINDS)
     _choice(config, "collective", COLLECTIVES)
     _choice(config, "mixed_precision", PRECISION_POLICIES)
+    _choice(config, "teacher_precision", TEACHER_PRECISIONS)
     _choice(config, "lr_scaling", LR_SCALING_RULES)
     _positive(config, "lr_reference_batch")
     freq = config.backup_freq

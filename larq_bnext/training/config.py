@@ -116,6 +116,9 @@ class RunConfig:
         collective: multi-worker all-reduce: ``"auto"``, ``"ring"`` or ``"nccl"``.
         sync_batchnorm: BatchNorm statistics over the global batch.
         mixed_precision: ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
+        teacher_precision: the frozen teachers' policy: ``"auto"`` (the released runs' float16
+            on GPUs, the student's policy on CPUs; :mod:`larq_bnext.training.precision`) or a
+            policy of ``mixed_precision``.
         jit_compile: XLA-compile the train step.
         lr_scaling: scale ``lr`` with the global batch: ``"none"``, ``"linear"``, ``"sqrt"``.
         lr_reference_batch: the global batch ``lr`` is meant for; ``None``: the recipe's.
@@ -193,6 +196,7 @@ class RunConfig:
     collective: str = "auto"
     sync_batchnorm: bool = False
     mixed_precision: str = "float32"
+    teacher_precision: str = "auto"
     jit_compile: bool = False
     lr_scaling: str = "none"
     lr_reference_batch: int | None = None

@@ -95,15 +95,22 @@ class TeacherSet:
         assistants: the assistant teachers, in curriculum order.
         main: the main teacher.
         weights: their weights (``"imagenet"``, or ``"none"``: untrained).
+        precision: the Keras policy their forward pass ran in (``--teacher_precision``).
     """
 
     assistants: tuple[str, ...]
     main: str
     weights: str
+    precision: str = "float32"
 
     def to_dict(self) -> dict:
         """The ``teachers`` entry of ``metrics.json``."""
-        return {"assistants": list(self.assistants), "main": self.main, "weights": self.weights}
+        return {
+            "assistants": list(self.assistants),
+            "main": self.main,
+            "weights": self.weights,
+            "precision": self.precision,
+        }
 
 
 @dataclasses.dataclass(frozen=True)

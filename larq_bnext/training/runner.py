@@ -59,6 +59,7 @@ from larq_bnext.training.checkpoints import (
 )
 from larq_bnext.training.checks import ConfigError, check_replicas
 from larq_bnext.training.config import RunConfig
+from larq_bnext.training.precision import teachers_precision
 from larq_bnext.training.recipe import resolve
 from larq_bnext.training.reporting import EpochLogger, plot_run_curves, progress_mode
 from larq_bnext.training.results import ModelResult, RunResult, TeacherSet
@@ -291,7 +292,10 @@ def _run_in_scope(given: RunConfig, config: RunConfig) -> RunResult:
         assistants, teacher = build_teachers(config, run_data)
         if teacher is not None:
             teachers = TeacherSet(
-                tuple(t.name for t in assistants), teacher.name, config.teacher_weights
+                tuple(t.name for t in assistants),
+                teacher.name,
+                config.teacher_weights,
+                teachers_precision(config),
             )
 
     distiller = build_models(config, run_data, teacher=teacher, assistants=assistants)

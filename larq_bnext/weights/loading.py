@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from larq_bnext.registry import ModelInfo, resolve_model
@@ -73,10 +74,7 @@ def load_keras_weights(model: tf.keras.Model, path) -> None:
     path = os.fspath(path)
     with h5py.File(path, "r") as f:
         group = f["model_weights"] if "model_weights" in f else f
-        if "layer_names" not in group.attrs:
-            legacy = False
-        else:
-            legacy = True
+        if "layer_names" in group.attrs:
             names = {_as_str(n) for n in group.attrs["layer_names"]}
             problems = []
             for layer in model.layers:
@@ -103,10 +101,22 @@ def load_keras_weights(model: tf.keras.Model, path) -> None:
                     + "\n  ".join(problems[:25])
                     + "\nUse weights saved from a model of the same architecture."
                 )
-    if legacy:
-        model.load_weights(path, by_name=True)
-    else:
-        model.load_weights(path)
+            _assign_by_name(model, group)
+            return
+    model.load_weights(path)
+
+
+def _assign_by_name(model: tf.keras.Model, group) -> None:
+    """Each weight of ``model`` from the layer of its name in ``group`` (HDF5), one at a time:
+    what Keras' ``load_weights(by_name=True)`` does with files that Keras 2 wrote, without
+    reading the whole file into memory first."""
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        stored = group[layer.name]
+        for variable, name in zip(layer.weights, stored.attrs["weight_names"], strict=True):
+            dtype = variable.dtype.base_dtype.as_numpy_dtype
+            variable.assign(np.asarray(stored[_as_str(name)][()], dtype=dtype))
 
 
 def _as_str(value) -> str:

@@ -25,7 +25,7 @@ def _run(tmp_path, *extra):
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=900,
     )
     return result, out
 
@@ -63,3 +63,29 @@ def test_refuses_imagenet_sizes_without_a_gpu(tmp_path):
     result, _ = _run(tmp_path)
     assert result.returncode == 2
     assert "no GPU found: pass --cpu_fallback" in result.stderr
+
+
+def test_cpu_fallback_runs_the_released_teachers_and_predicts_start_up(tmp_path):
+    result, out = _run(
+        tmp_path,
+        "--cpu_fallback",
+        "--policies",
+        "released",
+        "--xla",
+        "off",
+        "--startup_sizes",
+        "T",
+        "--startup_rounds",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    (row,) = results["rows"]
+    assert "error" not in row, row
+    # On a CPU, auto keeps the teachers in the student's float32 (float16 on a GPU).
+    assert (row["policy"], row["teacher_policy"]) == ("released", "float32")
+    assert row["images_per_second"] > 0
+    (startup,) = results["startup"]
+    assert (startup["startup"], startup["size"], startup["rounds"]) == ("predict", "T", 1)
+    assert startup["seconds"] > 0 and startup["peak_rss_gib"] > 0
+    assert "predict BNext-T (one image, cached weights):" in result.stdout
