@@ -48,6 +48,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 on TensorFlow 2.16+ (docs/install.md)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -90,7 +91,7 @@ def build_step(size, batch, image_size, classes, policy, xla):
     distribute.set_mixed_precision("float32" if policy == "released" else policy)
     if policy == "released":
         classes = 1000  # the ImageNet teachers' classes
-    tf.keras.utils.set_random_seed(0)
+    larq_bnext.keras2.set_random_seed(0)
     shape = (image_size, image_size, 3)
     if size == "custom":
         student = larq_bnext.get_model(
