@@ -21,6 +21,7 @@ COMPAT_PYTHON ?= $(firstword $(wildcard /root/.pyenv/versions/3.12.*/bin/python3
 COMPAT_VENV ?= .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
 COMPAT_TESTS := tests/test_keras2.py tests/models/test_bnext.py tests/models/test_serialization.py \
+	tests/models/test_construction.py \
 	tests/test_predict.py tests/training/test_randaugment.py tests/training/test_resume_cli.py \
 	tests/deploy/test_deploy.py
 

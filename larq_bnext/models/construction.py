@@ -22,6 +22,8 @@ import threading
 
 import tensorflow as tf
 
+from larq_bnext.keras2 import keras_src
+
 __all__ = ["shape_only_calls", "initial_values_skipped"]
 
 _state = threading.local()
@@ -30,9 +32,7 @@ _installed = {"count": 0, "original": None}
 
 
 def _base_layer():
-    from keras.src.engine import base_layer
-
-    return base_layer.Layer
+    return keras_src("engine.base_layer").Layer
 
 
 def _shape_only(layer) -> bool:
@@ -46,10 +46,9 @@ def _shape_only(layer) -> bool:
 def _infer_output_signature(self, inputs, args, kwargs, input_masks):
     if not getattr(_state, "active", False) or args or not _shape_only(self):
         return _installed["original"](self, inputs, args, kwargs, input_masks)
-    from keras.src import backend
-    from keras.src.engine import keras_tensor
-    from keras.src.mixed_precision import autocast_variable
-
+    backend = keras_src("backend")
+    keras_tensor = keras_src("engine.keras_tensor")
+    autocast_variable = keras_src("mixed_precision.autocast_variable")
     with backend.name_scope(self._name_scope()):  # the variables' names, as Keras gives them
         with autocast_variable.enable_auto_cast_variables(self._compute_dtype_object):
             self._maybe_build(inputs)

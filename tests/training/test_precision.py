@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import larq_bnext
+from larq_bnext.keras2 import set_random_seed
 from larq_bnext.registry import RECIPE
 from larq_bnext.training import AdamW, Distiller, Teacher
 from larq_bnext.training.config import RunConfig
@@ -62,7 +63,7 @@ def test_run_config_default_resolves_on_this_machines_devices():
 
 
 def _teacher_net(seed):
-    tf.keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     inputs = tf.keras.Input(SHAPE)
     x = tf.keras.layers.Conv2D(16, 3, strides=2, activation="relu")(inputs)
     x = tf.keras.layers.BatchNormalization()(x)
@@ -116,7 +117,7 @@ def test_distiller_step_keeps_the_student_float32_with_half_precision_teachers(p
     images, labels = _batch()
     logs = {}
     for p in ("float32", policy):
-        tf.keras.utils.set_random_seed(0)
+        set_random_seed(0)
         student = larq_bnext.get_model(
             "custom", (8, 16), input_shape=SHAPE, num_classes=CLASSES, stem_stride=1,
             classifier_activation=None,
