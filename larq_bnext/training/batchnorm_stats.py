@@ -18,7 +18,11 @@ __all__ = ["BatchNormReestimation", "batchnorm_layers", "reestimate_batchnorm"]
 
 
 def batchnorm_layers(model: tf.keras.Model) -> list:
-    """The BatchNorm layers of ``model`` (nested models included), each once."""
+    """The BatchNorm layers of ``model`` (nested models included), each once.
+
+    Args:
+        model: a Keras model.
+    """
     found = []
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, tf.keras.layers.BatchNormalization) and all(
