@@ -6,7 +6,9 @@ instruction set, each in a fresh process (``native``: the machine's own; ``avx2`
 run the test top-1 of the float teacher, the distilled student and the labels-only student,
 with the spread (max - min) of each binary student's validation top-1 over the last
 ``--last`` epochs; then per seed the difference between the instruction sets. Runs whose
-``metrics.json`` is already in ``--output_dir`` are read, not trained again.
+``metrics.json`` is already in ``--output_dir`` are read, not trained again; any other is
+started (resuming from its backup if a killed run left one), so never point two invocations,
+or one and a run still going, at the same ``--output_dir``.
 
     python benchmarks/demo_stability.py --output_dir=runs/stability
     python benchmarks/demo_stability.py --output_dir=runs/stability_before \
