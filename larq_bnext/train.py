@@ -143,6 +143,13 @@ flags.DEFINE_float("min_lr", None, "Floor of the cosine; default the recipe's.")
 flags.DEFINE_bool(
     "lr_per_step", DEFAULTS["lr_per_step"], "Update the LR every step (default: per epoch)."
 )
+flags.DEFINE_bool(
+    "cosine_to_end",
+    None,
+    "End the cosine with the run: it spans the epochs after the warm-up (else it lasts "
+    "--epochs after it, the original's t_initial=epochs, which a 30-epoch run stops at a tenth "
+    "of the peak). Default: on for digits, off elsewhere.",
+)
 flags.DEFINE_float(
     "clip_norm", None, "Clip gradients to this global norm (0: off); default the recipe's."
 )
@@ -178,6 +185,13 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_bool(
     "baseline", None, "Also train the student without distillation (default: on for digits)."
+)
+flags.DEFINE_bool(
+    "bn_reestimation",
+    None,
+    "Before each validation, set the binary student's BatchNorm moving statistics to those of "
+    "the training images (evaluation transform) under its current weights. Default: on for "
+    "digits, off elsewhere (the original).",
 )
 # --------------------------------------------------------------------------- augmentation
 flags.DEFINE_float(

@@ -14,6 +14,8 @@ A whole run from Python is :func:`run` of a :class:`RunConfig` (what
   distillation loss and the Keras model that trains with it;
 * :mod:`~larq_bnext.training.optimizer`, :mod:`~larq_bnext.training.schedules`,
   :mod:`~larq_bnext.training.callbacks`: the recipe;
+* :mod:`~larq_bnext.training.batchnorm_stats`: BatchNorm statistics re-estimated for
+  validation (the digits demo);
 * :mod:`~larq_bnext.training.distribute`, :mod:`~larq_bnext.training.sync_batchnorm`,
   :mod:`~larq_bnext.training.checkpoints`: scaling out and surviving restarts;
 * :mod:`~larq_bnext.training.reporting`: one log line per epoch off a terminal, the curves

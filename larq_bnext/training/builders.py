@@ -82,6 +82,8 @@ class RunData:
         train_eval: ``eval_train_split``: the training examples with the evaluation transform,
             as ``(true labels, labels trained on)`` datasets (the second ``None`` without
             ``label_noise``); ``None`` otherwise.
+        train_stats: ``bn_reestimation``: the training images with the evaluation transform,
+            for the BatchNorm statistics; ``None`` otherwise.
     """
 
     make_train: Callable[[int, int], tf.data.Dataset]
@@ -97,6 +99,7 @@ class RunData:
     skipped_json: str
     augment: AugmentConfig
     train_eval: tuple[tf.data.Dataset, tf.data.Dataset | None] | None = None
+    train_stats: tf.data.Dataset | None = None
 
 
 def backup_dir(config: RunConfig, directory: str) -> str:
@@ -200,31 +203,25 @@ def build_datasets(config: RunConfig) -> RunData:
 
         return distribute.distributed_dataset(tf.distribute.get_strategy(), pipeline, batch_size)
 
-    eval_ds = data.eval_dataset(
-        eval_src,
-        batch_size,
-        config.image_size,
-        config.eval_crop_fraction,
-        skip_log=eval_log,
-        max_image_pixels=config.max_image_pixels,
-        jpeg_dct_scaling=config.jpeg_dct_scaling,
-    )
+    def evaluation(source, skip_log=None):
+        """``source`` with the evaluation transform."""
+        return data.eval_dataset(
+            source,
+            batch_size,
+            config.image_size,
+            config.eval_crop_fraction,
+            skip_log=skip_log,
+            max_image_pixels=config.max_image_pixels,
+            jpeg_dct_scaling=config.jpeg_dct_scaling,
+        )
+
+    eval_ds = evaluation(eval_src, eval_log)
+    # The training images as evaluated: BatchNorm re-estimation, the train-split scores.
+    train_stats = evaluation(train_src) if config.bn_reestimation else None
     train_eval = None
     if config.eval_train_split:
         sources = [clean_train, train_src if config.label_noise > 0 else None]
-        train_eval = tuple(
-            None
-            if source is None
-            else data.eval_dataset(
-                source,
-                batch_size,
-                config.image_size,
-                config.eval_crop_fraction,
-                max_image_pixels=config.max_image_pixels,
-                jpeg_dct_scaling=config.jpeg_dct_scaling,
-            )
-            for source in sources
-        )
+        train_eval = tuple(None if s is None else evaluation(s) for s in sources)
     skipped = len(train_src.skipped) + len(eval_src.skipped)
     if skipped:
         logging.warning(
@@ -246,6 +243,7 @@ def build_datasets(config: RunConfig) -> RunData:
         skipped_json=skipped_json,
         augment=augment,
         train_eval=train_eval,
+        train_stats=train_stats,
     )
 
 
@@ -331,7 +329,8 @@ def build_teachers(config: RunConfig, run_data: RunData) -> tuple[list[Teacher],
 
 
 def build_optimizer(config: RunConfig, run_data: RunData, epochs: int) -> AdamW:
-    """AdamW with the warm-up cosine schedule of ``config``.
+    """AdamW with the warm-up cosine schedule of ``config`` (``cosine_to_end``: the cosine
+    spans the epochs after the warm-up; else ``epochs`` after it, as the original).
 
     Args:
         config: the resolved settings.
@@ -341,11 +340,13 @@ def build_optimizer(config: RunConfig, run_data: RunData, epochs: int) -> AdamW:
     peak = scaled_learning_rate(
         config.lr, run_data.batch_size, config.lr_reference_batch, config.lr_scaling
     )
+    warmup = min(config.warmup_epochs, max(epochs - 1, 0))
     schedule = WarmupCosine(
         steps_per_epoch=run_data.steps_per_epoch,
         epochs=epochs,
         base_lr=peak,
-        warmup_epochs=min(config.warmup_epochs, max(epochs - 1, 0)),
+        warmup_epochs=warmup,
+        cosine_epochs=max(epochs - warmup, 1) if config.cosine_to_end else None,
         warmup_lr=config.warmup_lr,
         min_lr=config.min_lr,
         per_step=config.lr_per_step,

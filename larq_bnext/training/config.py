@@ -80,6 +80,9 @@ class RunConfig:
         warmup_lr: learning rate at the start of the warm-up.
         min_lr: floor of the cosine.
         lr_per_step: update the learning rate every step (else per epoch).
+        cosine_to_end: the cosine spans the epochs after the warm-up and ends with the run
+            (else it lasts ``epochs`` after the warm-up, the original's ``t_initial=epochs``,
+            which a short run stops early); ``None``: on for digits, off elsewhere.
         clip_norm: clip gradients to this global norm (0: off).
         temperature_decay: temperature factor per epoch; ``None``: the recipe's, faster for
             short runs so that the kernels are exactly binary after 80 % of the epochs.
@@ -90,6 +93,10 @@ class RunConfig:
         teacher_weights: ``"imagenet"`` or ``"none"`` (untrained teachers: a smoke test).
         teacher_epochs: epochs of the digits float teacher.
         baseline: also train the student without distillation.
+        bn_reestimation: before each validation, set the binary student's BatchNorm moving
+            statistics to those of the training images under its current weights
+            (:mod:`larq_bnext.training.batchnorm_stats`); ``None``: on for digits, off
+            elsewhere (the original).
         crop_scale_min: random resized crop, smallest area fraction.
         crop_scale_max: random resized crop, largest area fraction.
         crop_ratio: random resized crop, aspect ratio range ``(min, max)``.
@@ -162,6 +169,7 @@ class RunConfig:
     warmup_lr: float | None = None
     min_lr: float | None = None
     lr_per_step: bool = False
+    cosine_to_end: bool | None = None
     clip_norm: float | None = None
     temperature_decay: float | None = None
     distill_weighting: str = "per_sample"
@@ -169,6 +177,7 @@ class RunConfig:
     teacher_weights: str = "imagenet"
     teacher_epochs: int = 30
     baseline: bool | None = None
+    bn_reestimation: bool | None = None
     # augmentation
     crop_scale_min: float | None = None
     crop_scale_max: float = IMAGENET_CONFIG.crop_scale[1]

@@ -60,6 +60,8 @@ PRESETS = {
         randaugment=False,
         baseline=True,
         deterministic=True,
+        cosine_to_end=True,
+        bn_reestimation=True,
     ),
     "imagenet": dict(
         crop_scale_min=IMAGENET_CONFIG.crop_scale[0],
@@ -67,6 +69,8 @@ PRESETS = {
         randaugment=IMAGENET_CONFIG.randaugment,
         baseline=False,
         deterministic=False,
+        cosine_to_end=False,
+        bn_reestimation=False,
     ),
 }
 

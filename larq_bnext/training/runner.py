@@ -41,6 +41,7 @@ from absl import logging
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.models.layers import binary_conv_layers
 from larq_bnext.training import distribute
+from larq_bnext.training.batchnorm_stats import BatchNormReestimation
 from larq_bnext.training.builders import (
     MODEL_DIRS,
     RunData,
@@ -136,6 +137,9 @@ def fit(
         # the start of fit replaces them with its own.)
         anneal_temperatures(distiller, config.temperature_decay)
     train_ds = run_data.make_train(*position)
+    if anneal and run_data.train_stats is not None:
+        # First: fit calls on_test_begin before validating, where the statistics are needed.
+        callbacks.insert(0, BatchNormReestimation(distiller.student, run_data.train_stats))
     checkpoint = next(c for c in callbacks if type(c).__name__ == "StudentCheckpoint")
     # Off a terminal (a log file, CI, Slurm) one line per epoch instead of the progress bar.
     verbose, line_per_epoch = progress_mode(config.verbose)
@@ -243,6 +247,12 @@ def run(config: RunConfig) -> RunResult:
         config.strategy, config.devices, config.tpu, config.collective
     )
     check_replicas(config.batch_size, strategy.num_replicas_in_sync)
+    if config.bn_reestimation and strategy.num_replicas_in_sync > 1:
+        raise ConfigError(
+            "bn_reestimation",
+            "bn_reestimation=True runs on one replica; with "
+            f"{strategy.num_replicas_in_sync} replicas pass bn_reestimation=False.",
+        )
     determinism = distribute.op_determinism_enabled()
     distribute.set_mixed_precision(config.mixed_precision)
     try:
