@@ -157,7 +157,7 @@ def test_bnext_checkpoint_is_pointed_to_bnext_builders(cifar64):
     "kwargs, message",
     [
         ({"weights": "imagenet"}, "No official ImageNet checkpoint of BNext-18 is published"),
-        ({"weights": "/nonexistent.pth"}, "neither None, 'imagenet' nor an existing file"),
+        ({"weights": "/nonexistent.pth"}, "neither None, 'imagenet', an existing file nor"),
         ({"input_shape": (100, 100, 3)}, "multiple of 32"),
         ({"input_shape": (30, 30, 3), "num_classes": 10}, "multiple of 8"),
         ({"stem": "tiny"}, "stem must be"),

@@ -100,6 +100,7 @@ def test_tiny_recipe_killed_resumed_and_evaluated(tmp_path):
         "assistants": ["efficientnet_b0"],
         "main": "efficientnet_b2",
         "weights": "none",
+        "precision": "float32",  # --teacher_precision=auto on a CPU: the student's policy
     }
     assert metrics["num_classes"] == 3 and metrics["train_examples"] == 6
     assert metrics["student"]["distilled"]
