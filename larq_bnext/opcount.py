@@ -8,13 +8,17 @@ buffers of :class:`~larq_bnext.models.layers.BinaryConv2D`) as if they were kern
 kernels (weights of rank 2 or more) are kept here.
 
 The BNext README's "degree of binarization" is ``BOPs / (64 * OPs)`` with
-``OPs = BOPs / 64 + FLOPs``. Its figures for BNext-T/S/M come out of these counts when the
+``OPs = BOPs / 64 + FLOPs``. Its OPs for BNext-T/S/M come out of these counts when the
 real-valued MACs (stem, squeeze-and-excitation, classifier; BNext-18's downsampling too) are
 8-bit, as in the authors' quantized models (``src/bnext_quant.py``, ``birealnet_quant.py``),
 and an 8-bit MAC counts as 1/8 FLOP: ``int8_bits=True``, the default. With ``int8_bits=False``
 every real-valued MAC is one FLOP (the convention of Bi-Real Net and ReActNet). BatchNorm,
-PReLU, pooling and element-wise operations are not counted, by either convention. See
-docs/comparison.md for the comparison with the published figures.
+PReLU, pooling and element-wise operations are not counted, by either convention.
+
+The README's degrees are computed from rounded figures, BOPs to 0.01 G over 64 times OPs to
+0.001 G (:func:`rounded_binarization`): that gives its BNext-T/S/M/L degrees exactly from their
+published OPs, where the unrounded ratio (:attr:`OpCount.binarization`) is up to 0.02 points
+off. See docs/comparison.md for the comparison with the published figures.
 
 Examples:
     >>> import tensorflow as tf, larq as lq
@@ -35,7 +39,7 @@ import dataclasses
 
 import tensorflow as tf
 
-__all__ = ["OpCount", "count_ops"]
+__all__ = ["OpCount", "count_ops", "rounded_binarization"]
 
 #: Binary MACs one real-valued operation is worth (a 64-bit word of XNOR-popcount).
 BOPS_PER_OP = 64
@@ -74,6 +78,40 @@ class OpCount:
     def binarization(self) -> float:
         """Degree of binarization, ``BOPs / (64 * OPs)``, as a fraction (0 without BOPs)."""
         return self.bops / BOPS_PER_OP / self.ops if self.ops else 0.0
+
+    @property
+    def rounded_binarization(self) -> float:
+        """The degree the README's way, from this count's BOPs and OPs rounded
+        (:func:`rounded_binarization`); NaN where the OPs round to 0 G (under 0.0005 G)."""
+        if round(self.ops / 1e9, 3) == 0:
+            return float("nan")
+        return rounded_binarization(self.bops, self.ops)
+
+
+def rounded_binarization(bops: float, ops: float) -> float:
+    """The degree of binarization as the BNext README computes it, from rounded figures.
+
+    ``round(BOPs / 1e9, 2) / (64 * round(OPs / 1e9, 3))``: BOPs in G to two decimals (4.82 G
+    for BNext-T), OPs in G to the three decimals the README prints (0.077 G).
+
+    Args:
+        bops: binary MACs.
+        ops: ``BOPs / 64 + FLOPs``, unrounded or already rounded (the published OPs times 1e9).
+
+    Returns:
+        The degree as a fraction.
+
+    Example:
+        >>> round(100 * rounded_binarization(4_816_896_000, 0.077e9), 2)   # BNext-T's 97.81 %
+        97.81
+    """
+    rounded_ops = round(ops / 1e9, 3)
+    if rounded_ops <= 0:
+        raise ValueError(
+            f"ops={ops:g} rounds to {rounded_ops} G: the README's rounding gives no degree below "
+            "0.0005 G OPs; use OpCount.binarization for small models."
+        )
+    return round(bops / 1e9, 2) / BOPS_PER_OP / rounded_ops
 
 
 def _profiles(profile):

@@ -7,10 +7,11 @@
     python -m larq_bnext.ops --figure docs/comparison/top1_vs_ops.png
 
 prints a Markdown table: BOPs, real-valued MACs, OPs (``BOPs / 64 + FLOPs``) and the degree
-of binarization (``BOPs / (64 * OPs)``) counted from the built model by
-:func:`larq_bnext.opcount.count_ops`, and the registry's published OPs and degree where the
-model is published (at 224x224, with the authors' 8-bit convention). ``--figure`` also draws
-top-1 against OPs beside the published binary networks and prints the table of design features
+of binarization (``BOPs / (64 * OPs)``, exact and from rounded figures as the authors' README
+computes it) counted from the built model by :func:`larq_bnext.opcount.count_ops`, and the
+registry's published OPs and degree where the model is published (at 224x224, with the
+authors' 8-bit convention). ``--figure`` also draws top-1 against OPs beside the published
+binary networks and prints the table of design features
 (:mod:`larq_bnext.analysis.binary_networks`). See docs/comparison.md.
 """
 
@@ -97,25 +98,36 @@ def count_rows(
 def rows_markdown(rows, compare: bool = True) -> str:
     """The Markdown table of :func:`count_rows`.
 
+    The degree of binarization three ways: the counted ratio ``BOPs / (64 * OPs)``; the
+    README's way from rounded figures (BOPs to 0.01 G, OPs to 0.001 G,
+    :func:`larq_bnext.opcount.rounded_binarization`) with this count's OPs; and the same with
+    the published OPs.
+
     Args:
         rows: ``count_rows``' result.
-        compare: add the published OPs and degree (only meaningful at 224x224 with 8-bit
+        compare: add the published OPs and degrees (only meaningful at 224x224 with 8-bit
             real-valued MACs).
     """
+    from larq_bnext.opcount import rounded_binarization
+
     lines = [
         "| model | BOPs (M) | real-valued MACs (M) | OPs (G) | published OPs (G) "
-        "| binarization | published | difference |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| binarization | rounded | rounded, published OPs | published |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def percent(value):
+        return "" if value is None or value != value else f"{100 * value:.2f} %"
+
     for label, counts, info in rows:
         ops = info.ops if compare and info else None
-        degree = info.binarization if compare and info else None
-        ours = 100 * counts.binarization
+        degree = info.binarization / 100 if compare and info and info.binarization else None
+        from_published = None if ops is None else rounded_binarization(counts.bops, ops * 1e9)
         lines.append(
             f"| {label} | {counts.bops / 1e6:.2f} | {counts.real_macs / 1e6:.2f} "
             f"| {counts.ops / 1e9:.4f} | {'' if ops is None else f'{ops:.3f}'} "
-            f"| {ours:.2f} % | {'' if degree is None else f'{degree:.2f} %'} "
-            f"| {'' if degree is None else f'{ours - degree:+.2f}'} |"
+            f"| {percent(counts.binarization)} | {percent(counts.rounded_binarization)} "
+            f"| {percent(from_published)} | {percent(degree)} |"
         )
     return "\n".join(lines)
 

@@ -11,7 +11,8 @@ import pytest
 
 import larq_bnext
 from larq_bnext import registry
-from larq_bnext.opcount import count_ops
+from larq_bnext.analysis import published_results
+from larq_bnext.opcount import OpCount, count_ops, rounded_binarization
 from larq_bnext.ops import count_rows, rows_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,21 +76,60 @@ def test_every_registry_model_matches_the_count_from_its_architecture(registry_r
         assert (counts.bops, counts.real_macs) == expected, label
 
 
+def test_rounded_binarization_is_the_readmes_arithmetic():
+    # BOPs to 0.01 G, OPs to 0.001 G: 4.82 / 64 / 0.077, not 4.816896 / 64 / 0.0769...
+    assert rounded_binarization(4_816_896_000, 76_932_000) == 4.82 / 64 / 0.077
+    assert rounded_binarization(52_150_927_360, 0.819e9) == 52.15 / 64 / 0.819
+    counts = OpCount(bops=4_816_896_000, real_macs=13_345_000)
+    assert counts.rounded_binarization == 4.82 / 64 / 0.077
+    assert round(100 * counts.binarization, 2) == 97.83  # the unrounded ratio
+    assert OpCount(bops=64, real_macs=8).rounded_binarization != 0.0  # NaN: OPs round to 0
+    with pytest.raises(ValueError, match="rounds to 0.0 G"):
+        rounded_binarization(64, 400_000)
+
+
+def test_published_degrees_of_bnext_t_s_m_l_follow_from_the_counts_and_published_ops(
+    registry_rows,
+):
+    # The README's degrees are the counted BOPs, rounded to 0.01 G, over 64 x its OPs.
+    for label, counts, info in registry_rows:
+        if info.letter in ("T", "S", "M", "L"):
+            degree = 100 * rounded_binarization(counts.bops, info.ops * 1e9)
+            assert round(degree, 2) == info.binarization, label
+
+
 def test_published_ops_and_degrees_are_reproduced_for_bnext_t_s_m(registry_rows):
     for label, counts, info in registry_rows:
         if info.letter in ("T", "S", "M"):
             assert round(counts.ops / 1e9, 3) == info.ops, label
-            assert 100 * counts.binarization == pytest.approx(info.binarization, abs=0.025)
+            assert round(100 * counts.rounded_binarization, 2) == info.binarization, label
 
 
-def test_bnext_l_and_bnext_18_differ_from_their_published_degree_as_documented(registry_rows):
-    # The published BNext-L figures imply ~33.4 M real-valued MACs, the model has 39.4 M; the
-    # published BNext-18 degree implies ~133.7 M, the model has 138.1 M (docs/comparison.md).
+def test_bnext_l_ops_and_bnext_18_degree_differ_from_the_published_as_documented(registry_rows):
+    # BNext-L: 0.8198 G OPs round to 0.820 where the README has 0.819 (its degree follows from
+    # 0.819, see above). BNext-18: 1.68 / 64 / 0.043 = 61.05 %, the README 61.04 %.
     found = {info.letter: counts for _, counts, info in registry_rows}
     large, b18 = registry.resolve_model("L"), registry.resolve_model("bnext18")
     assert round(found["L"].ops / 1e9, 3) == pytest.approx(large.ops + 0.001)
-    assert 100 * found["L"].binarization == pytest.approx(large.binarization - 0.09, abs=0.005)
-    assert 100 * found["18"].binarization == pytest.approx(b18.binarization - 0.77, abs=0.005)
+    assert round(100 * found["L"].rounded_binarization, 2) == 99.37
+    assert round(found["18"].ops / 1e9, 3) == 0.043
+    assert round(100 * found["18"].rounded_binarization, 2) == pytest.approx(
+        b18.binarization + 0.01
+    )
+    assert round(100 * found["18"].binarization, 2) == pytest.approx(b18.binarization - 0.77)
+
+
+def test_readme_degrees_of_real_to_binary_and_reactnet_a_follow_from_counted_bops(registry_rows):
+    # Real-to-Binary binarizes ResNet-18's 3x3 convolutions, BNext-18's binary convolutions;
+    # ReActNet-A binarizes MobileNetV1's, BNext-T's. Their OPs come from the data file.
+    bops = {info.letter: counts.bops for _, counts, info in registry_rows}
+    rows = {r["model"]: r for r in published_results()}
+    r2b, react = rows["Real-to-Binary"], rows["ReActNet-A"]
+    assert round(100 * rounded_binarization(bops["18"], r2b["ops"]), 2) == r2b["binarization"]
+    assert 100 * bops["T"] / 64 / react["ops"] == pytest.approx(react["binarization"], abs=0.015)
+    for name in ("XNOR-Net", "Bi-Real Net-18", "ReActNet-BiR18"):  # these do not follow
+        r = rows[name]
+        assert abs(100 * rounded_binarization(bops["18"], r["ops"]) - r["binarization"]) > 1
 
 
 def test_the_documented_table_is_the_current_count(registry_rows):

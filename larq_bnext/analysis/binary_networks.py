@@ -92,7 +92,9 @@ def _yes(value: str) -> str:
 
 def features_markdown(bnext_rows, published=None) -> str:
     """The design-features table: BN, PReLU, SE, quantization, KD and the degree of
-    binarization, published (the authors' README) and, for BNext, counted here.
+    binarization, published (the authors' README) and, for BNext, counted here: exactly and
+    from rounded figures as the README computes it
+    (:attr:`larq_bnext.opcount.OpCount.rounded_binarization`).
 
     Args:
         bnext_rows: :func:`larq_bnext.ops.count_rows` of the BNext models to list.
@@ -100,15 +102,25 @@ def features_markdown(bnext_rows, published=None) -> str:
             published degree are listed, and the ``BNext`` row gives BNext's features.
     """
     published = published_results() if published is None else published
-    header = ["model", *_FEATURE_NAMES, "binarization (published)", "binarization (counted)"]
+    header = [
+        "model",
+        *_FEATURE_NAMES,
+        "binarization (published)",
+        "binarization (counted)",
+        "counted, rounded",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     bnext = next(r for r in published if r["model"] == "BNext")
     for r in published:
         if r["binarization"] is not None:
             cells = [r["model"], *(_yes(r[k]) for k in _FEATURES), f"{r['binarization']:.2f} %"]
-            lines.append("| " + " | ".join([*cells, ""]) + " |")
+            lines.append("| " + " | ".join([*cells, "", ""]) + " |")
     for label, counts, info in bnext_rows:
         degree = "" if info is None or info.binarization is None else f"{info.binarization:.2f} %"
         cells = [label, *(_yes(bnext[k]) for k in _FEATURES), degree]
-        lines.append("| " + " | ".join([*cells, f"{100 * counts.binarization:.2f} %"]) + " |")
+        rounded = counts.rounded_binarization
+        rounded = "" if rounded != rounded else f"{100 * rounded:.2f} %"  # NaN: OPs round to 0
+        lines.append(
+            "| " + " | ".join([*cells, f"{100 * counts.binarization:.2f} %", rounded]) + " |"
+        )
     return "\n".join(lines)
