@@ -12,8 +12,8 @@ import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 from sklearn.datasets import load_sample_image
 
-from larq_bnext.training import randaugment as ra
-from larq_bnext.training import randaugment_ops as ops
+from larq_bnext.augment import randaugment as ra
+from larq_bnext.augment import randaugment_ops as ops
 
 FILL = (124, 116, 104)
 
