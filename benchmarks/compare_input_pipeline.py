@@ -49,10 +49,12 @@ def _round(tree: str, root: str, args) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, *map(str, argv)],
         env=env,
+        cwd=tree,  # python -c puts the working directory first on sys.path
         capture_output=True,
         text=True,
-        check=True,
     )
+    if result.returncode:
+        raise RuntimeError(f"the round in {tree} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -85,7 +87,7 @@ def main() -> None:
         summary[f"{key}_randaugment"] = {
             "baseline_images_per_cpu_second": [round(v, 1) for v in base],
             "this_images_per_cpu_second": [round(v, 1) for v in this],
-            "ratio_per_round": [round(t / b, 3) for t, b in zip(this, base)],
+            "ratio_per_round": [round(t / b, 3) for t, b in zip(this, base, strict=True)],
             "ratio_of_medians": round(float(np.median(this) / np.median(base)), 3),
         }
     print(json.dumps(summary, indent=2))

@@ -38,11 +38,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext.images.resampling import resize_window
-from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_input
 from larq_bnext.augment import AugmentConfig
 from larq_bnext.augment.crop import decode_and_random_crop, random_resized_crop_box
 from larq_bnext.augment.randaugment import rand_augment
+from larq_bnext.images.resampling import resize_window
+from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_input
 from larq_bnext.training import data
 from larq_bnext.training.skipped import guarded_map
 

@@ -5,8 +5,8 @@
   ``rand-m7-mstd0.5-inc1``, normalisation, optional mixup/CutMix and random erasing.
 * One layer per concern, each a keras-cv ``VectorizedBaseImageAugmentationLayer`` seeded by
   stateless random ops (:class:`~larq_bnext.augment.base.SeededAugmentation`):
-  :class:`RandomResizedCrop`, :class:`RandAugment`, timm's 15 ops (:mod:`~larq_bnext.augment.layers`),
-  :class:`MixUpCutMix`, :class:`RandomErasing`.
+  :class:`RandomResizedCrop`, :class:`RandAugment`, timm's 15 ops
+  (:mod:`~larq_bnext.augment.layers`), :class:`MixUpCutMix`, :class:`RandomErasing`.
 * The functions under them: :mod:`~larq_bnext.augment.crop`,
   :mod:`~larq_bnext.augment.randaugment`, :mod:`~larq_bnext.augment.randaugment_ops`,
   :mod:`~larq_bnext.augment.mix`; the settings :class:`AugmentConfig`

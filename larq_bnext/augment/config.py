@@ -20,10 +20,11 @@ Then per batch (in ``tf.data``, or on the accelerator as a model-side stage of t
 :class:`~larq_bnext.Distiller`, by choice), keras-cv preprocessing layers
 (:class:`~larq_bnext.augment.BNextAugmentation`):
 
-3. **RandAugment**: timm's ``rand-m7-mstd0.5-inc1`` itself (:class:`~larq_bnext.augment.RandAugment`:
-   2 of timm's 15 ops per image with replacement, each with probability 0.5, magnitude
-   ``N(7, 0.5)`` clipped to ``[0, 10]``, timm's argument mappings and random signs, fill of the
-   ImageNet mean; PIL's computations, bilinear where the original resamples bicubically).
+3. **RandAugment**: timm's ``rand-m7-mstd0.5-inc1`` itself
+   (:class:`~larq_bnext.augment.RandAugment`: 2 of timm's 15 ops per image with replacement,
+   each with probability 0.5, magnitude ``N(7, 0.5)`` clipped to ``[0, 10]``, timm's argument
+   mappings and random signs, fill of the ImageNet mean; PIL's computations, bilinear where the
+   original resamples bicubically).
 4. Normalisation with the ImageNet mean and std (on ``[0, 1]`` RGB).
 5. Optional, off in BNext: **mixup** and **cutmix** (timm's batch mode; labels become
    one-hot) and **random erasing** (timm's per-pixel noise, applied with a probability), from
@@ -44,8 +45,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from larq_bnext.registry import IMAGENET_PREPROCESSING
 from larq_bnext.augment import randaugment as timm_randaugment
+from larq_bnext.registry import IMAGENET_PREPROCESSING
 
 __all__ = ["AugmentConfig", "IMAGENET_CONFIG"]
 

@@ -25,11 +25,10 @@ import math
 import tensorflow as tf
 
 from larq_bnext.augment.base import SeededAugmentation
-
+from larq_bnext.augment.config import IMAGENET_CONFIG, AugmentConfig
 from larq_bnext.images import decode
 from larq_bnext.images.files import MAX_IMAGE_PIXELS
 from larq_bnext.images.resampling import resize_window
-from larq_bnext.augment.config import IMAGENET_CONFIG, AugmentConfig
 
 __all__ = [
     "random_resized_crop_box",

@@ -17,11 +17,11 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl import logging
 
+from larq_bnext.augment.config import AugmentConfig
+from larq_bnext.augment.stage import BNextAugmentation
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.models.bnext import get_model
 from larq_bnext.training import data, distribute
-from larq_bnext.augment.config import AugmentConfig
-from larq_bnext.augment.stage import BNextAugmentation
 from larq_bnext.training.callbacks import (
     AssistantCurriculum,
     LearningRateLogger,

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from larq_bnext.augment.randaugment import parse_policy
 from larq_bnext.images.files import display_path
 from larq_bnext.registry import list_models, models_text, resolve_model
 from larq_bnext.training.distiller import WEIGHTINGS
 from larq_bnext.training.distribute import LR_SCALING_RULES, PRECISION_POLICIES, STRATEGY_KINDS
 from larq_bnext.training.precision import TEACHER_PRECISIONS
-from larq_bnext.augment.randaugment import parse_policy
 from larq_bnext.training.teachers import KERAS_TEACHERS
 
 __all__ = [

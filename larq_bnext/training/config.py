@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from larq_bnext.images.files import MAX_IMAGE_PIXELS
 from larq_bnext.augment.config import IMAGENET_CONFIG
+from larq_bnext.images.files import MAX_IMAGE_PIXELS
 from larq_bnext.training.checks import ConfigError, check_config, listing
 
 __all__ = ["RunConfig"]

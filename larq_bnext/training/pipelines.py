@@ -16,12 +16,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext.images.files import MAX_IMAGE_PIXELS
-from larq_bnext.preprocessing import decode_and_center_crop, preprocess_input
-from larq_bnext.registry import IMAGENET_PREPROCESSING
 from larq_bnext.augment.config import AugmentConfig
 from larq_bnext.augment.crop import decode_and_random_crop, random_resized_crop
 from larq_bnext.augment.stage import BNextAugmentation
+from larq_bnext.images.files import MAX_IMAGE_PIXELS
+from larq_bnext.preprocessing import decode_and_center_crop, preprocess_input
+from larq_bnext.registry import IMAGENET_PREPROCESSING
 
 __all__ = ["train_dataset", "eval_dataset", "stream_seed"]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from larq_bnext.augment.config import IMAGENET_CONFIG, AugmentConfig
 from larq_bnext.registry import (
     BNEXT_ARCHITECTURE,
     IMAGENET_PREPROCESSING,
@@ -31,7 +32,6 @@ from larq_bnext.registry import (
     Recipe,
     resolve_model,
 )
-from larq_bnext.augment.config import IMAGENET_CONFIG, AugmentConfig
 from larq_bnext.training.config import RunConfig
 
 __all__ = [

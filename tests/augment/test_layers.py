@@ -16,8 +16,9 @@ from larq_bnext.augment import (
     RandomResizedCrop,
     Rotate,
     bnext_augmentation,
+    mix,
+    randaugment,
 )
-from larq_bnext.augment import mix, randaugment
 from larq_bnext.augment.crop import random_resized_crop
 from larq_bnext.augment.layers import OP_LAYERS
 from larq_bnext.preprocessing import preprocess_input

@@ -7,13 +7,13 @@ import pytest
 import tensorflow as tf
 
 import larq_bnext
-from larq_bnext.preprocessing import preprocess_input
 from larq_bnext.augment import AugmentConfig, BNextAugmentation, RandAugment
 from larq_bnext.augment.crop import (
     decode_and_random_crop,
     random_resized_crop,
     random_resized_crop_box,
 )
+from larq_bnext.preprocessing import preprocess_input
 
 LOW = (0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
 HIGH = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])

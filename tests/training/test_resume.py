@@ -11,10 +11,10 @@ import tensorflow as tf
 import torch
 from PIL import Image
 
+from larq_bnext.augment import AugmentConfig, BNextAugmentation
 from larq_bnext.images.decode import decode_rgb
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.training import ConfigError, RunConfig, data
-from larq_bnext.augment import AugmentConfig, BNextAugmentation
 from larq_bnext.training.callbacks import StudentCheckpoint
 from larq_bnext.training.checks import check_replicas
 from larq_bnext.training.optimizer import AdamW, bias_correction
