@@ -27,7 +27,12 @@ _PIL_RANGE = (0, 255)
 
 
 def split_seed(seed, count: int):
-    """``count`` independent shape ``[2]`` seeds from one (``stateless_split``)."""
+    """``count`` independent shape ``[2]`` seeds from one (``stateless_split``).
+
+    Args:
+        seed: a shape ``[2]`` integer seed (or one integer).
+        count: how many seeds.
+    """
     return tf.unstack(tf.random.experimental.stateless_split(_as_seed(seed), count))
 
 
@@ -90,14 +95,30 @@ class SeededAugmentation(keras_cv.layers.VectorizedBaseImageAugmentationLayer):
         return tf.cast(self._random_generator.make_seeds(1)[:, 0], tf.int64)
 
     def get_random_transformation_batch(self, batch_size, **kwargs):
+        """keras-cv's hook: :meth:`draw` from the call's seed.
+
+        Args:
+            batch_size: images in the batch.
+            **kwargs: the batch's other inputs (unused).
+        """
         return self.draw(batch_size, self._call_seed)
 
     def draw(self, batch_size, seed):
-        """The batch's random transformation (a dict of per-image tensors) from ``seed``."""
+        """The batch's random transformation (a dict of per-image tensors) from ``seed``.
+
+        Args:
+            batch_size: images in the batch.
+            seed: the call's shape ``[2]`` int64 seed.
+        """
         return {}
 
     def transform(self, images, transformation):
-        """Apply ``transformation`` to float32 images of whole values on ``[0, 255]``."""
+        """Apply ``transformation`` to float32 images of whole values on ``[0, 255]``.
+
+        Args:
+            images: ``(B, H, W, C)`` images.
+            transformation: what :meth:`draw` returned for the batch.
+        """
         raise NotImplementedError
 
     def augment_images(self, images, transformations, **kwargs):

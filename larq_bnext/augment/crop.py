@@ -235,7 +235,8 @@ class RandomResizedCrop(SeededAugmentation):
         ratio: range of the crop's aspect ratio (width / height).
         interpolation: resize method (``"bicubic"``: PIL's, with anti-aliasing).
         flip: mirror each crop with probability 0.5 (folded into the resize).
-        value_range, seed, **kwargs: see :class:`~larq_bnext.augment.base.SeededAugmentation`.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments (see
+            :class:`~larq_bnext.augment.base.SeededAugmentation`).
 
     Example:
 
@@ -265,9 +266,21 @@ class RandomResizedCrop(SeededAugmentation):
         self.force_output_dense_images = True
 
     def draw(self, batch_size, seed):
+        """The batch's draws (:meth:`SeededAugmentation.draw`).
+
+        Args:
+            batch_size: images in the batch.
+            seed: the call's shape ``[2]`` int64 seed.
+        """
         return {"seed": tf.random.experimental.stateless_split(seed, batch_size)}
 
     def transform(self, images, transformation):
+        """Apply the batch's draws (:meth:`SeededAugmentation.transform`).
+
+        Args:
+            images: ``(B, H, W, 3)`` whole values on ``[0, 255]``.
+            transformation: what :meth:`draw` returned.
+        """
         config = self.config
         size = config.image_size
         signature = tf.TensorSpec([size, size, 3], tf.float32)

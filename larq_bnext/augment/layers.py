@@ -27,13 +27,9 @@ TensorShape([2, 8, 8, 3])
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 
-from larq_bnext.augment import randaugment as policy_lib
-from larq_bnext.augment.base import SeededAugmentation, split_seed
-from larq_bnext.augment.randaugment_ops import IMAGENET_MEAN_FILL
+from larq_bnext.augment.timm_op import TimmOp
 
 __all__ = [
     "TimmOp",
@@ -56,95 +52,6 @@ __all__ = [
 ]
 
 
-class TimmOp(SeededAugmentation):
-    """One of timm's RandAugment ops, with its magnitude distribution.
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale.
-        magnitude_std: per-image magnitude noise (``inf``: uniform on ``[0, magnitude]``).
-        magnitude_max: magnitudes are clipped to ``[0, magnitude_max]``.
-        increasing: timm's ``inc1`` variant where there is one (Posterize, Solarize, Color,
-            Contrast, Brightness, Sharpness: stronger with the magnitude; BNext's).
-        fill: fill colour of the geometric ops, on ``[0, 255]`` (the ImageNet mean).
-        interpolation: resampling of the geometric ops, ``"bilinear"`` or ``"nearest"``.
-        translate_pct: the translations' shift at magnitude 10, as a fraction of the side.
-        value_range, seed, **kwargs: see :class:`~larq_bnext.augment.base.SeededAugmentation`.
-    """
-
-    #: timm's op name (``"Posterize"``; the ``inc1`` variant adds ``"Increasing"``).
-    timm_name = ""
-    #: whether timm has an ``inc1`` variant of the op.
-    has_increasing = False
-
-    def __init__(
-        self,
-        magnitude: float = 7.0,
-        magnitude_std: float = 0.5,
-        magnitude_max: float = 10.0,
-        increasing: bool = True,
-        fill=IMAGENET_MEAN_FILL,
-        interpolation: str = "bilinear",
-        translate_pct: float = 0.45,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.magnitude = float(magnitude)
-        self.magnitude_std = float(magnitude_std)
-        self.magnitude_max = float(magnitude_max)
-        self.increasing = bool(increasing)
-        self.fill = tuple(int(v) for v in fill)
-        self.interpolation = interpolation
-        self.translate_pct = float(translate_pct)
-        self.policy = policy_lib.RandAugmentPolicy(
-            ops=(self.op_name,),
-            magnitude=self.magnitude,
-            magnitude_std=self.magnitude_std,
-            magnitude_max=self.magnitude_max,
-            fill=self.fill,
-            interpolation=interpolation,
-            translate_pct=self.translate_pct,
-        )
-
-    @property
-    def op_name(self) -> str:
-        """timm's name of the op this layer runs (e.g. ``"PosterizeIncreasing"``)."""
-        suffix = "Increasing" if self.has_increasing and self.increasing else ""
-        return self.timm_name + suffix
-
-    def draw(self, batch_size, seed):
-        magnitude_seed, sign_seed = split_seed(seed, 2)
-        shape = tf.reshape(batch_size, [1])
-        if math.isinf(self.magnitude_std):
-            magnitude = tf.random.stateless_uniform(
-                shape, magnitude_seed, 0, self.magnitude, tf.float64
-            )
-        else:
-            noise = tf.random.stateless_normal(shape, magnitude_seed, dtype=tf.float64)
-            magnitude = self.magnitude + self.magnitude_std * noise
-        magnitude = tf.clip_by_value(magnitude, 0.0, self.magnitude_max)
-        negate = tf.random.stateless_uniform(shape, sign_seed, dtype=tf.float64) > 0.5
-        return {"magnitude": magnitude, "sign": tf.where(negate, -1.0, 1.0)}
-
-    def transform(self, images, transformation):
-        return self.apply(images, transformation["magnitude"], transformation["sign"])
-
-    def apply(self, images, magnitude, sign):
-        """The op at given per-image magnitudes and signs (no randomness)."""
-        return policy_lib.apply_op(self.op_name, images, magnitude, sign, self.policy)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "magnitude": self.magnitude,
-            "magnitude_std": self.magnitude_std,
-            "magnitude_max": self.magnitude_max,
-            "increasing": self.increasing,
-            "fill": self.fill,
-            "interpolation": self.interpolation,
-            "translate_pct": self.translate_pct,
-        }
-
-
 _serializable = tf.keras.utils.register_keras_serializable("larq_bnext")
 
 
@@ -152,7 +59,15 @@ _serializable = tf.keras.utils.register_keras_serializable("larq_bnext")
 class AutoContrast(TimmOp):
     """PIL's ``ImageOps.autocontrast``: each channel stretched to ``[0, 255]`` (no magnitude).
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "AutoContrast"
@@ -162,7 +77,15 @@ class AutoContrast(TimmOp):
 class Equalize(TimmOp):
     """PIL's ``ImageOps.equalize``: each channel's histogram equalised (no magnitude).
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "Equalize"
@@ -172,7 +95,15 @@ class Equalize(TimmOp):
 class Invert(TimmOp):
     """PIL's ``ImageOps.invert``: ``255 - x`` (no magnitude).
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "Invert"
@@ -182,7 +113,15 @@ class Invert(TimmOp):
 class Rotate(TimmOp):
     """Rotation by ``magnitude * 3`` degrees either way about the centre, filled.
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "Rotate"
@@ -192,7 +131,15 @@ class Rotate(TimmOp):
 class Posterize(TimmOp):
     """Keep ``4 - floor(magnitude * 0.4)`` bits (``inc1``; without: ``floor(magnitude * 0.4)``).
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "Posterize"
@@ -203,7 +150,15 @@ class Posterize(TimmOp):
 class Solarize(TimmOp):
     """Invert the values at or above ``256 - floor(magnitude * 25.6)`` (``inc1``).
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "Solarize"
@@ -214,7 +169,15 @@ class Solarize(TimmOp):
 class SolarizeAdd(TimmOp):
     """Add ``floor(magnitude * 11)`` (capped at 255) to the values below 128.
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "SolarizeAdd"
@@ -224,7 +187,15 @@ class SolarizeAdd(TimmOp):
 class Color(TimmOp):
     """PIL's ``ImageEnhance.Color`` at ``1 +- magnitude * 0.09`` (``inc1``).
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "Color"
@@ -235,7 +206,15 @@ class Color(TimmOp):
 class Contrast(TimmOp):
     """PIL's ``ImageEnhance.Contrast`` at ``1 +- magnitude * 0.09`` (``inc1``).
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "Contrast"
@@ -246,7 +225,15 @@ class Contrast(TimmOp):
 class Brightness(TimmOp):
     """PIL's ``ImageEnhance.Brightness`` (a product) at ``1 +- magnitude * 0.09`` (``inc1``).
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "Brightness"
@@ -257,7 +244,15 @@ class Brightness(TimmOp):
 class Sharpness(TimmOp):
     """PIL's ``ImageEnhance.Sharpness`` at ``1 +- magnitude * 0.09`` (``inc1``).
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "Sharpness"
@@ -268,7 +263,15 @@ class Sharpness(TimmOp):
 class ShearX(TimmOp):
     """Horizontal shear by ``magnitude * 0.03`` either way, filled.
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "ShearX"
@@ -278,7 +281,15 @@ class ShearX(TimmOp):
 class ShearY(TimmOp):
     """Vertical shear by ``magnitude * 0.03`` either way, filled.
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "ShearY"
@@ -288,7 +299,15 @@ class ShearY(TimmOp):
 class TranslateX(TimmOp):
     """Horizontal shift by ``magnitude / 10 * translate_pct`` of the width either way, filled.
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "TranslateXRel"
@@ -298,7 +317,15 @@ class TranslateX(TimmOp):
 class TranslateY(TimmOp):
     """Vertical shift by ``magnitude / 10 * translate_pct`` of the height either way, filled.
 
-    Arguments: :class:`TimmOp`'s.
+    Args:
+        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
+        magnitude_std: per-image magnitude noise.
+        magnitude_max: the magnitudes' upper clip.
+        increasing: timm's ``inc1`` variant (where the op has one).
+        fill: fill colour of the geometric ops.
+        interpolation: resampling of the geometric ops.
+        translate_pct: the translations' shift at magnitude 10.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
     """
 
     timm_name = "TranslateYRel"

@@ -156,7 +156,8 @@ class MixUpCutMix(SeededAugmentation):
     Args:
         mixup_alpha: Beta parameter of mixup (0: off).
         cutmix_alpha: Beta parameter of CutMix (0: off).
-        seed, **kwargs: see :class:`~larq_bnext.augment.base.SeededAugmentation`.
+        **kwargs: ``seed`` and Keras layer arguments (see
+            :class:`~larq_bnext.augment.base.SeededAugmentation`).
 
     Example:
 
@@ -210,7 +211,8 @@ class RandomErasing(SeededAugmentation):
 
     Args:
         probability: probability that an image gets a rectangle of noise.
-        seed, **kwargs: see :class:`~larq_bnext.augment.base.SeededAugmentation`.
+        **kwargs: ``seed`` and Keras layer arguments (see
+            :class:`~larq_bnext.augment.base.SeededAugmentation`).
     """
 
     def __init__(self, probability: float = 0.25, **kwargs):
@@ -220,6 +222,12 @@ class RandomErasing(SeededAugmentation):
         self.probability = float(probability)
 
     def draw(self, batch_size, seed):
+        """The batch's draws (:meth:`SeededAugmentation.draw`).
+
+        Args:
+            batch_size: images in the batch.
+            seed: the call's shape ``[2]`` int64 seed.
+        """
         return {"seed": tf.tile(seed[None], tf.stack([batch_size, 1]))}
 
     def augment_images(self, images, transformations, **kwargs):

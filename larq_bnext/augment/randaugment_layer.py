@@ -35,7 +35,8 @@ class RandAugment(SeededAugmentation):
             mean).
         interpolation: resampling of the geometric ops, ``"bilinear"`` or ``"nearest"``
             (the original's bicubic is not in TensorFlow's projective transform).
-        value_range, seed, **kwargs: see :class:`~larq_bnext.augment.base.SeededAugmentation`.
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments (see
+            :class:`~larq_bnext.augment.base.SeededAugmentation`).
 
     Example:
 
@@ -71,9 +72,22 @@ class RandAugment(SeededAugmentation):
             )
 
     def draw(self, batch_size, seed):
+        """The batch's draws (:meth:`SeededAugmentation.draw`).
+
+        Args:
+            batch_size: images in the batch.
+            seed: the call's shape ``[2]`` int64 seed.
+        """
         return {"seed": tf.tile(seed[None], tf.stack([batch_size, 1]))}
 
     def transform(self, images, transformation):
+        """Apply the batch's draws (:meth:`SeededAugmentation.transform`).
+
+        Args:
+            images: ``(B, H, W, 3)`` whole values on ``[0, 255]``.
+            transformation: what :meth:`draw` returned.
+        """
+
         def apply(name, subset, magnitude, sign):
             return self.op_layers[name].apply(subset, magnitude, sign)
 
