@@ -9,8 +9,8 @@ quality 90, ~85 kB; ImageNet's average is ~110 kB) into a temporary class-folder
 
 * **end to end**: times the training pipeline of :mod:`larq_bnext.training.data` (read,
   decode the crop window, random resized crop 224 bicubic with the flip, batch, normalise)
-  without RandAugment, with keras-cv's RandAugment and with timm's (BNext's
-  ``rand-m7-mstd0.5-inc1``, the default); and once more without RandAugment on 1024x768
+  without RandAugment and with timm's (BNext's ``rand-m7-mstd0.5-inc1``, the default; the
+  :mod:`larq_bnext.augment` layers); and once more without RandAugment on 1024x768
   JPEGs, with and without libjpeg's DCT-domain scaling (``jpeg_dct_scaling``);
 * **per stage**: each stage on its own, one image (or one batch of 32) at a time in one
   thread: read, box + decode of the crop window, the resize (this package's sparse-matrix
@@ -38,12 +38,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from larq_bnext.augment import AugmentConfig
+from larq_bnext.augment.crop import decode_and_random_crop, random_resized_crop_box
+from larq_bnext.augment.randaugment import rand_augment
 from larq_bnext.images.resampling import resize_window
 from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_input
 from larq_bnext.training import data
-from larq_bnext.training.augmentation import AugmentConfig
-from larq_bnext.training.crop import decode_and_random_crop, random_resized_crop_box
-from larq_bnext.training.randaugment import rand_augment
 from larq_bnext.training.skipped import guarded_map
 
 
@@ -245,7 +245,6 @@ def main() -> None:
         results["mean_jpeg_kb"] = round(np.mean(sizes) / 1024, 1)
         variants = (
             ("without_randaugment", dict(randaugment=False)),
-            ("with_randaugment_keras_cv", dict(randaugment_policy="keras-cv")),
             ("with_randaugment_timm", dict(randaugment_policy="rand-m7-mstd0.5-inc1")),
         )
         for name, settings in variants:

@@ -6,8 +6,8 @@ published model (channels, top-1, checkpoint, preprocessing, recipe) are in
 :mod:`larq_bnext.registry`.
 
 Subpackages: :mod:`larq_bnext.models`, :mod:`larq_bnext.weights`, :mod:`larq_bnext.images`,
-:mod:`larq_bnext.training`, :mod:`larq_bnext.deploy`; command-line programs
-``python -m larq_bnext.<train|evaluate|convert|export|benchmark>``.
+:mod:`larq_bnext.augment`, :mod:`larq_bnext.training`, :mod:`larq_bnext.deploy`; command-line
+programs ``python -m larq_bnext.<train|evaluate|convert|export|benchmark>``.
 """
 
 from larq_bnext.keras2 import check_keras2, select_keras2

@@ -211,25 +211,7 @@ flags.DEFINE_bool("randaugment", None, "RandAugment; default on (off for digits)
 flags.DEFINE_string(
     "randaugment_policy",
     DEFAULTS["randaugment_policy"],
-    "timm RandAugment string (BNext's is the default), or keras-cv for keras-cv's.",
-)
-flags.DEFINE_integer(
-    "randaugment_ops", DEFAULTS["randaugment_ops"], "keras-cv RandAugment: ops per image."
-)
-flags.DEFINE_float(
-    "randaugment_rate",
-    DEFAULTS["randaugment_rate"],
-    "keras-cv RandAugment: probability of each op.",
-)
-flags.DEFINE_float(
-    "randaugment_magnitude",
-    DEFAULTS["randaugment_magnitude"],
-    "keras-cv RandAugment: magnitude on [0, 1].",
-)
-flags.DEFINE_float(
-    "randaugment_magnitude_stddev",
-    DEFAULTS["randaugment_magnitude_stddev"],
-    "keras-cv RandAugment: noise.",
+    "timm RandAugment string (BNext's is the default).",
 )
 flags.DEFINE_float("mixup", DEFAULTS["mixup"], "Mixup alpha (0: off, as in BNext).")
 flags.DEFINE_float("cutmix", DEFAULTS["cutmix"], "CutMix alpha (0: off, as in BNext).")

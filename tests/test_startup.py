@@ -92,7 +92,7 @@ def test_addons_end_of_life_warning_is_left_out_unless_asked_for():
         import warnings
         warnings.simplefilter("always")
         import tensorflow as tf
-        from larq_bnext.training.randaugment_ops import rotate
+        from larq_bnext.augment.randaugment_ops import rotate
         print(rotate(tf.zeros([1, 4, 4, 3]), tf.constant([30.0])).shape)
         """
     )

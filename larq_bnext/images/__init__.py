@@ -13,7 +13,7 @@
   (:func:`projective_transform`: TensorFlow Addons where installed, TensorFlow's op elsewhere).
 
 The evaluation transform (:mod:`larq_bnext.preprocessing`), the training crop
-(:mod:`larq_bnext.training.augmentation`), the input pipelines and ``predict`` are built on
+(:mod:`larq_bnext.augment`), the input pipelines and ``predict`` are built on
 them. See the documentation's "Image files" page for what each kind of file gets.
 """
 

@@ -15,7 +15,7 @@ the original), as ``uint8`` RGB:
 
 :func:`decode_jpeg_window` decodes only the part of a JPEG that a crop needs, at 1/2, 1/4 or
 1/8 scale in libjpeg's DCT domain (:func:`jpeg_scale_index` picks the scale): the training
-crop (:func:`larq_bnext.training.augmentation.decode_and_random_crop`) and the evaluation
+crop (:func:`larq_bnext.augment.crop.decode_and_random_crop`) and the evaluation
 crop (:func:`larq_bnext.preprocessing.decode_and_center_crop`) use it.
 
 Nothing here names a file: the callers that know it (the pipelines, ``predict``) do.

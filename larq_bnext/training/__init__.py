@@ -8,8 +8,8 @@ A whole run from Python is :func:`run` of a :class:`RunConfig` (what
 * :mod:`~larq_bnext.training.config`, :mod:`~larq_bnext.training.recipe`,
   :mod:`~larq_bnext.training.builders` and :mod:`~larq_bnext.training.runner`: the run, its
   settings and their defaults;
-* :mod:`~larq_bnext.training.data`, :mod:`~larq_bnext.training.augmentation`,
-  :mod:`~larq_bnext.training.crop` and :mod:`~larq_bnext.training.batch_augment`: the input;
+* :mod:`~larq_bnext.training.data`: the input (its augmentation is :mod:`larq_bnext.augment`'s
+  layers);
 * :mod:`~larq_bnext.training.teachers` and :mod:`~larq_bnext.training.distiller`: the
   distillation loss and the Keras model that trains with it;
 * :mod:`~larq_bnext.training.optimizer`, :mod:`~larq_bnext.training.schedules`,
@@ -28,8 +28,6 @@ Examples:
     (1, True)
 """
 
-from larq_bnext.training.augmentation import AugmentConfig
-from larq_bnext.training.batch_augment import BatchAugmenter
 from larq_bnext.training.callbacks import (
     AssistantCurriculum,
     LearningRateLogger,

@@ -17,11 +17,11 @@ from collections.abc import Callable
 import tensorflow as tf
 from absl import logging
 
+from larq_bnext.augment.config import AugmentConfig
+from larq_bnext.augment.stage import BNextAugmentation
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.models.bnext import get_model
 from larq_bnext.training import data, distribute
-from larq_bnext.training.augmentation import AugmentConfig
-from larq_bnext.training.batch_augment import BatchAugmenter
 from larq_bnext.training.callbacks import (
     AssistantCurriculum,
     LearningRateLogger,
@@ -383,7 +383,7 @@ def build_models(
     model = build_student(config, run_data, name) if with_student else build_float_teacher(run_data)
     augmenter = None
     if config.augment_on_device:
-        augmenter = BatchAugmenter(run_data.augment, run_data.num_classes, seed=config.seed)
+        augmenter = BNextAugmentation(run_data.augment, run_data.num_classes)
     return Distiller(
         model,
         teacher=teacher,

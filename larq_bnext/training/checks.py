@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from larq_bnext.augment.randaugment import parse_policy
 from larq_bnext.images.files import display_path
 from larq_bnext.registry import list_models, models_text, resolve_model
 from larq_bnext.training.distiller import WEIGHTINGS
 from larq_bnext.training.distribute import LR_SCALING_RULES, PRECISION_POLICIES, STRATEGY_KINDS
 from larq_bnext.training.precision import TEACHER_PRECISIONS
-from larq_bnext.training.randaugment import parse_policy
 from larq_bnext.training.teachers import KERAS_TEACHERS
 
 __all__ = [
@@ -249,18 +249,14 @@ def _check_augmentation(config) -> None:
             f"crop_ratio={listing(ratio)} needs two values 0 < min <= max, e.g. "
             "crop_ratio=0.75,1.3333333.",
         )
-    _not_negative(config, "mixup", "cutmix", "randaugment_ops", "randaugment_magnitude_stddev")
+    _not_negative(config, "mixup", "cutmix")
     _fraction(config, "random_erasing")
-    _fraction(config, "randaugment_rate")
-    _fraction(config, "randaugment_magnitude")
-    if config.randaugment_policy != "keras-cv":
-        try:
-            parse_policy(config.randaugment_policy)
-        except ValueError as error:
-            raise ConfigError(
-                "randaugment_policy",
-                f"randaugment_policy={config.randaugment_policy}: {error} (or use keras-cv).",
-            ) from None
+    try:
+        parse_policy(config.randaugment_policy)
+    except ValueError as error:
+        raise ConfigError(
+            "randaugment_policy", f"randaugment_policy={config.randaugment_policy}: {error}"
+        ) from None
 
 
 def _check_run(config) -> None:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from larq_bnext.augment.config import IMAGENET_CONFIG
 from larq_bnext.images.files import MAX_IMAGE_PIXELS
-from larq_bnext.training.augmentation import IMAGENET_CONFIG
 from larq_bnext.training.checks import ConfigError, check_config, listing
 
 __all__ = ["RunConfig"]
@@ -103,11 +103,7 @@ class RunConfig:
         jpeg_dct_scaling: decode large JPEG crops at 1/2, 1/4 or 1/8 scale.
         flip: random horizontal flips.
         randaugment: RandAugment on.
-        randaugment_policy: timm RandAugment string, or ``"keras-cv"``.
-        randaugment_ops: keras-cv RandAugment: ops per image.
-        randaugment_rate: keras-cv RandAugment: probability of each op.
-        randaugment_magnitude: keras-cv RandAugment: magnitude on ``[0, 1]``.
-        randaugment_magnitude_stddev: keras-cv RandAugment: magnitude noise.
+        randaugment_policy: timm RandAugment string.
         mixup: mixup alpha (0: off).
         cutmix: CutMix alpha (0: off).
         random_erasing: random erasing probability (0: off).
@@ -186,10 +182,6 @@ class RunConfig:
     flip: bool | None = None
     randaugment: bool | None = None
     randaugment_policy: str = IMAGENET_CONFIG.randaugment_policy
-    randaugment_ops: int = IMAGENET_CONFIG.randaugment_ops
-    randaugment_rate: float = IMAGENET_CONFIG.randaugment_rate
-    randaugment_magnitude: float = IMAGENET_CONFIG.randaugment_magnitude
-    randaugment_magnitude_stddev: float = IMAGENET_CONFIG.randaugment_magnitude_stddev
     mixup: float = IMAGENET_CONFIG.mixup_alpha
     cutmix: float = IMAGENET_CONFIG.cutmix_alpha
     random_erasing: float = IMAGENET_CONFIG.random_erasing

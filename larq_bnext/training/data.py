@@ -11,7 +11,7 @@
 
 Each returns a :class:`DataSource`; :func:`train_dataset` and :func:`eval_dataset` turn one
 into batched ``tf.data`` pipelines with the training augmentation
-(:mod:`larq_bnext.training.augmentation`) or the evaluation transform
+(:mod:`larq_bnext.augment`) or the evaluation transform
 (:mod:`larq_bnext.preprocessing`).
 """
 

@@ -16,12 +16,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from larq_bnext.augment.config import AugmentConfig
+from larq_bnext.augment.crop import decode_and_random_crop, random_resized_crop
+from larq_bnext.augment.stage import BNextAugmentation
 from larq_bnext.images.files import MAX_IMAGE_PIXELS
 from larq_bnext.preprocessing import decode_and_center_crop, preprocess_input
 from larq_bnext.registry import IMAGENET_PREPROCESSING
-from larq_bnext.training.augmentation import AugmentConfig
-from larq_bnext.training.batch_augment import BatchAugmenter
-from larq_bnext.training.crop import decode_and_random_crop, random_resized_crop
 
 __all__ = ["train_dataset", "eval_dataset", "stream_seed"]
 
@@ -101,7 +101,7 @@ def train_dataset(
     Every random draw is a function of ``(seed, epoch, position)`` (stateless random ops):
     epoch ``e`` is a permutation of the examples drawn from ``(seed, e)``, the crop of its
     ``p``-th element is drawn from ``(seed, e, p)``, and the batch stage of its ``s``-th batch
-    gets the seed ``(seed, e, s)`` (see :class:`~larq_bnext.training.batch_augment.BatchAugmenter`).
+    gets the seed ``(seed, e, s)`` (see :class:`~larq_bnext.augment.BNextAugmentation`).
     A run restarted at ``(initial_epoch, initial_step)`` therefore sees exactly the batches an
     uninterrupted run sees from there. Unreadable files are skipped, recorded in
     ``skip_log`` and replaced by the next files of the epoch's order (a further permutation
@@ -112,7 +112,7 @@ def train_dataset(
         batch_size: the global batch size.
         config: the augmentation settings.
         augment_on_device: leave the batch stage (RandAugment, normalisation, mixup,
-            cutmix, erasing) to the model (``Distiller(augmenter=BatchAugmenter(...))``): the
+            cutmix, erasing) to the model (``Distiller(augmenter=BNextAugmentation(...))``): the
             pipeline then yields crops (flipped, as ``config.flip`` says) on ``[0, 255]``.
         seed: the run's seed (``None``: 0).
         repeat: epochs after epoch after epoch (then pass ``steps_per_epoch`` to ``fit``);
@@ -143,7 +143,7 @@ def train_dataset(
         )
     augmenter = None
     if not augment_on_device:
-        augmenter = BatchAugmenter(config, source.num_classes, seed=seed)
+        augmenter = BNextAugmentation(config, source.num_classes)
 
     if source.kind == "array":
         items = tf.constant(source.items)
@@ -217,12 +217,9 @@ def train_dataset(
     else:
 
         def augment(epoch, step, batch):
-            return augmenter(*batch, stream_seed(seed, _BATCH, epoch, step))
+            return augmenter(*batch, seed=stream_seed(seed, _BATCH, epoch, step))
 
-        # keras-cv's RandAugment needs AutoGraph (Python conditions on tensors); nothing else.
-        if not isinstance(augmenter.randaugment, tf.keras.layers.Layer):
-            augment = _plain(augment)
-        ds = ds.map(augment, num_parallel_calls=autotune)
+        ds = ds.map(_plain(augment), num_parallel_calls=autotune)
     if deterministic is None:
         deterministic = _op_determinism_enabled()
     options = tf.data.Options()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from larq_bnext.augment.config import IMAGENET_CONFIG, AugmentConfig
 from larq_bnext.registry import (
     BNEXT_ARCHITECTURE,
     IMAGENET_PREPROCESSING,
@@ -31,7 +32,6 @@ from larq_bnext.registry import (
     Recipe,
     resolve_model,
 )
-from larq_bnext.training.augmentation import IMAGENET_CONFIG, AugmentConfig
 from larq_bnext.training.config import RunConfig
 
 __all__ = [
@@ -199,7 +199,7 @@ def resolve(config: RunConfig) -> RunConfig:
 
 
 def augment_config(config: RunConfig) -> AugmentConfig:
-    """The :class:`~larq_bnext.training.augmentation.AugmentConfig` of a resolved config.
+    """The :class:`~larq_bnext.augment.AugmentConfig` of a resolved config.
 
     Args:
         config: a config returned by :func:`resolve`.
@@ -212,10 +212,6 @@ def augment_config(config: RunConfig) -> AugmentConfig:
         flip=config.flip,
         randaugment=config.randaugment,
         randaugment_policy=config.randaugment_policy,
-        randaugment_ops=config.randaugment_ops,
-        randaugment_rate=config.randaugment_rate,
-        randaugment_magnitude=config.randaugment_magnitude,
-        randaugment_magnitude_stddev=config.randaugment_magnitude_stddev,
         mixup_alpha=config.mixup,
         cutmix_alpha=config.cutmix,
         random_erasing=config.random_erasing,

@@ -7,14 +7,13 @@ import pytest
 import tensorflow as tf
 
 import larq_bnext
-from larq_bnext.preprocessing import preprocess_input
-from larq_bnext.training.augmentation import AugmentConfig
-from larq_bnext.training.batch_augment import BatchAugmenter
-from larq_bnext.training.crop import (
+from larq_bnext.augment import AugmentConfig, BNextAugmentation, RandAugment
+from larq_bnext.augment.crop import (
     decode_and_random_crop,
     random_resized_crop,
     random_resized_crop_box,
 )
+from larq_bnext.preprocessing import preprocess_input
 
 LOW = (0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
 HIGH = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
@@ -65,7 +64,7 @@ def test_batch_stage_flip_randaugment_mixup_cutmix_erasing():
     config = AugmentConfig(
         image_size=32, randaugment=False, mixup_alpha=0.8, cutmix_alpha=1.0, random_erasing=0.5
     )
-    augmenter = BatchAugmenter(config, num_classes=5, seed=1)
+    augmenter = BNextAugmentation(config, num_classes=5, seed=1)
     images = np.random.default_rng(2).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 4, 0])
     out, soft = augmenter(tf.constant(images), tf.constant(labels))
@@ -73,20 +72,13 @@ def test_batch_stage_flip_randaugment_mixup_cutmix_erasing():
     assert soft.shape == (6, 5)
     np.testing.assert_allclose(soft.numpy().sum(axis=1), 1.0, rtol=1e-5)
 
-    plain = BatchAugmenter(AugmentConfig(image_size=32), num_classes=5, seed=1)
-    # timm's rand-m7-mstd0.5-inc1 itself (training.randaugment), with the ImageNet-mean fill.
-    assert plain.policy.ops == larq_bnext.training.randaugment.INCREASING_OPS
-    assert plain.randaugment is None
+    plain = BNextAugmentation(AugmentConfig(image_size=32), num_classes=5, seed=1)
+    # timm's rand-m7-mstd0.5-inc1 itself (augment.randaugment), with the ImageNet-mean fill.
+    assert plain.policy.ops == larq_bnext.augment.randaugment.INCREASING_OPS
+    assert isinstance(plain.randaugment, RandAugment)
     assert (plain.policy.magnitude, plain.policy.magnitude_std, plain.policy.prob) == (7, 0.5, 0.5)
     assert plain.policy.fill == (124, 116, 104)
-    keras = BatchAugmenter(
-        AugmentConfig(image_size=32, randaugment_policy="keras-cv"), num_classes=5, seed=1
-    )
-    ra = keras.randaugment
-    assert keras.policy is None
-    assert ra.augmentations_per_image == 2 and ra.rate == 0.5
-    assert ra.magnitude == 0.7 and ra.magnitude_stddev == 0.05
-    for augmenter in (plain, keras):
+    for augmenter in (plain,):
         out, same = augmenter(tf.constant(images), tf.constant(labels))
         np.testing.assert_array_equal(same.numpy(), labels)
         # Flip and RandAugment stay on [0, 255], so the normalised values stay in range.
@@ -99,9 +91,9 @@ def test_batch_stage_flip_randaugment_mixup_cutmix_erasing():
     # The pipeline's crops come flipped: the batch stage flips only when asked.
     config = AugmentConfig(image_size=32, randaugment=False)
     expected = preprocess_input(images)
-    out, _ = BatchAugmenter(config, num_classes=5)(tf.constant(images), tf.constant(labels))
+    out, _ = BNextAugmentation(config, num_classes=5)(tf.constant(images), tf.constant(labels))
     np.testing.assert_array_equal(out, expected)
-    flip_only = BatchAugmenter(config, num_classes=5, flip=True)
+    flip_only = BNextAugmentation(config, num_classes=5, flip=True)
     out, _ = flip_only(tf.constant(images), tf.constant(labels), seed=[1, 1])
     flipped = [not np.array_equal(out[i], expected[i]) for i in range(6)]
     for i in range(6):
@@ -114,7 +106,7 @@ def test_model_side_stage_runs_inside_the_train_step():
     x = tf.keras.layers.GlobalAveragePooling2D()(inputs)
     student = tf.keras.Model(inputs, tf.keras.layers.Dense(5)(x))
     config = AugmentConfig(image_size=32, randaugment=False, cutmix_alpha=1.0)
-    distiller = larq_bnext.Distiller(student, augmenter=BatchAugmenter(config, 5, seed=0))
+    distiller = larq_bnext.Distiller(student, augmenter=BNextAugmentation(config, 5, seed=0))
     distiller.compile(optimizer=larq_bnext.AdamW(1e-3))
     crops = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     logs = distiller.train_on_batch(crops, np.arange(4), return_dict=True)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from larq_bnext.augment import AugmentConfig
 from larq_bnext.training import data
-from larq_bnext.training.augmentation import AugmentConfig
 from larq_bnext.training.skipped import SkipLog
 
 

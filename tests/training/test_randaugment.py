@@ -12,8 +12,9 @@ import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 from sklearn.datasets import load_sample_image
 
-from larq_bnext.training import randaugment as ra
-from larq_bnext.training import randaugment_ops as ops
+from larq_bnext.augment import randaugment as ra
+from larq_bnext.augment import randaugment_ops as ops
+from larq_bnext.augment.layers import OP_LAYERS
 
 FILL = (124, 116, 104)
 
@@ -32,11 +33,16 @@ def _pil(photos, fn):
 
 
 def _ours(name, photos, magnitude, sign, interpolation="bilinear"):
-    policy = ra.RandAugmentPolicy(interpolation=interpolation)
+    """timm's op ``name`` by its keras-cv layer (larq_bnext.augment.layers), at a given draw."""
+    layer, increasing = OP_LAYERS[name]
+    layer = layer(increasing=increasing, interpolation=interpolation)
     batch = len(photos)
-    out = ra.apply_op(
-        name, tf.constant(photos, tf.float32), [magnitude] * batch, [sign] * batch, policy
-    )
+    draw = {"magnitude": tf.fill([batch], float(magnitude)), "sign": tf.fill([batch], float(sign))}
+    out = layer.augment_images(tf.constant(photos, tf.float32), draw)
+    policy = ra.RandAugmentPolicy(interpolation=interpolation)  # the function under the layer
+    images = tf.constant(photos, tf.float32)
+    same = ra.apply_op(name, images, [magnitude] * batch, [sign] * batch, policy)
+    np.testing.assert_array_equal(out.numpy(), same.numpy())
     return out.numpy()
 
 

@@ -11,11 +11,10 @@ import tensorflow as tf
 import torch
 from PIL import Image
 
+from larq_bnext.augment import AugmentConfig, BNextAugmentation
 from larq_bnext.images.decode import decode_rgb
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.training import ConfigError, RunConfig, data
-from larq_bnext.training.augmentation import AugmentConfig
-from larq_bnext.training.batch_augment import BatchAugmenter
 from larq_bnext.training.callbacks import StudentCheckpoint
 from larq_bnext.training.checks import check_replicas
 from larq_bnext.training.optimizer import AdamW, bias_correction
@@ -61,7 +60,7 @@ def test_the_training_stream_restarted_mid_run_repeats_the_uninterrupted_one():
 
 def test_batch_stage_is_a_function_of_its_seed():
     config = AugmentConfig(image_size=16, randaugment=False, cutmix_alpha=1.0, random_erasing=1)
-    augmenter = BatchAugmenter(config, 5)
+    augmenter = BNextAugmentation(config, 5)
     images = tf.constant(np.random.default_rng(0).uniform(0, 255, (6, 16, 16, 3)), tf.float32)
     labels = tf.constant([0, 1, 2, 3, 4, 0])
     a = augmenter(images, labels, tf.constant([1, 2]))

@@ -15,7 +15,7 @@ bilinear only, so the geometric ops here resample bilinearly. Everything else is
 computation exactly (see ``docs/differences.md``).
 
 Images are batches ``(B, H, W, 3)`` of whole values on ``[0, 255]`` (float), as the batch stage
-of :mod:`larq_bnext.training.augmentation` holds them; every op returns whole values on ``[0, 255]``
+of :mod:`larq_bnext.augment.config` holds them; every op returns whole values on ``[0, 255]``
 like the uint8 images PIL gives timm. Op arguments are per image (shape ``(B,)``).
 Randomness comes only from the ``seed`` argument (stateless ops): the same seed and images give
 the same output.
@@ -32,12 +32,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 
 import tensorflow as tf
 
-from larq_bnext.training.randaugment_ops import (
+from larq_bnext.augment.randaugment_ops import (
     IMAGENET_MEAN_FILL,
     auto_contrast,
     brightness,
@@ -310,7 +311,7 @@ def _seed(seed):
 
 
 @tf.autograph.experimental.do_not_convert
-def rand_augment(images, seed, policy: RandAugmentPolicy = BNEXT_POLICY):
+def rand_augment(images, seed, policy: RandAugmentPolicy = BNEXT_POLICY, apply=None):
     """timm's RandAugment on a batch, a pure function of ``(images, seed)``.
 
     For each of ``policy.num_layers`` layers, every image runs the op drawn for it (when drawn
@@ -321,6 +322,9 @@ def rand_augment(images, seed, policy: RandAugmentPolicy = BNEXT_POLICY):
         images: ``(B, H, W, 3)`` whole values on ``[0, 255]``.
         seed: a stateless seed: shape ``(2,)`` integers (or one integer).
         policy: the policy (default BNext's ``rand-m7-mstd0.5-inc1``).
+        apply: ``apply(name, images, magnitude, sign)`` runs one op (default
+            :func:`apply_op` with ``policy``; :class:`~larq_bnext.augment.RandAugment` passes
+            its op layers).
 
     Returns:
         float32 images of the same shape, whole values on ``[0, 255]``.
@@ -331,6 +335,8 @@ def rand_augment(images, seed, policy: RandAugmentPolicy = BNEXT_POLICY):
     >>> rand_augment(images, seed=[3, 4]).shape
     TensorShape([2, 8, 8, 3])
     """
+    if apply is None:
+        apply = functools.partial(apply_op, policy=policy)
     images = _f(images)
     static_shape = images.shape
     batch = tf.shape(images)[0]
@@ -351,7 +357,7 @@ def rand_augment(images, seed, policy: RandAugmentPolicy = BNEXT_POLICY):
             subset = subsets[index]
 
             def run(name=name, subset=subset, m=magnitudes[index], sign=signs[index]):
-                out = apply_op(name, subset, m, sign, policy)
+                out = apply(name, subset, m, sign)
                 return tf.ensure_shape(out, [None, None, None, 3])
 
             outputs.append(tf.cond(tf.shape(subset)[0] > 0, run, lambda subset=subset: _f(subset)))

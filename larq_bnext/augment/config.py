@@ -1,8 +1,8 @@
-"""BNext's training augmentation (timm's recipe) with keras-cv, and the evaluation transform.
+"""The settings of BNext's training augmentation (timm's recipe): :class:`AugmentConfig`.
 
 Training, per image (in ``tf.data`` on the CPU, where images still have their own sizes):
 
-1. **Random resized crop** (:mod:`~larq_bnext.training.crop`; scale 0.08-1 of the area,
+1. **Random resized crop** (:mod:`~larq_bnext.augment.crop`; scale 0.08-1 of the area,
    aspect ratio 3/4-4/3, bicubic) sampled exactly as timm's
    ``RandomResizedCropAndInterpolation``: up to 10 tries of a uniform area and a log-uniform
    aspect ratio, else a central crop clamped to the ratio range. For JPEGs
@@ -17,25 +17,24 @@ Training, per image (in ``tf.data`` on the CPU, where images still have their ow
    reversed), so it costs nothing.
 
 Then per batch (in ``tf.data``, or on the accelerator as a model-side stage of the
-:class:`~larq_bnext.Distiller`, by choice):
+:class:`~larq_bnext.Distiller`, by choice), keras-cv preprocessing layers
+(:class:`~larq_bnext.augment.BNextAugmentation`):
 
-3. **RandAugment**: timm's ``rand-m7-mstd0.5-inc1`` itself (:mod:`larq_bnext.training.randaugment`:
-   2 of timm's 15 ops per image with replacement, each with probability 0.5, magnitude
-   ``N(7, 0.5)`` clipped to ``[0, 10]``, timm's argument mappings and random signs, fill of the
-   ImageNet mean; PIL's computations, bilinear where the original resamples bicubically).
-   ``randaugment_policy="keras-cv"`` picks keras-cv's 10-op ``RandAugment`` instead.
+3. **RandAugment**: timm's ``rand-m7-mstd0.5-inc1`` itself
+   (:class:`~larq_bnext.augment.RandAugment`: 2 of timm's 15 ops per image with replacement,
+   each with probability 0.5, magnitude ``N(7, 0.5)`` clipped to ``[0, 10]``, timm's argument
+   mappings and random signs, fill of the ImageNet mean; PIL's computations, bilinear where the
+   original resamples bicubically).
 4. Normalisation with the ImageNet mean and std (on ``[0, 1]`` RGB).
 5. Optional, off in BNext: **mixup** and **cutmix** (timm's batch mode; labels become
    one-hot) and **random erasing** (timm's per-pixel noise, applied with a probability), from
-   :mod:`larq_bnext.training.stateless_mix`.
+   :mod:`larq_bnext.augment.mix`.
 
-Every random draw of the training augmentation except keras-cv's RandAugment is a function of
-a seed (stateless random ops): the crop and flip of the element's seed, the batch stage of the
-batch's seed.
+Every random draw of the training augmentation is a function of a seed (stateless random
+ops): the crop and flip of the element's seed, the batch stage of the batch's seed.
 
 This module holds the settings (:class:`AugmentConfig`); steps 1-2 are
-:mod:`larq_bnext.training.crop`, steps 3-5
-:class:`~larq_bnext.training.batch_augment.BatchAugmenter`.
+:mod:`larq_bnext.augment.crop`, steps 3-5 :class:`~larq_bnext.augment.BNextAugmentation`.
 
 Evaluation is :mod:`larq_bnext.preprocessing`'s (:func:`~larq_bnext.preprocessing.eval_transform`,
 :func:`~larq_bnext.preprocessing.decode_and_center_crop`); decoding and the JPEG window at DCT
@@ -46,8 +45,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from larq_bnext.augment import randaugment as timm_randaugment
 from larq_bnext.registry import IMAGENET_PREPROCESSING
-from larq_bnext.training import randaugment as timm_randaugment
 
 __all__ = ["AugmentConfig", "IMAGENET_CONFIG"]
 
@@ -67,15 +66,10 @@ class AugmentConfig:
         flip: random horizontal flips (of the crop, folded into its resize).
         randaugment: apply RandAugment.
         randaugment_policy: a timm RandAugment string (BNext's ``"rand-m7-mstd0.5-inc1"``,
-            see :func:`larq_bnext.training.randaugment.parse_policy`), or ``"keras-cv"`` for
-            keras-cv's ``RandAugment`` with the four settings below.
+            see :func:`larq_bnext.augment.randaugment.parse_policy`).
         randaugment_fill: fill colour of the geometric ops (the original: the ImageNet mean).
         randaugment_interpolation: resampling of the geometric ops, ``"bilinear"`` or
             ``"nearest"`` (the original's bicubic is not available in TensorFlow).
-        randaugment_ops: ops per image (keras-cv policy only).
-        randaugment_rate: probability that each op is applied (keras-cv policy only).
-        randaugment_magnitude: mean magnitude on keras-cv's ``[0, 1]`` scale (keras-cv only).
-        randaugment_magnitude_stddev: magnitude noise (keras-cv policy only).
         mixup_alpha: Beta parameter of mixup; 0 disables it.
         cutmix_alpha: Beta parameter of cutmix; 0 disables it.
         random_erasing: probability of erasing a random rectangle; 0 disables it.
@@ -91,10 +85,6 @@ class AugmentConfig:
     randaugment_policy: str = "rand-m7-mstd0.5-inc1"
     randaugment_fill: tuple[int, int, int] = timm_randaugment.IMAGENET_MEAN_FILL
     randaugment_interpolation: str = "bilinear"
-    randaugment_ops: int = 2
-    randaugment_rate: float = 0.5
-    randaugment_magnitude: float = 0.7
-    randaugment_magnitude_stddev: float = 0.05
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     random_erasing: float = 0.0
@@ -113,14 +103,11 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if not 0 <= self.random_erasing <= 1:
             raise ValueError(f"random_erasing must be in [0, 1], got {self.random_erasing}.")
-        if self.randaugment_policy != "keras-cv":
-            _ = self.timm_policy  # raises on a bad policy string, fill or interpolation
+        _ = self.timm_policy  # raises on a bad policy string, fill or interpolation
 
     @property
-    def timm_policy(self) -> timm_randaugment.RandAugmentPolicy | None:
-        """The timm RandAugment policy (``None`` for ``randaugment_policy="keras-cv"``)."""
-        if self.randaugment_policy == "keras-cv":
-            return None
+    def timm_policy(self) -> timm_randaugment.RandAugmentPolicy:
+        """The timm RandAugment policy of ``randaugment_policy`` and its fill and resampling."""
         if len(self.randaugment_fill) != 3:
             raise ValueError(f"randaugment_fill is an RGB colour, got {self.randaugment_fill}.")
         return timm_randaugment.parse_policy(

@@ -4,9 +4,9 @@ The 15 image ops of timm's RandAugment, each PIL's computation on uint8 images a
 rebuilt on TensorFlow (:func:`~larq_bnext.images.transform.projective_transform` resamples the
 affine transforms).
 Images are batches ``(B, H, W, 3)`` of whole values on ``[0, 255]`` (float), as the batch stage
-of :mod:`larq_bnext.training.augmentation` holds them; every op returns whole values on ``[0, 255]``
+of :mod:`larq_bnext.augment.config` holds them; every op returns whole values on ``[0, 255]``
 like the uint8 images PIL returns. Arguments are per image (shape ``(B,)``). The policy that
-draws them is :mod:`larq_bnext.training.randaugment`.
+draws them is :mod:`larq_bnext.augment.randaugment`.
 
 The geometric ops resample bilinearly (or nearest): TensorFlow's projective transform has no
 bicubic, which the original's timm call uses. Everything else matches PIL exactly.

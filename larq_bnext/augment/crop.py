@@ -9,7 +9,13 @@ crop is that many times the output (libjpeg's DCT-domain scaling, ``jpeg_dct_sca
 anti-aliasing, like PIL (:mod:`larq_bnext.images.resampling`); the
 horizontal flip is folded into the resize (its column matrix reversed). The window and the flip
 are functions of the element's seed (stateless random ops). The settings are an
-:class:`~larq_bnext.training.augmentation.AugmentConfig`.
+:class:`~larq_bnext.augment.config.AugmentConfig`. :class:`RandomResizedCrop` is the keras-cv
+layer of the crop and flip of decoded images.
+
+keras-cv's ``RandomCropAndResize`` is not used: it cannot resize bicubically with
+anti-aliasing (PIL's resize), samples the ratio uniformly rather than log-uniformly and clips
+the box instead of retrying; keras-cv's ``RandomFlip`` would cost a pass over the images that
+the flip folded into the resize does not.
 """
 
 from __future__ import annotations
@@ -18,15 +24,17 @@ import math
 
 import tensorflow as tf
 
+from larq_bnext.augment.base import SeededAugmentation
+from larq_bnext.augment.config import IMAGENET_CONFIG, AugmentConfig
 from larq_bnext.images import decode
 from larq_bnext.images.files import MAX_IMAGE_PIXELS
 from larq_bnext.images.resampling import resize_window
-from larq_bnext.training.augmentation import IMAGENET_CONFIG, AugmentConfig
 
 __all__ = [
     "random_resized_crop_box",
     "decode_and_random_crop",
     "random_resized_crop",
+    "RandomResizedCrop",
 ]
 # fold_in tag of a crop's flip draw (the box takes the seed's split into four).
 _FLIP_DRAW = 5
@@ -211,3 +219,83 @@ def decode_and_random_crop(
     crop = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
     crop.set_shape([config.image_size, config.image_size, 3])
     return crop
+
+
+@tf.keras.utils.register_keras_serializable("larq_bnext")
+class RandomResizedCrop(SeededAugmentation):
+    """timm's random resized crop (and flip) of decoded images, as a keras-cv layer.
+
+    Each image of a batch (dense, or a ``tf.RaggedTensor`` of images of different sizes) gets
+    its own window and flip (:func:`random_resized_crop`) from its own seed, split from the
+    call's. Outputs are ``(B, image_size, image_size, 3)`` on ``value_range``.
+
+    Args:
+        image_size: side of the square output.
+        scale: range of the crop's area as a fraction of the image's.
+        ratio: range of the crop's aspect ratio (width / height).
+        interpolation: resize method (``"bicubic"``: PIL's, with anti-aliasing).
+        flip: mirror each crop with probability 0.5 (folded into the resize).
+        **kwargs: ``value_range``, ``seed`` and Keras layer arguments (see
+            :class:`~larq_bnext.augment.base.SeededAugmentation`).
+
+    Example:
+
+    >>> layer = RandomResizedCrop(16)
+    >>> layer(tf.zeros([2, 40, 30, 3]), seed=[0, 1]).shape
+    TensorShape([2, 16, 16, 3])
+    """
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        scale=(0.08, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        interpolation: str = "bicubic",
+        flip: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.config = AugmentConfig(
+            image_size=int(image_size),
+            crop_scale=tuple(scale),
+            crop_ratio=tuple(ratio),
+            interpolation=interpolation,
+            flip=bool(flip),
+            randaugment=False,
+        )
+        self.force_output_dense_images = True
+
+    def draw(self, batch_size, seed):
+        """The batch's draws (:meth:`SeededAugmentation.draw`).
+
+        Args:
+            batch_size: images in the batch.
+            seed: the call's shape ``[2]`` int64 seed.
+        """
+        return {"seed": tf.random.experimental.stateless_split(seed, batch_size)}
+
+    def transform(self, images, transformation):
+        """Apply the batch's draws (:meth:`SeededAugmentation.transform`).
+
+        Args:
+            images: ``(B, H, W, 3)`` whole values on ``[0, 255]``.
+            transformation: what :meth:`draw` returned.
+        """
+        config = self.config
+        size = config.image_size
+        signature = tf.TensorSpec([size, size, 3], tf.float32)
+        return tf.map_fn(
+            lambda args: random_resized_crop(args[0], config, args[1]),
+            (images, transformation["seed"]),
+            fn_output_signature=signature,
+        )
+
+    def compute_ragged_image_signature(self, images):
+        size = self.config.image_size
+        return tf.RaggedTensorSpec([size, size, 3], tf.float32, ragged_rank=1)
+
+    def get_config(self):
+        config = self.config
+        fields = {"image_size": config.image_size, "scale": config.crop_scale}
+        fields.update(ratio=config.crop_ratio, interpolation=config.interpolation, flip=config.flip)
+        return {**super().get_config(), **fields}

@@ -1,10 +1,11 @@
-"""Mixup, CutMix and random erasing as functions of a seed (stateless random ops).
+"""Mixup, CutMix and random erasing as functions of a seed, and their keras-cv layers.
 
-The batch stage of :class:`larq_bnext.training.augmentation.BatchAugmenter` is called with a
-per-batch seed (a function of the run's seed, the epoch and the step), so that a run resumed after a
-kill sees exactly the augmentation an uninterrupted run would have seen. keras-cv's layers
-draw from a stateful generator that a restart resets; these draw from the seed alone, with
-timm's semantics:
+The batch stage (:class:`larq_bnext.augment.BNextAugmentation`) is called with a per-batch
+seed (a function of the run's seed, the epoch and the step), so that a run resumed after a
+kill sees exactly the augmentation an uninterrupted run would have seen. keras-cv's ``MixUp``
+and ``CutMix`` draw from a stateful generator that a restart resets, and with other
+semantics (one ``lam`` per image, a shuffled partner); these draw from the seed alone, with
+timm's:
 
 * :func:`mixup` / :func:`cutmix`: one ``lam ~ Beta(alpha, alpha)`` per batch, each image
   mixed with the batch in reverse order (timm's ``Mixup(mode="batch")``); CutMix pastes one
@@ -12,6 +13,9 @@ timm's semantics:
 * :func:`random_erasing`: timm's ``RandomErasing(mode="pixel")`` on normalised images: with
   probability ``p`` per image, a rectangle of 2 %-33 % of the area and log-uniform aspect
   ratio 0.3-3.3 is replaced by standard normal noise.
+
+:class:`MixUpCutMix` and :class:`RandomErasing` are the layers
+(:class:`~larq_bnext.augment.base.SeededAugmentation`s).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import math
 
 import tensorflow as tf
 
-__all__ = ["beta_sample", "mixup", "cutmix", "random_erasing"]
+from larq_bnext.augment.base import SeededAugmentation, split_seed
+
+__all__ = ["beta_sample", "mixup", "cutmix", "random_erasing", "MixUpCutMix", "RandomErasing"]
 
 
 def beta_sample(alpha: float, seed: tf.Tensor) -> tf.Tensor:
@@ -138,3 +144,95 @@ def random_erasing(
     mask &= apply[:, None, None]
     noise = tf.random.stateless_normal(shape, seeds[4], dtype=images.dtype)
     return tf.where(mask[..., None], noise, images)
+
+
+@tf.keras.utils.register_keras_serializable("larq_bnext")
+class MixUpCutMix(SeededAugmentation):
+    """timm's ``Mixup(mode="batch")``: mixup or CutMix of ``{"images", "labels"}`` batches.
+
+    With both alphas above 0, one of the two per batch (probability 0.5 each, timm's switch).
+    Labels are one-hot (or soft) float vectors, as keras-cv's ``MixUp`` takes them.
+
+    Args:
+        mixup_alpha: Beta parameter of mixup (0: off).
+        cutmix_alpha: Beta parameter of CutMix (0: off).
+        **kwargs: ``seed`` and Keras layer arguments (see
+            :class:`~larq_bnext.augment.base.SeededAugmentation`).
+
+    Example:
+
+    >>> layer = MixUpCutMix(mixup_alpha=0.8)
+    >>> batch = {"images": tf.zeros([4, 8, 8, 3]), "labels": tf.one_hot([0, 1, 2, 3], 4)}
+    >>> layer(batch, seed=[1, 2])["labels"].shape
+    TensorShape([4, 4])
+    """
+
+    def __init__(self, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if mixup_alpha < 0 or cutmix_alpha < 0 or not (mixup_alpha or cutmix_alpha):
+            raise ValueError(
+                f"MixUpCutMix needs mixup_alpha and cutmix_alpha >= 0, one of them > 0; got "
+                f"{mixup_alpha}, {cutmix_alpha}."
+            )
+        self.mixup_alpha = float(mixup_alpha)
+        self.cutmix_alpha = float(cutmix_alpha)
+
+    def call(self, inputs, training=True, seed=None):
+        if not isinstance(inputs, dict) or "labels" not in inputs:
+            raise ValueError(
+                'MixUpCutMix mixes labels too: call it on {"images": ..., "labels": ...} '
+                f"(one-hot labels), got {type(inputs).__name__}."
+            )
+        if training is False:
+            return inputs
+        seed = self.new_seed() if seed is None else seed
+        choice_seed, mix_seed = split_seed(seed, 2)
+        images = tf.cast(inputs["images"], tf.float32)
+        labels = tf.cast(inputs["labels"], tf.float32)
+        mix = lambda: mixup(images, labels, self.mixup_alpha, mix_seed)  # noqa: E731
+        cut = lambda: cutmix(images, labels, self.cutmix_alpha, mix_seed)  # noqa: E731
+        if self.mixup_alpha and self.cutmix_alpha:
+            use_cutmix = tf.random.stateless_uniform([], choice_seed) < 0.5
+            images, labels = tf.cond(use_cutmix, cut, mix)
+        else:
+            images, labels = cut() if self.cutmix_alpha else mix()
+        return {**inputs, "images": images, "labels": labels}
+
+    def get_config(self):
+        config = {**super().get_config(), "mixup_alpha": self.mixup_alpha}
+        return {**config, "cutmix_alpha": self.cutmix_alpha}
+
+
+@tf.keras.utils.register_keras_serializable("larq_bnext")
+class RandomErasing(SeededAugmentation):
+    """timm's ``RandomErasing(mode="pixel")`` of normalised images (:func:`random_erasing`).
+
+    ``value_range`` does not apply: the noise is standard normal, for normalised images.
+
+    Args:
+        probability: probability that an image gets a rectangle of noise.
+        **kwargs: ``seed`` and Keras layer arguments (see
+            :class:`~larq_bnext.augment.base.SeededAugmentation`).
+    """
+
+    def __init__(self, probability: float = 0.25, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= probability <= 1:
+            raise ValueError(f"probability must be in [0, 1], got {probability}.")
+        self.probability = float(probability)
+
+    def draw(self, batch_size, seed):
+        """The batch's draws (:meth:`SeededAugmentation.draw`).
+
+        Args:
+            batch_size: images in the batch.
+            seed: the call's shape ``[2]`` int64 seed.
+        """
+        return {"seed": tf.tile(seed[None], tf.stack([batch_size, 1]))}
+
+    def augment_images(self, images, transformations, **kwargs):
+        seed = transformations["seed"][0]
+        return random_erasing(tf.cast(images, tf.float32), self.probability, seed)
+
+    def get_config(self):
+        return {**super().get_config(), "probability": self.probability}
