@@ -141,8 +141,14 @@ class FileValues:
         self.filled = set()
 
     def value(self, name: str, shape, dtype):
-        """The file's values of the variable ``name`` (without ``:0``) as a NumPy array of
-        ``dtype``, or ``None`` when the file lacks it or holds another shape."""
+        """The file's values of a variable, or ``None`` when the file lacks it or holds
+        another shape.
+
+        Args:
+            name: the variable's full name without ``:0`` (``block1_ffn_norm1/gamma``).
+            shape: the variable's shape.
+            dtype: the variable's dtype (the values are cast to it, as loading casts them).
+        """
         where = self._where.get(name)
         if where is None or shape is None:
             return None
@@ -154,7 +160,11 @@ class FileValues:
 
     def covers(self, model) -> bool:
         """Whether every weight of ``model`` was created with this file's values, layer by
-        layer in the file's order (then loading the file again would change nothing)."""
+        layer in the file's order (then loading the file again would change nothing).
+
+        Args:
+            model: the Keras model built inside :func:`values_from_file`.
+        """
         for layer in model.layers:
             if not layer.weights:
                 continue
