@@ -2,6 +2,7 @@
 
     python benchmarks/startup.py                  # 3 rounds, BNext-T and BNext-L (~3 min quiet)
     python benchmarks/startup.py --rounds 5 --sizes T --json startup.json
+    python benchmarks/startup.py --baseline /tmp/main_copy   # interleaved with another checkout
 
 Every case runs in a fresh process per round, in an order rotated each round so that no case
 always runs first, as a user would start it:
@@ -19,6 +20,11 @@ always runs first, as a user would start it:
 * ``phases`` (not compared): one process that times each step of ``predict`` on its own (import
   TensorFlow, import larq_bnext, build, load, decode, first call, second call), to show where
   the seconds go.
+
+With ``--baseline DIR`` (another checkout, e.g. ``git archive main | tar -x -C DIR``), the
+``predict``, ``load`` and ``phases`` cases of that checkout run in the same rounds, interleaved,
+and the table gives the ratios now/baseline of wall and CPU seconds: on a busy machine the
+ratios are the sturdier figures.
 
 Wall seconds are medians over rounds with their min-max; CPU seconds (user + system, from
 ``os.wait4``) are less sensitive to other work on the machine; peak RSS is the child's
@@ -142,13 +148,21 @@ def child_phases(args):
     except ImportError:  # --repo of a version before it
         initial_values_skipped = contextlib.nullcontext
 
-    with initial_values_skipped():
-        model = models.get_model(args.size, weights=None, classifier_activation=None)
-    mark("build (no initial values)")
-    from larq_bnext.weights.loading import load_keras_weights
+    try:
+        from larq_bnext.models.construction import values_from_file  # noqa: F401
+    except ImportError:  # --repo of a version before it: build, then load
+        with initial_values_skipped():
+            model = models.get_model(args.size, weights=None, classifier_activation=None)
+        mark("build (no initial values)")
+        from larq_bnext.weights.loading import load_keras_weights
 
-    load_keras_weights(model, _files(args)["keras"])
-    mark("load weights")
+        load_keras_weights(model, _files(args)["keras"])
+        mark("load weights")
+    else:  # variables created with the file's values: building is loading
+        model = models.get_model(
+            args.size, weights=_files(args)["keras"], classifier_activation=None
+        )
+        mark("build with the file's values")
     x = decode_and_center_crop(predict._read(args.image, None), 224)
     x = tf.stack([x])
     mark("read and decode image")
@@ -235,9 +249,12 @@ def _command(case, size, args):
     return [sys.executable, SCRIPT, *_common(args), "--size", size, "--child", child[case]]
 
 
-def run_case(case, size, args):
-    """One fresh process: wall seconds from its start to its end, CPU seconds, peak RSS."""
-    path = os.pathsep.join([args.repo, os.environ.get("PYTHONPATH", "")])
+def run_case(case, size, args, repo=None):
+    """One fresh process: wall seconds from its start to its end, CPU seconds, peak RSS.
+
+    ``repo``: the larq_bnext checkout it imports (default ``--repo``).
+    """
+    path = os.pathsep.join([repo or args.repo, os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -252,6 +269,7 @@ def run_case(case, size, args):
     row = {
         "case": case,
         "size": size,
+        "repo": "baseline" if repo and repo != args.repo else "current",
         "process_seconds": wall,
         "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_gib": usage.ru_maxrss / 2**20,
@@ -272,11 +290,16 @@ def summarize(rows, args):
     """Per (case, size): medians, spreads, peak RSS, ratio to the reference, goal."""
     table = []
     reference = {"predict": "torch", "load": "torch-load"}
+    baseline = [r for r in rows if r.get("repo") == "baseline"]
+    rows = [r for r in rows if r.get("repo") != "baseline"]
     for size in args.sizes:
         for case in ("predict", "torch", "load", "torch-load"):
             done = [r for r in rows if (r["case"], r["size"]) == (case, size) and "seconds" in r]
             if not done:
                 continue
+            before = [
+                r for r in baseline if (r["case"], r["size"]) == (case, size) and "seconds" in r
+            ]
             seconds = [r["seconds"] for r in done]
             entry = {
                 "case": case,
@@ -291,23 +314,35 @@ def summarize(rows, args):
             ]
             if ref and "seconds" in entry:
                 entry["ratio_to_reference"] = entry["seconds"] / statistics.median(ref)
+            if before:
+                entry["baseline_seconds"] = statistics.median(r["seconds"] for r in before)
+                entry["baseline_spread"] = _spread([r["seconds"] for r in before])
+                entry["baseline_cpu_seconds"] = statistics.median(r["cpu_seconds"] for r in before)
+                entry["baseline_peak_rss_gib"] = max(
+                    r.get("vm_hwm_gib") or r["peak_rss_gib"] for r in before
+                )
+                entry["ratio_to_baseline"] = entry["seconds"] / entry["baseline_seconds"]
+                entry["cpu_ratio_to_baseline"] = (
+                    entry["cpu_seconds"] / entry["baseline_cpu_seconds"]
+                )
             goal = GOALS.get((case, size))
             if goal is not None:
                 entry["goal_seconds"] = goal
                 entry["goal_met"] = entry["seconds"] <= goal
             table.append(entry)
     phases = {}
-    for size in args.sizes:
-        done = [
-            r["phases"]
-            for r in rows
-            if (r["case"], r["size"]) == ("phases", size) and "phases" in r
-        ]
-        if done:
-            phases[size] = {
-                name: [statistics.median(p[name][i] for p in done) for i in (0, 1)]
-                for name in done[0]
-            }
+    for label, source in (("", rows), (" (baseline)", baseline)):
+        for size in args.sizes:
+            done = [
+                r["phases"]
+                for r in source
+                if (r["case"], r["size"]) == ("phases", size) and "phases" in r
+            ]
+            if done:
+                phases[size + label] = {
+                    name: [statistics.median(p[name][i] for p in done) for i in (0, 1)]
+                    for name in done[0]
+                }
     return table, phases
 
 
@@ -327,11 +362,20 @@ def print_table(table, phases, loads):
             goal = f"<= {e['goal_seconds']:.0f} s: {'met' if e['goal_met'] else 'NOT met'}"
         print(f"{label:22s} {e['seconds']:8.2f} {e['spread'][0]:6.2f}-{e['spread'][1]:<6.2f} "
               f"{e['cpu_seconds']:6.2f} {e['peak_rss_gib']:6.2f} GiB {ratio}  {goal}")  # fmt: skip
+        if "baseline_seconds" in e:
+            b = e["baseline_spread"]
+            print(f"{'  baseline':22s} {e['baseline_seconds']:8.2f} {b[0]:6.2f}-{b[1]:<6.2f} "
+                  f"{e['baseline_cpu_seconds']:6.2f} {e['baseline_peak_rss_gib']:6.2f} GiB "
+                  f"        now/baseline: wall {e['ratio_to_baseline']:.2f}, "
+                  f"CPU {e['cpu_ratio_to_baseline']:.2f}")  # fmt: skip
     for size, steps in phases.items():
         print(f"\nwhere predict BNext-{size}'s seconds go (medians, wall / CPU):")
         for name, (wall, cpu) in steps.items():
             print(f"  {name:28s} {wall:6.2f} s / {cpu:6.2f} s")
     print(f"\nload average (1 min) at each process: {', '.join(f'{x:.2f}' for x in loads)}")
+    if loads and max(loads) > (os.cpu_count() or 1):
+        print("The machine was busy (load above its CPU count): wall seconds are inflated; "
+              "CPU seconds and the ratios to the baseline are the sturdier figures.")  # fmt: skip
 
 
 def main(argv=None):
@@ -345,6 +389,12 @@ def main(argv=None):
     parser.add_argument("--json", default=None)
     parser.add_argument(
         "--repo", default=ROOT, help="the larq_bnext checkout to time (before/after)"
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="another larq_bnext checkout (e.g. `git archive main | tar -x -C DIR`) whose "
+        "predict, load and phases cases run interleaved with --repo's in every round",
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--size", default="T", help=argparse.SUPPRESS)
@@ -364,17 +414,23 @@ def main(argv=None):
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     prepare(args)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    jobs = [(case, size) for size in args.sizes for case in cases]
+    jobs = [(case, size, None) for size in args.sizes for case in cases]
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        ours = ("predict", "load", "phases")
+        jobs += [(c, s, args.baseline) for s in args.sizes for c in cases if c in ours]
     rows = []
     for index in range(args.rounds):
         shift = index % len(jobs)
-        for case, size in jobs[shift:] + jobs[:shift]:
-            row = run_case(case, size, args)
+        for case, size, repo in jobs[shift:] + jobs[:shift]:
+            row = run_case(case, size, args, repo)
             rows.append({**row, "round": index + 1})
             shown = row.get("seconds", row["process_seconds"])
             status = "" if "failed" not in row else f"  FAILED {row['failed'][-300:]}"
             cpu = row.get("cpu_seconds", row["process_cpu_seconds"])
-            print(f"round {index + 1}: {case:10s} {size}  {shown:6.2f} s  CPU {cpu:6.2f} s  peak "
+            tag = "" if repo is None else " (baseline)"
+            print(f"round {index + 1}: {case + tag:21s} {size}  {shown:6.2f} s  CPU {cpu:6.2f} s  "
+                  f"peak "
                   f"{row['peak_rss_gib']:.2f} GiB  load {row['load_average']:.2f}{status}",
                   flush=True)  # fmt: skip
     table, phases = summarize(rows, args)
@@ -382,6 +438,7 @@ def main(argv=None):
     results = {
         "started": started,
         "repo": args.repo,
+        "baseline": args.baseline,
         "machine": {
             "cpu_count": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),

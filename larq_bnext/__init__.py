@@ -11,13 +11,20 @@ programs ``python -m larq_bnext.<train|evaluate|convert|export|benchmark>``.
 """
 
 from larq_bnext.keras2 import check_keras2, select_keras2
-from larq_bnext.startup import import_tensorflow_quietly
+from larq_bnext.startup import program_start, started_as_program
 
 # First, before any module imports TensorFlow: Keras 2 selected where TensorFlow >= 2.16 needs
-# the switch (larq_bnext.keras2 says when, and the error otherwise), and TensorFlow's known
-# start-up notices left out (larq_bnext.startup says which, and how to see them).
+# the switch (larq_bnext.keras2 says when, and the error otherwise; the one global change an
+# import of the library makes). A program (`python -m larq_bnext.<program>`, whose package
+# Python imports before the program's first line) starts quietly (larq_bnext.startup); a plain
+# `import larq_bnext` changes nothing else.
 select_keras2()
-check_keras2(import_tensorflow_quietly())
+if started_as_program():
+    program_start()
+import tensorflow as _tensorflow
+
+check_keras2(_tensorflow)
+del _tensorflow
 
 from larq_bnext import images, models, preprocessing, registry, weights
 from larq_bnext.models import (

@@ -1,4 +1,12 @@
-"""A quiet start: TensorFlow's known start-up notices are left out unless asked for.
+"""A quiet start for the command-line programs: TensorFlow's known start-up notices are left
+out unless asked for. Importing the library changes nothing here.
+
+Only a program starts quietly: :func:`program_start` runs when Python runs a module of the
+package as a program (``python -m larq_bnext.predict``, ``.train``, ``.evaluate``, ...; see
+:func:`started_as_program`), at the package's import, which Python makes before the program's
+first line and so before TensorFlow's import. ``import larq_bnext`` in a script, a notebook or
+a test leaves file descriptor 2 and the environment alone (TensorFlow then writes its notices
+as it always does); such a user may call :func:`import_tensorflow_quietly` first.
 
 Importing TensorFlow 2.15 writes, from C++ straight to file descriptor 2, lines that are no
 problem of the user's: the "Unable to register cuDNN/cuFFT/cuBLAS factory" errors (a known
@@ -52,6 +60,8 @@ __all__ = [
     "startup_logs_requested",
     "import_tensorflow_quietly",
     "quiet_addons_import",
+    "started_as_program",
+    "program_start",
 ]
 
 #: Set to 1 to see TensorFlow's start-up notices and TensorFlow Addons' end-of-life warning.
@@ -150,6 +160,28 @@ def import_tensorflow_quietly():
             captured.seek(0)
             _write_kept(captured.read().decode("utf-8", errors="replace"))
     return tensorflow
+
+
+def started_as_program(argv=None) -> bool:
+    """Whether Python is locating a module to run as a program (``python -m``): it sets
+    ``sys.argv[0]`` to ``"-m"`` while it imports the module's packages (Python's documentation
+    of ``-m``), so the package's import sees it only when one of its modules is the program.
+
+    Args:
+        argv: the command line (default ``sys.argv``).
+    """
+    argv = sys.argv if argv is None else argv
+    return bool(argv) and argv[0] == "-m"
+
+
+def program_start():
+    """A program's quiet start (:func:`import_tensorflow_quietly`); the package's import runs
+    it for ``python -m larq_bnext.<program>``.
+
+    Returns:
+        The ``tensorflow`` module.
+    """
+    return import_tensorflow_quietly()
 
 
 @contextlib.contextmanager

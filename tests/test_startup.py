@@ -1,9 +1,11 @@
 """The command-line programs start quietly: TensorFlow's known start-up notices and TensorFlow
-Addons' end-of-life warning are left out unless asked for, and nothing else is hidden."""
+Addons' end-of-life warning are left out unless asked for, and nothing else is hidden; importing
+the library changes neither the environment nor file descriptor 2."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -114,13 +116,72 @@ def test_startup_logs_requested_reads_the_verbosity_flag_and_the_variable():
     assert not startup.startup_logs_requested(["p"], {"LARQ_BNEXT_STARTUP_LOGS": ""})
 
 
-def test_tensorflow_info_lines_are_left_out_after_the_start_unless_asked_for():
-    # The threshold the package sets when the user has not, kept when the user has, and left
-    # alone when the logs are asked for.
+#: Code that runs as ``python -m larq_bnext.<program>`` does at the package's import: Python
+#: sets sys.argv[0] to "-m" while it imports the program's package (checked below).
+AS_PROGRAM = "import sys; sys.argv[0] = '-m'\n"
+
+
+def test_python_m_imports_the_package_with_argv0_dash_m(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("import sys; print('package', sys.argv[0])\n")
+    (package / "prog.py").write_text("import sys; print('program', sys.argv[0])\n")
+    result = _run(["-m", "pkg.prog"], cwd=str(tmp_path))
+    lines = result.stdout.splitlines()
+    assert lines[0] == "package -m", result.stderr
+    assert lines[1] == f"program {package / 'prog.py'}"
+    startup = _startup_module()
+    assert startup.started_as_program(["-m", "--model", "T"])
+    assert not startup.started_as_program(["/usr/bin/pytest", "-m", "compat"])
+
+
+def test_importing_the_library_changes_no_environment_and_leaves_fd2_alone():
+    # What importing larq_bnext changes in os.environ, next to what `import tensorflow` alone
+    # changes (TensorFlow 2.15 sets TF2_BEHAVIOR and TPU_ML_PLATFORM itself); and every
+    # os.dup/os.dup2 call made during the import.
+    probe = textwrap.dedent(
+        """
+        import json, os, sys
+        calls = []
+        for name in ("dup", "dup2"):
+            real = getattr(os, name)
+            setattr(os, name, lambda *a, _real=real, _name=name: calls.append([_name, *a]) or
+                    _real(*a))
+        before = dict(os.environ)
+        import {module}
+        changed = sorted(k for k in set(before) | set(os.environ)
+                         if before.get(k) != os.environ.get(k))
+        print(json.dumps({{"changed": changed, "calls": calls}}))
+        """
+    )
+    plain = _run(probe.format(module="tensorflow"))
+    library = _run(probe.format(module="larq_bnext"))
+    assert library.returncode == 0, library.stderr
+    got = json.loads(library.stdout.splitlines()[-1])
+    expected = json.loads(plain.stdout.splitlines()[-1])
+    assert got["changed"] == expected["changed"]
+    assert "TF_CPP_MIN_LOG_LEVEL" not in got["changed"]
+    assert "TF_USE_LEGACY_KERAS" not in got["changed"]  # TensorFlow 2.15 needs no switch
+    assert [c for c in got["calls"] if 2 in c[1:]] == []
+    # TensorFlow's own notices reach stderr as they do for a plain import.
+    startup = _startup_module()
+    noise = [line for line in plain.stderr.splitlines() if startup.is_startup_noise(line)]
+    assert noise, plain.stderr  # this stack writes some
+    assert len([ln for ln in library.stderr.splitlines() if startup.is_startup_noise(ln)]) == len(
+        noise
+    )
+
+
+def test_tensorflow_info_lines_are_left_out_after_a_program_start_unless_asked_for():
+    # The threshold a program's start sets when the user has not, kept when the user has, and
+    # left alone when the logs are asked for; a plain import sets none.
     show = "import os, larq_bnext; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
-    assert _run(show).stdout.split()[-1] == "1"
-    assert _run(show, env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"}).stdout.split()[-1] == "0"
-    asked = _run(show, env_extra={"LARQ_BNEXT_STARTUP_LOGS": "1"})
+    assert _run(show).stdout.split()[-1] == "None"
+    assert _run(AS_PROGRAM + show).stdout.split()[-1] == "1"
+    assert (
+        _run(AS_PROGRAM + show, env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"}).stdout.split()[-1] == "0"
+    )
+    asked = _run(AS_PROGRAM + show, env_extra={"LARQ_BNEXT_STARTUP_LOGS": "1"})
     assert asked.stdout.split()[-1] == "None"
     # Its effect on real INFO lines that TensorFlow's C++ runtime writes after the start: with
     # device placement logged, the eager executor writes "Executing op AddV2 ..." at INFO.
@@ -129,8 +190,8 @@ def test_tensorflow_info_lines_are_left_out_after_the_start_unless_asked_for():
         "tf.debugging.set_log_device_placement(True)\n"
         "print(float(tf.constant(1.0) + 1.0))\n"
     )
-    quiet = _run(place)
+    quiet = _run(AS_PROGRAM + place)
     assert quiet.stdout.split()[-1] == "2.0", quiet.stderr
     assert "Executing op AddV2" not in quiet.stderr
-    shown = _run(place, env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    shown = _run(AS_PROGRAM + place, env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert "Executing op AddV2" in shown.stderr, shown.stderr

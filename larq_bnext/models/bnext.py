@@ -23,9 +23,13 @@ import tensorflow as tf
 
 from larq_bnext.models.arguments import check_arguments, model_input
 from larq_bnext.models.blocks import batch_norm, bnext_block, classifier_head
-from larq_bnext.models.construction import initial_values_skipped, shape_only_calls
+from larq_bnext.models.construction import (
+    initial_values_skipped,
+    shape_only_calls,
+    values_from_file,
+)
 from larq_bnext.registry import IMAGENET_PREPROCESSING, ModelInfo, block_configs, resolve_model
-from larq_bnext.weights.loading import load_weights
+from larq_bnext.weights.loading import keras_weights_file, load_weights
 
 __all__ = [
     "BNext",
@@ -125,9 +129,12 @@ def BNext(
     inputs, shape = model_input(input_shape, input_tensor, (side, side, 3), weights)
     _check_input_size(shape, stage_channels, stem_stride)
 
-    # Weights given: no initial values are drawn that loading replaces (larq_bnext.models.
+    # Weights given: no initial values are drawn that loading replaces, and a Keras weights
+    # file on disk gives the variables their values as they are created (larq_bnext.models.
     # construction); layers are shaped without scratch-graph calls either way.
-    with shape_only_calls(), initial_values_skipped(weights is not None):
+    source = keras_weights_file(weights, info)
+    values = values_from_file(source) if source else initial_values_skipped(weights is not None)
+    with shape_only_calls(), values as preloaded:
         layers = tf.keras.layers
         x = layers.ZeroPadding2D(1, name="stem_pad")(inputs)
         x = layers.Conv2D(
@@ -148,7 +155,7 @@ def BNext(
             x, inputs, input_tensor, include_top, num_classes, classifier_activation, pooling, name
         )
     if weights is not None:
-        apply_weights(model, weights, size=size)
+        apply_weights(model, weights, size=size, preloaded=preloaded)
     return model
 
 
@@ -164,7 +171,7 @@ def _full_model(info: ModelInfo | None):
     )
 
 
-def apply_weights(model: tf.keras.Model, weights, size: str | None = None) -> None:
+def apply_weights(model: tf.keras.Model, weights, size: str | None = None, preloaded=None) -> None:
     """Load ``weights`` into a BNext built beforehand (what ``BNext(weights=...)`` does).
 
     Args:
@@ -172,9 +179,11 @@ def apply_weights(model: tf.keras.Model, weights, size: str | None = None) -> No
         weights: ``"imagenet"``, or the path or ``https://`` URL of an official PyTorch
             checkpoint or of Keras HDF5 weights (see :func:`larq_bnext.weights.load_weights`).
         size: the published size of the model (required for ``"imagenet"``).
+        preloaded: the :class:`~larq_bnext.models.construction.FileValues` the model was
+            built with, if any (nothing is read twice).
     """
     info = None if size is None else resolve_model(size, family="bnext")
-    load_weights(model, weights, info, full_model=_full_model(info))
+    load_weights(model, weights, info, full_model=_full_model(info), preloaded=preloaded)
 
 
 def _sized(letter: str):

@@ -12,19 +12,28 @@ Two context managers, entered by :func:`larq_bnext.models.bnext.BNext`:
   random initial values (``N(0, 0.001^2)`` for BNext-L's 327 million binary weights) are not
   drawn: variables start at zero. Each skipped initializer still takes its seed from Keras'
   seed generator as a draw would, so models built after it get the values they always got.
+* :func:`values_from_file`: with a Keras HDF5 weights file known before construction (a file
+  ``weights=`` names, or the cached ``"imagenet"`` weights), each variable whose name and shape
+  the file holds is created with the file's values, read one dataset at a time: no zeros are
+  written and then overwritten, and the weights are never held twice. When every weight of the
+  model came from the file (:meth:`FileValues.covers`), loading has nothing left to do;
+  otherwise (a missing layer, a shape that differs) the loader runs as before and its error
+  names the problem.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 
+import numpy as np
 import tensorflow as tf
 
 from larq_bnext.keras2 import keras_src
 
-__all__ = ["shape_only_calls", "initial_values_skipped"]
+__all__ = ["shape_only_calls", "initial_values_skipped", "values_from_file", "FileValues"]
 
 _state = threading.local()
 _lock = threading.Lock()
@@ -104,3 +113,101 @@ def initial_values_skipped(skip: bool = True):
         return
     with tf.variable_creator_scope(_zeros_instead):
         yield
+
+
+def _as_str(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+class FileValues:
+    """The weights of a Keras HDF5 file (``model.save_weights(".h5")``), by variable name.
+
+    Args:
+        group: the file's root group, or its ``model_weights`` group.
+    """
+
+    def __init__(self, group):
+        self._group = group
+        #: Layer name -> the names of its weights in the file, in order (``x/kernel:0``).
+        self.layers = {}
+        self._where = {}
+        for layer in group.attrs.get("layer_names", []):
+            layer = _as_str(layer)
+            names = [_as_str(n) for n in group[layer].attrs.get("weight_names", [])]
+            self.layers[layer] = names
+            for name in names:
+                self._where[name.rsplit(":", 1)[0]] = (layer, name)
+        #: Names (``x/kernel:0``) of the variables created with the file's values.
+        self.filled = set()
+
+    def value(self, name: str, shape, dtype):
+        """The file's values of a variable, or ``None`` when the file lacks it or holds
+        another shape.
+
+        Args:
+            name: the variable's full name without ``:0`` (``block1_ffn_norm1/gamma``).
+            shape: the variable's shape.
+            dtype: the variable's dtype (the values are cast to it, as loading casts them).
+        """
+        where = self._where.get(name)
+        if where is None or shape is None:
+            return None
+        dataset = self._group[where[0]][where[1]]
+        if tuple(dataset.shape) != tuple(tf.TensorShape(shape).as_list()):
+            return None
+        self.filled.add(where[1])
+        return np.asarray(dataset[()], dtype=tf.as_dtype(dtype).as_numpy_dtype)
+
+    def covers(self, model) -> bool:
+        """Whether every weight of ``model`` was created with this file's values, layer by
+        layer in the file's order (then loading the file again would change nothing).
+
+        Args:
+            model: the Keras model built inside :func:`values_from_file`.
+        """
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            names = [w.name for w in layer.weights]
+            if self.layers.get(layer.name) != names or not self.filled.issuperset(names):
+                return False
+        return True
+
+
+def _from_file(values: FileValues):
+    def creator(next_creator, **kwargs):
+        initial = kwargs.get("initial_value")
+        if isinstance(initial, functools.partial) and initial.args:
+            scope = tf.get_current_name_scope()
+            name = f"{scope}/{kwargs.get('name')}" if scope else str(kwargs.get("name"))
+            dtype = kwargs.get("dtype") or initial.keywords.get("dtype") or tf.float32
+            value = values.value(name, initial.args[0], dtype)
+            if value is not None:
+                generator = getattr(initial.func, "_random_generator", None)
+                if generator is not None:
+                    generator._maybe_init()  # takes its seed as the draw would
+                kwargs["initial_value"] = value
+                return next_creator(**kwargs)
+        return _zeros_instead(next_creator, **kwargs)
+
+    return creator
+
+
+@contextlib.contextmanager
+def values_from_file(path):
+    """Inside the block, variables are created with the values of the Keras HDF5 weights file
+    ``path`` where it holds them (by name and shape), and with zeros in place of random draws
+    elsewhere (as :func:`initial_values_skipped`); see the module.
+
+    Args:
+        path: a file of ``model.save_weights(".h5")`` (Keras 2's layout).
+
+    Yields:
+        The :class:`FileValues`: :meth:`FileValues.covers` says whether loading is done.
+    """
+    import h5py
+
+    with h5py.File(os.fspath(path), "r") as f:
+        values = FileValues(f["model_weights"] if "model_weights" in f else f)
+        with tf.variable_creator_scope(_from_file(values)):
+            yield values

@@ -38,6 +38,7 @@ __all__ = [
     "URL_SCHEMES",
     "load_keras_weights",
     "load_weights",
+    "keras_weights_file",
     "floatx",
     "save_weights_atomically",
 ]
@@ -53,6 +54,38 @@ URL_SCHEMES = ("https://", "http://")
 def _file_magic(path) -> bytes:
     with open(path, "rb") as f:
         return f.read(len(HDF5_MAGIC))
+
+
+def keras_weights_file(weights, info: ModelInfo | str | None = None) -> str | None:
+    """The Keras HDF5 file that loading ``weights`` will read, when it is on disk already:
+    the file ``weights`` names, or the cached conversion for ``"imagenet"``; else ``None``
+    (a URL, a PyTorch checkpoint, weights not converted yet). A model can then be built with
+    the file's values (:func:`larq_bnext.models.construction.values_from_file`).
+
+    Args:
+        weights: a builder's ``weights`` argument.
+        info: the registry model (an entry or a name), for ``"imagenet"``.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights == "imagenet":
+        if info is None:
+            return None
+        try:
+            path = converted_weights_path(info if isinstance(info, str) else info.name)
+        except ValueError:  # no published checkpoint: load_weights says so
+            return None
+    elif isinstance(weights, str) and weights.startswith(URL_SCHEMES):
+        return None
+    else:
+        try:
+            path = os.fspath(weights)
+        except TypeError:
+            return None
+    try:
+        return os.fspath(path) if _file_magic(path) == HDF5_MAGIC else None
+    except (OSError, ValueError):
+        return None
 
 
 def load_keras_weights(model: tf.keras.Model, path) -> None:
@@ -177,10 +210,12 @@ def save_weights_atomically(model: tf.keras.Model, dest: Path, attrs: Mapping[st
 
 
 def _load_imagenet(
-    model: tf.keras.Model, size: str, full_model: Callable[[], tf.keras.Model]
+    model: tf.keras.Model, size: str, full_model: Callable[[], tf.keras.Model], preloaded=None
 ) -> None:
     _check_published_architecture(model, size)
     cached = converted_weights_path(size)
+    if preloaded is not None and preloaded.covers(model):
+        return
     if cached.exists():
         try:
             load_keras_weights(model, cached)
@@ -227,6 +262,7 @@ def load_weights(
     weights,
     info: ModelInfo | str | None = None,
     full_model: Callable[[], tf.keras.Model] | None = None,
+    preloaded=None,
 ) -> ConversionReport | None:
     """Load ``weights`` into a BNext or BNext-18 (what the builders' ``weights=...`` calls).
 
@@ -242,6 +278,9 @@ def load_weights(
         full_model: builds the float32 BNext of ``info`` with its top, for ``"imagenet"``
             into a model that lacks part of the weights or is not float32 (the builder of
             :mod:`larq_bnext.models` passes it; this package builds no models).
+        preloaded: the :class:`~larq_bnext.models.construction.FileValues` the model was
+            built with (the file of :func:`keras_weights_file`); when they cover every weight
+            of the model, nothing is read again.
 
     Returns:
         The :class:`~larq_bnext.weights.matching.ConversionReport` of a PyTorch checkpoint
@@ -264,7 +303,7 @@ def load_weights(
                 "weights='imagenet' needs a published model: use larq_bnext.BNextT/S/M/L."
             )
         _ = info.url  # raises where no checkpoint is published
-        _load_imagenet(model, info.name, full_model)
+        _load_imagenet(model, info.name, full_model, preloaded)
         return None
     if isinstance(weights, str) and weights.startswith(URL_SCHEMES):
         weights = download_url(weights)
@@ -278,7 +317,8 @@ def load_weights(
                 return load_bnext18_state_dict(model, ckpt.state_dict(), source=path)
         return load_official_checkpoint(model, path, size=info.name if info else None)
     if magic == HDF5_MAGIC:
-        load_keras_weights(model, path)
+        if preloaded is None or not preloaded.covers(model):
+            load_keras_weights(model, path)
         return None
     raise ValueError(
         f"weights={path!r} is neither a PyTorch checkpoint (a zip archive from torch.save) "

@@ -1,5 +1,6 @@
-"""Building a BNext without scratch-graph calls, and without drawing the initial values that
-loading replaces: the same model as Keras' own construction, the same seeded values after."""
+"""Building a BNext without scratch-graph calls, without drawing the initial values that
+loading replaces, and with a weights file's values as its variables are created: the same
+model as Keras' own construction and loading, the same seeded values after."""
 
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ import tensorflow as tf
 
 import larq_bnext
 from larq_bnext.keras2 import keras_src, set_random_seed
-from larq_bnext.models.construction import initial_values_skipped, shape_only_calls
+from larq_bnext.models.construction import (
+    initial_values_skipped,
+    shape_only_calls,
+    values_from_file,
+)
+from larq_bnext.weights import loading
 from larq_bnext.weights.loading import load_keras_weights
+from larq_bnext.weights.matching import WeightsMismatchError
 
 # Construction reaches into Keras' own classes: run these on the second stack too (make compat).
 pytestmark = pytest.mark.compat
@@ -101,3 +108,62 @@ def test_weights_given_load_into_a_model_built_without_draws(tmp_path):
     load_keras_weights(reloaded, path)
     for a, b in zip(reloaded.weights, keras_loaded.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _saved(tmp_path, seed=2, channels=CHANNELS):
+    set_random_seed(seed)
+    source = larq_bnext.get_model(
+        "custom", channels, input_shape=SHAPE, num_classes=10, stem_stride=1
+    )
+    for layer in source.layers:  # non-default buffers and statistics, not only kernels
+        for w in layer.weights:
+            w.assign(np.random.default_rng(len(w.name)).uniform(0.1, 1, w.shape).astype("f"))
+    path = str(tmp_path / "weights.h5")
+    source.save_weights(path)
+    return source, path
+
+
+def test_variables_created_from_the_file_equal_the_file_and_nothing_is_loaded_after(
+    tmp_path, monkeypatch
+):
+    import h5py
+
+    _, path = _saved(tmp_path)
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("the weights were read a second time")
+
+    monkeypatch.setattr(loading, "load_keras_weights", no_second_read)
+    model = _tiny(weights=path)
+    with h5py.File(path, "r") as f:
+        for layer in model.layers:
+            for w in layer.weights:
+                stored = f[layer.name][w.name][()]
+                np.testing.assert_array_equal(w.numpy(), stored, err_msg=w.name)
+
+
+def test_model_built_from_the_file_computes_what_the_loaded_model_computes(tmp_path):
+    _, path = _saved(tmp_path)
+    from_file = _tiny(weights=path, classifier_activation=None)
+    with initial_values_skipped():
+        loaded = _tiny(classifier_activation=None)
+    load_keras_weights(loaded, path)  # the previous path: zeros, then assigned from the file
+    for a, b in zip(from_file.weights, loaded.weights, strict=True):
+        assert a.name == b.name
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x = np.random.default_rng(3).normal(size=(2, *SHAPE)).astype("float32")
+    for training in (False, True):
+        np.testing.assert_array_equal(
+            from_file(x, training=training).numpy(), loaded(x, training=training).numpy()
+        )
+
+
+def test_a_file_of_other_shapes_gives_the_loaders_error(tmp_path):
+    _, path = _saved(tmp_path, channels=(16, 32, 64, 64))  # the same layer names, twice as wide
+    with values_from_file(path) as values:
+        model = _tiny()
+    assert not values.covers(model)
+    with pytest.raises(
+        WeightsMismatchError, match=r"file has shape \(3, 3, 3, 16\), model \(3, 3, 3, 8\)"
+    ):
+        _tiny(weights=path)

@@ -48,6 +48,23 @@ def test_progressive_sign_hard_regime_and_threshold():
     np.testing.assert_allclose(y_edge, [-1.0, -0.3, 0.0, 0.3, 1.0])  # T = 1e-7 is still soft
 
 
+@pytest.mark.parametrize("temperature", [0.5, 1e-7, 9e-8, 1e-9])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_progressive_sign_eager_branch_equals_the_traced_select(temperature, dtype):
+    # Eagerly only the regime's branch runs; in a tf.function both, and a select picks one.
+    w = tf.constant(np.random.default_rng(0).normal(0, 1e-3, (3, 3, 8, 8)), dtype)
+    w = tf.tensor_scatter_nd_update(w, [[0, 0, 0, 0]], tf.zeros([1], dtype))  # an exact zero
+    t = tf.constant(temperature, tf.float32)
+    eager = progressive_sign(w, t).numpy()
+    traced = tf.function(progressive_sign)(w, t).numpy()
+    assert eager.dtype == traced.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(eager, traced)
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        y = progressive_sign(w, t)
+    np.testing.assert_array_equal(tape.gradient(y, w).numpy(), np.ones(w.shape, dtype))
+
+
 def test_progressive_sign_quantizer_follows_its_layer_temperature():
     layer = BinaryConv2D(2, 1)
     layer.build((None, 4, 4, 2))
