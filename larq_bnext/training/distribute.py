@@ -400,7 +400,8 @@ def one_op_at_a_time() -> bool:
     TensorFlow 2.15, the same gradient computed repeatedly in one process differed by a float32
     ulp or so in 3 of 8 steps (from BNext-T's last attention block to the stem) when
     independent ops ran concurrently, and in 0 of 20 with one inter-op thread. TensorFlow takes
-    the setting only before it runs its first op.
+    the setting only before it runs its first op, and keeps it for the process: so the train
+    program calls this for a deterministic run, and :func:`larq_bnext.training.run` does not.
 
     Returns:
         Whether TensorFlow runs one op at a time now.

@@ -427,3 +427,26 @@ def test_one_op_at_a_time_before_tensorflow_starts_and_not_after():
     assert fresh.stdout.split() == ["True", "1"], fresh.stderr[-2000:]
     # Too late: TensorFlow keeps its default (0, one thread per core) and says so by False.
     assert started.stdout.split() == ["False", "0"], started.stderr[-2000:]
+
+
+def test_run_restores_the_callers_precision_policy_and_leaves_threads_alone():
+    """A run in a caller's process sets back the policy it found (not float32) and does not
+    leave one inter-op thread behind (TensorFlow could not undo that); the train program,
+    whose process it is, runs a deterministic run one op at a time."""
+    code = (
+        "import tempfile, tensorflow as tf\n"
+        "from larq_bnext.training import RunConfig, run\n"
+        "tf.keras.mixed_precision.set_global_policy('mixed_bfloat16')\n"
+        "run(RunConfig(dataset='digits', image_size=8, stage_channels=(8, 16), epochs=1,\n"
+        "    steps_per_epoch=1, batch_size=16, teachers='none', baseline=False, backup=False,\n"
+        "    verbose=0, deterministic=True, output_dir=tempfile.mkdtemp()))\n"
+        "from tensorflow.python.framework import config as tf_config\n"
+        "print(tf.keras.mixed_precision.global_policy().name,\n"
+        "      tf.config.threading.get_inter_op_parallelism_threads(),\n"
+        "      tf_config.is_op_determinism_enabled())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-3:] == ["mixed_bfloat16", "0", "False"], result.stderr[-2000:]
