@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from larq_bnext.keras2 import set_random_seed
+from larq_bnext.training.checks import check_replicas
 
 __all__ = [
     "STRATEGY_KINDS",
@@ -263,15 +264,11 @@ def per_replica_batch_size(global_batch_size: int, strategy: tf.distribute.Strat
         strategy: the strategy.
 
     Raises:
-        ValueError: when the global batch does not split evenly over the replicas.
+        ConfigError: when the global batch does not split evenly over the replicas
+            (:func:`larq_bnext.training.checks.check_replicas`).
     """
     replicas = strategy.num_replicas_in_sync
-    if global_batch_size % replicas:
-        lower = max(replicas, global_batch_size // replicas * replicas)
-        raise ValueError(
-            f"The global batch {global_batch_size} does not split evenly over "
-            f"{replicas} replicas; use a multiple of {replicas}, e.g. --batch_size={lower}."
-        )
+    check_replicas(global_batch_size, replicas)
     return global_batch_size // replicas
 
 

@@ -22,6 +22,7 @@ from larq_bnext.registry import IMAGENET_PREPROCESSING
 from larq_bnext.training.augmentation import AugmentConfig
 from larq_bnext.training.batch_augment import BatchAugmenter
 from larq_bnext.training.crop import decode_and_random_crop, random_resized_crop
+from larq_bnext.training.distribute import op_determinism_enabled
 
 __all__ = ["train_dataset", "eval_dataset", "stream_seed"]
 
@@ -224,16 +225,10 @@ def train_dataset(
             augment = _plain(augment)
         ds = ds.map(augment, num_parallel_calls=autotune)
     if deterministic is None:
-        deterministic = _op_determinism_enabled()
+        deterministic = op_determinism_enabled()
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
     return ds.with_options(options).prefetch(autotune)
-
-
-def _op_determinism_enabled() -> bool:
-    from tensorflow.python.framework import config as tf_config  # no public getter in TF 2.15
-
-    return bool(tf_config.is_op_determinism_enabled())
 
 
 def eval_dataset(
