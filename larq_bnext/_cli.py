@@ -119,8 +119,8 @@ def define_config_flags(
     """Define one flag per field of the dataclass ``config_class`` (or of ``names``).
 
     The flag has the field's name, a kind from its type (``bool``, ``int``, ``float``, ``str``:
-    an enum where the field's metadata has ``choices``; a tuple: a comma list), its default and
-    the help of its entry in the class docstring.
+    an enum where the field's metadata has ``choices``; a tuple: a comma list; numbers take the
+    metadata's ``lower_bound``), its default and the help of its entry in the class docstring.
 
     Args:
         config_class: a dataclass such as :class:`~larq_bnext.training.RunConfig`.
@@ -142,6 +142,9 @@ def define_config_flags(
         text = (helps or {}).get(field.name) or docs.get(field.name, "")
         kind = _kind(hints[field.name])
         choices = field.metadata.get("choices")
+        bounds = {
+            k: field.metadata[k] for k in ("lower_bound", "upper_bound") if k in field.metadata
+        }
         if kind == "list" and default is not None:
             default = [str(v) for v in default]
         elif kind == "string" and default is not None:
@@ -149,7 +152,8 @@ def define_config_flags(
         if choices:
             flags.DEFINE_enum(field.name, default, list(choices), text, flag_values=flag_values)
         else:
-            getattr(flags, f"DEFINE_{kind}")(field.name, default, text, flag_values=flag_values)
+            definer = getattr(flags, f"DEFINE_{kind}")
+            definer(field.name, default, text, flag_values=flag_values, **bounds)
         defined.append(field.name)
     return defined
 

@@ -185,7 +185,9 @@ class RunConfig:
     eval_crop_fraction: float | None = None
     verify_images: bool = True
     max_skipped_fraction: float = 0.01
-    max_image_pixels: int | None = MAX_IMAGE_PIXELS
+    max_image_pixels: int | None = dataclasses.field(
+        default=MAX_IMAGE_PIXELS, metadata={"lower_bound": 0}
+    )
     # data: label ablations
     label_fraction: float = 1.0
     label_noise: float = 0.0
