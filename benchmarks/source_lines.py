@@ -1,4 +1,6 @@
-"""Source lines per folder, docstrings and code counted apart: ``python benchmarks/source_lines.py [ROOT ...]``.
+"""Source lines per folder, docstrings and code counted apart.
+
+    python benchmarks/source_lines.py [ROOT ...]
 
 A line is a docstring line when it lies inside a module, class or function docstring (read
 with :mod:`ast`), a code line when it holds anything else but a comment; blank and

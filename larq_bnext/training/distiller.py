@@ -198,7 +198,7 @@ class Distiller(tf.keras.Model):
             distribution strategy).
         augmenter: optional ``(images, labels, seed) -> (images, labels)`` applied at the start
             of every training step, on the accelerator (the model-side augmentation stage, e.g.
-            :class:`larq_bnext.training.augmentation.BatchAugmenter`); evaluation batches skip
+            :class:`larq_bnext.training.batch_augment.BatchAugmenter`); evaluation batches skip
             it. The seed is ``[augment_seed, step]`` with the replica folded in (reproducible
             across restarts, distinct per replica).
         augment_seed: the run's seed, the first half of the augmenter's per-step seed.

@@ -124,7 +124,7 @@ def test_create_strategy_on_this_cpu_and_clear_errors(clean_env, tmp_path):
         model.compile("sgd", "mse")
     backup = checkpoints.ResumableBackup(str(tmp_path))
     model.fit(np.zeros((4, 3)), np.zeros((4, 2)), epochs=2, callbacks=[backup], verbose=0)
-    assert checkpoints.backup_initial_epoch(str(tmp_path)) == 2
+    assert checkpoints.backup_position(str(tmp_path))[0] == 2
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         distribute.create_strategy("multi_worker")
     with pytest.raises(ValueError, match="--devices needs"):
@@ -305,7 +305,7 @@ def test_truncated_or_altered_checkpoints_are_never_picked(tmp_path):
     tf.train.Checkpoint(v=variable).restore(prefix)
     np.testing.assert_array_equal(variable.numpy(), 1.0)
     assert checkpoints.latest_complete_checkpoint(str(tmp_path / "missing")) is None
-    assert checkpoints.backup_initial_epoch(str(tmp_path / "missing")) == 0
+    assert checkpoints.backup_position(str(tmp_path / "missing"))[0] == 0
 
 
 def test_kill_during_a_weights_write_leaves_the_previous_file(tmp_path):
@@ -325,7 +325,7 @@ def test_kill_between_a_checkpoint_and_its_manifest_restores_the_previous_one(tm
     assert tf.train.latest_checkpoint(chief).endswith("ckpt-3")
     # ... which ResumableBackup skips: it resumes from the last complete one, after epoch 2.
     assert checkpoints.latest_complete_checkpoint(chief).endswith("ckpt-2")
-    assert checkpoints.backup_initial_epoch(str(tmp_path / "backup")) == 2
+    assert checkpoints.backup_position(str(tmp_path / "backup"))[0] == 2
     student = build_student(0)
     distiller = Distiller(student)
     distiller.compile(optimizer=tf.keras.optimizers.SGD(0.1))
