@@ -199,3 +199,17 @@ def test_every_notebook_cell_has_the_id_its_format_requires():
             ids,
         )
         assert len(set(ids)) == len(ids), path.name
+
+
+def test_every_package_docstring_names_every_module_of_training():
+    """larq_bnext.training's docstring is its map: it names each of its modules."""
+    import larq_bnext.training
+
+    doc = larq_bnext.training.__doc__
+    folder = PACKAGE / "training"
+    missing = [
+        path.stem
+        for path in sorted(folder.glob("*.py"))
+        if path.stem != "__init__" and f"larq_bnext.training.{path.stem}`" not in doc
+    ]
+    assert not missing, f"larq_bnext/training/__init__.py does not name: {missing}"
