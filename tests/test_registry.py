@@ -166,7 +166,9 @@ def test_experiment_flag_file_matches_its_registry_entry(info):
 
     flags = _flag_file(ROOT / "experiments" / f"{info.model_name}.flags")
     assert registry.resolve_model(flags["model"]) is info
-    assert set(flags) == {"model", "dataset", "output_dir"}  # only what differs
+    # Only what differs: the recipe's temperature factor pinned for runs shorter than its own.
+    assert set(flags) == {"model", "dataset", "output_dir", "temperature_decay"}
+    assert float(flags.pop("temperature_decay")) == info.recipe.temperature_decay
     run = resolve(RunConfig(**flags, data_dir="/data/imagenet"))
     recipe, prep = info.recipe, info.preprocessing
     assert (run.batch_size, run.epochs, run.lr) == (recipe.batch_size, recipe.epochs, recipe.lr)

@@ -164,24 +164,30 @@ def _resolved_from_flag_file(path, *extra):
     return resolve(train.config_from_flags(values))
 
 
+@pytest.mark.parametrize("extra", [(), ("--epochs=30", "--batch_size=64")], ids=["as is", "short"])
 @pytest.mark.parametrize(
     "name", ["bnext_tiny", "bnext_small", "bnext_middle", "bnext_large", "bnext18"]
 )
-def test_old_flag_files_give_the_same_config_as_the_short_ones(name):
+def test_old_flag_files_give_the_same_config_as_the_short_ones(name, extra):
     """The files that spelled the whole recipe out (tests/data/experiments_before) and today's,
-    which name only the model, the data and the folder, give the same resolved RunConfig; the
-    teachers are weighted as released (batch_mean) by the recipe itself."""
+    which name only the model, the data, the folder and the temperature factor, give the same
+    resolved RunConfig, also with a shorter run asked after the file; the teachers are weighted
+    as released (batch_mean) by the recipe itself."""
     import pathlib
 
     root = pathlib.Path(__file__).resolve().parents[2]
-    old = _resolved_from_flag_file(root / "tests" / "data" / "experiments_before" / f"{name}.flags")
-    new = _resolved_from_flag_file(root / "experiments" / f"{name}.flags")
+    before = root / "tests" / "data" / "experiments_before" / f"{name}.flags"
+    old = _resolved_from_flag_file(before, *extra)
+    new = _resolved_from_flag_file(root / "experiments" / f"{name}.flags", *extra)
     # The old files wrote 4/3 to 7 digits (1.3333333); the recipe has 4/3 itself (timm's).
     assert old.crop_ratio == pytest.approx(new.crop_ratio, rel=1e-7)
     assert dataclasses.replace(old, crop_ratio=new.crop_ratio) == new
     assert new.distill_weighting == "batch_mean"
     assert (new.weight_decay, new.conv_weight_decay, new.clip_norm) == (1e-3, 1e-8, 5)
     assert new.temperature_decay == 0.9 and not new.lr_per_step
+    if extra:  # overrides given after the file act on both alike
+        assert (new.epochs, new.batch_size) == (30, 64)
+        return
     # The docstring's example (train.py) without a flag file trains the same recipe.
     from larq_bnext.training import RunConfig
     from larq_bnext.training.recipe import resolve
