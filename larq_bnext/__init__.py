@@ -7,7 +7,9 @@ published model (channels, top-1, checkpoint, preprocessing, recipe) are in
 
 Subpackages: :mod:`larq_bnext.models`, :mod:`larq_bnext.weights`, :mod:`larq_bnext.images`,
 :mod:`larq_bnext.augment`, :mod:`larq_bnext.training`, :mod:`larq_bnext.deploy`; command-line
-programs ``python -m larq_bnext.<train|evaluate|convert|export|benchmark>``.
+programs ``python -m larq_bnext.<program>`` for ``train``, ``evaluate``, ``predict``,
+``convert``, ``export``, ``benchmark``, ``ops``, ``features``, ``landscape`` and ``ablate``
+(docs/cli.md).
 """
 
 from larq_bnext.keras2 import check_keras2, select_keras2

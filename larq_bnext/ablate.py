@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext._cli import define, define_config_flags, no_arguments, user_errors_exit
 
 FLAGS = flags.FLAGS
 
@@ -31,6 +31,9 @@ BASE_FLAGS = ("epochs", "teacher_epochs", "batch_size", "steps_per_epoch", "imag
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     """Define this program's flags on ``flag_values`` (only when it runs as a program).
 
+    The settings passed to every variant are the training run's flags of the same names
+    (:class:`~larq_bnext.training.RunConfig`'s fields), unset by default: the demo's.
+
     Args:
         flag_values: the absl flag registry.
 
@@ -38,9 +41,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
         ``flag_values``.
     """
     from larq_bnext.analysis.ablations import VARIANTS
+    from larq_bnext.training.config import RunConfig
 
     f = flag_values
-    flags.DEFINE_string("output_dir", "runs/ablations", "The ablation's folder.", flag_values=f)
+    define(f, "output_dir", "runs/ablations", "The ablation's folder.")
     flags.DEFINE_list(
         "variants",
         list(VARIANTS),
@@ -48,33 +52,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
         flag_values=f,
     )
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every variant.", flag_values=f)
-    flags.DEFINE_float(
-        "label_fraction",
-        None,
-        "Train every variant on this seeded, class-stratified fraction of the labels.",
-        flag_values=f,
-    )
-    flags.DEFINE_float(
-        "label_noise",
-        None,
-        "Replace this fraction of every variant's training labels with a wrong class.",
-        flag_values=f,
-    )
-    flags.DEFINE_integer("epochs", None, "Student epochs; default the demo's (30).", flag_values=f)
-    flags.DEFINE_integer(
-        "teacher_epochs", None, "Epochs of the float teacher; default 30.", flag_values=f
-    )
-    flags.DEFINE_integer("batch_size", None, "Batch; default the demo's (64).", flag_values=f)
-    flags.DEFINE_integer(
-        "steps_per_epoch", None, "Limit the steps per epoch (smoke runs).", flag_values=f
-    )
-    flags.DEFINE_integer("image_size", None, "Image side; default 32.", flag_values=f)
-    flags.DEFINE_list(
-        "stage_channels",
-        None,
-        "Channels of the custom student; default 16,32,64,128.",
-        flag_values=f,
-    )
+    shared = (*BASE_FLAGS, "stage_channels", "label_fraction", "label_noise")
+    define_config_flags(RunConfig, f, names=shared, defaults=dict.fromkeys(shared))
     flags.DEFINE_bool("plot", True, "Draw ablation.png.", flag_values=f)
     return flag_values
 

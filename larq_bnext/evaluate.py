@@ -31,11 +31,24 @@ import os
 
 from absl import app, flags
 
-from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext._cli import define, define_config_flags, no_arguments, user_errors_exit
 from larq_bnext.images.files import MAX_IMAGE_PIXELS
 from larq_bnext.registry import models_text
 
 FLAGS = flags.FLAGS
+#: The flags that name the model and its data: the training run's settings of the same names
+#: (:class:`~larq_bnext.training.RunConfig`'s fields), with its defaults.
+RUN_CONFIG_FLAGS = (
+    "model",
+    "stage_channels",
+    "stem_stride",
+    "dataset",
+    "data_dir",
+    "tfds_manual_dir",
+    "image_size",
+    "eval_crop_fraction",
+    "max_image_pixels",
+)
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
@@ -50,70 +63,28 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     Returns:
         ``flag_values``.
     """
-    flags.DEFINE_string(
-        "model",
-        "custom",
-        f"{models_text()}, or custom (--stage_channels).",
-        flag_values=flag_values,
+    from larq_bnext.training.config import RunConfig
+
+    f = flag_values
+    define_config_flags(
+        RunConfig,
+        f,
+        names=RUN_CONFIG_FLAGS,
+        helps={
+            "model": f"{models_text()}, or custom (--stage_channels).",
+            "data_dir": "Image-folder root (with val/) or TFDS data_dir.",
+        },
     )
-    flags.DEFINE_list(
-        "stage_channels",
-        ["16", "32", "64", "128"],
-        "Channels of --model=custom.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "stem_stride",
-        None,
-        "Stem stride; default 1 for images <= 64 px, else 2.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "weights",
-        None,
-        "'imagenet', an official .pth checkpoint or Keras weights.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "dataset", "digits", "digits, folder (--data_dir) or a TFDS name.", flag_values=flag_values
-    )
-    flags.DEFINE_string(
-        "data_dir", None, "Image-folder root (with val/) or TFDS data_dir.", flag_values=flag_values
-    )
-    flags.DEFINE_string(
-        "tfds_manual_dir", None, "TFDS manual download dir.", flag_values=flag_values
-    )
-    flags.DEFINE_integer(
-        "image_size",
-        None,
-        "Input side; default 32 for digits, else the model's.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_float(
-        "eval_crop_fraction",
-        None,
-        "Centre crop / resized shorter side; default the model's.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer("batch_size", 64, "Batch size.", flag_values=flag_values)
-    flags.DEFINE_integer(
-        "max_image_pixels",
-        MAX_IMAGE_PIXELS,
-        "Skip images whose header gives more pixels (width x height), before decoding them "
-        "(PIL's Image.MAX_IMAGE_PIXELS); 0: no limit.",
-        flag_values=flag_values,
-        lower_bound=0,
-    )
-    flags.DEFINE_string(
-        "output", None, "Write the scores to this JSON file.", flag_values=flag_values
-    )
+    define(f, "weights", None, "'imagenet', an official .pth checkpoint or Keras weights.")
+    define(f, "batch_size", 64, "Batch size.")
+    define(f, "output", None, "Write the scores to this JSON file.")
     flags.DEFINE_string(
         "per_class_output",
         None,
         "Write the per-class table (examples, top-1, top-5, most confused class) to this CSV "
         "file. Default: beside --output (scores.json -> scores_per_class.csv), else "
         "per_class_accuracy.csv; 'none': do not write it.",
-        flag_values=flag_values,
+        flag_values=f,
     )
     return flag_values
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext._cli import define, deprecated_alias, no_arguments, user_errors_exit
 from larq_bnext.registry import BNEXT_ARCHITECTURE, model_names, models_text, resolve_model
 
 FLAGS = flags.FLAGS
@@ -36,39 +36,26 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     Returns:
         ``flag_values``.
     """
-    flags.DEFINE_string(
-        "model",
-        model_names()[0],
-        f"{models_text()}.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
+    f = flag_values
+    define(f, "model", model_names()[0], f"{models_text()}.")
+    define(
+        f,
         "weights",
         None,
         "'imagenet', the path of a checkpoint/Keras weights file, or empty for random weights "
         "with kernel temperatures set to 0 (demo).",
-        flag_values=flag_values,
     )
-    flags.DEFINE_string(
-        "output",
-        None,
-        "Where to write the .tflite file (default: <model>.tflite).",
-        flag_values=flag_values,
-    )
+    define(f, "output", None, "Where to write the .tflite file (default: <model>.tflite).")
+    define(f, "image_size", None, "Square input side of the exported model; default the model's.")
+    deprecated_alias("input_size", "image_size", f)
     flags.DEFINE_integer(
-        "input_size",
-        None,
-        "Square input resolution of the exported model; default the model's.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer(
-        "num_classes", 1000, "Classifier size (1000 for ImageNet weights).", flag_values=flag_values
+        "num_classes", 1000, "Classifier size (1000 for ImageNet weights).", flag_values=f
     )
     flags.DEFINE_bool(
         "softmax",
         True,
         "End with a softmax (probabilities); --nosoftmax exports logits.",
-        flag_values=flag_values,
+        flag_values=f,
     )
     flags.DEFINE_bool(
         "allow_float_binary_layers",
@@ -76,10 +63,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
         "Convert a model whose kernel temperatures are still at or above its sign threshold "
         f"({BNEXT_ARCHITECTURE.sign_threshold:g} for BNext-T/S/M/L): those binary layers stay "
         "float convolutions on binarized inputs (correct outputs, no binary speed-up).",
-        flag_values=flag_values,
+        flag_values=f,
     )
     flags.DEFINE_enum(
-        "target", "arm", ["arm", "xcore"], "Larq Compute Engine target.", flag_values=flag_values
+        "target", "arm", ["arm", "xcore"], "Larq Compute Engine target.", flag_values=f
     )
     return flag_values
 
@@ -152,7 +139,7 @@ def main(argv):
             FLAGS.model,
             output,
             weights=FLAGS.weights,
-            input_size=FLAGS.input_size,
+            input_size=FLAGS.image_size,
             num_classes=FLAGS.num_classes,
             softmax=FLAGS.softmax,
             allow_float_binary_layers=FLAGS.allow_float_binary_layers,

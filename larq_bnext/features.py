@@ -14,7 +14,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from larq_bnext import registry
-from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext._cli import define, no_arguments, user_errors_exit
 
 FLAGS = flags.FLAGS
 
@@ -30,19 +30,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     Returns:
         ``flag_values``.
     """
-    flags.DEFINE_string(
-        "model",
-        registry.list_models()[0].model_name,
-        f"Model: {registry.models_text()}.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "weights",
-        None,
-        "Weights: a path, or imagenet; default: imagenet when cached, else random.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer("image_size", 1024, "Square input side.", flag_values=flag_values)
+    f = flag_values
+    define(f, "model", registry.list_models()[0].model_name, f"{registry.models_text()}.")
+    define(f, "weights", None, "A path, or imagenet; default: imagenet when cached, else random.")
+    define(f, "image_size", 1024, "Square input side.")
     flags.DEFINE_string(
         "image",
         None,
@@ -53,9 +44,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
         "layer", 0, "Index of the binary convolution (0: the first).", flag_values=flag_values
     )
     flags.DEFINE_integer("channels", 32, "Maps to draw.", flag_values=flag_values)
-    flags.DEFINE_string(
-        "output", "binary_features.png", "The PNG to write.", flag_values=flag_values
-    )
+    define(f, "output", "binary_features.png", "The PNG to write.")
     return flag_values
 
 

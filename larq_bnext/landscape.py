@@ -31,7 +31,7 @@ import os
 
 from absl import app, flags
 
-from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext._cli import define, define_config_flags, no_arguments, user_errors_exit
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.registry import IMAGENET_PREPROCESSING
 
@@ -71,10 +71,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     evaluate_flags = evaluate.define_flags(flags.FlagValues())
     for name in EVALUATE_FLAGS:
         flags.DEFINE_flag(evaluate_flags[name], flag_values=f)
-    flags.DEFINE_bool("elm_attention", True, "ELM-Attention (ablation switch).", flag_values=f)
-    flags.DEFINE_bool(
-        "info_recoupling", True, "Information recoupling (ablation switch).", flag_values=f
-    )
+    from larq_bnext.training.config import RunConfig
+
+    define_config_flags(RunConfig, f, names=("elm_attention", "info_recoupling"))
     flags.DEFINE_integer(
         "examples",
         1000,
@@ -82,7 +81,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
         "(0: all of it; the digits test set has 360).",
         flag_values=f,
     )
-    flags.DEFINE_integer("batch_size", 128, "Evaluation batch size.", flag_values=f)
+    define(f, "batch_size", 128, "Evaluation batch size.")
     flags.DEFINE_enum("dims", "2", ["1", "2"], "1: a line, 2: a plane.", flag_values=f)
     flags.DEFINE_integer(
         "points", 21, "Grid points per direction (odd: the centre is the model).", flag_values=f
@@ -90,15 +89,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     flags.DEFINE_float(
         "span", 1.0, "The grid covers [-span, span] of each direction.", flag_values=f
     )
-    flags.DEFINE_integer(
-        "seed", 0, "Picks the directions and the evaluation examples.", flag_values=f
-    )
-    flags.DEFINE_string(
+    define(f, "seed", 0, "Picks the directions and the evaluation examples.")
+    define(
+        f,
         "output",
         "landscape.npz",
         "The landscape (.npz, written after every row; an existing one with the same "
         "settings is continued); the figures go beside it.",
-        flag_values=f,
     )
     flags.DEFINE_bool(
         "overwrite", False, "Start again even if --output holds a landscape.", flag_values=f

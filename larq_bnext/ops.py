@@ -1,7 +1,7 @@
 """Count the operations of BNext models, beside the published figures.
 
     python -m larq_bnext.ops                               # every registry model, 224x224
-    python -m larq_bnext.ops --models T --input_size 1024
+    python -m larq_bnext.ops --models T --image_size 1024
     python -m larq_bnext.ops --models custom --stage_channels 16,32,64,64
     python -m larq_bnext.ops --float                       # real-valued MACs as FLOPs
     python -m larq_bnext.ops --figure docs/comparison/top1_vs_ops.png
@@ -20,7 +20,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from larq_bnext import registry
-from larq_bnext._cli import no_arguments, user_errors_exit
+from larq_bnext._cli import define, deprecated_alias, no_arguments, user_errors_exit
 
 FLAGS = flags.FLAGS
 
@@ -39,30 +39,28 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     Returns:
         ``flag_values``.
     """
-    flags.DEFINE_list(
+    f = flag_values
+    define(
+        f,
         "models",
         [m.model_name for m in registry.list_models()],
         f"Models to count: {registry.models_text()}, or custom (with --stage_channels).",
-        flag_values=flag_values,
     )
-    flags.DEFINE_list(
-        "stage_channels", None, "Channels of a custom BNext.", flag_values=flag_values
-    )
-    flags.DEFINE_integer(
-        "input_size", PUBLISHED_SIZE, "Square input side.", flag_values=flag_values
-    )
+    define(f, "stage_channels", None, "Channels of a custom BNext.")
+    define(f, "image_size", PUBLISHED_SIZE, "Square input side.")
+    deprecated_alias("input_size", "image_size", f)
     flags.DEFINE_bool(
         "float",
         False,
         "Count real-valued MACs as FLOPs (Bi-Real Net, ReActNet) instead of as 8-bit MACs, "
         "1/8 FLOP each (the BNext authors' figures).",
-        flag_values=flag_values,
+        flag_values=f,
     )
     flags.DEFINE_string(
         "figure",
         None,
         "Also write the top-1 against OPs figure here (PNG) and print the design features.",
-        flag_values=flag_values,
+        flag_values=f,
     )
     return flag_values
 
@@ -139,14 +137,14 @@ def main(argv):
         argv: the command line left after absl parsed the flags (must hold no arguments).
     """
     no_arguments(argv)
-    if FLAGS.input_size < 32:
-        raise app.UsageError(f"--input_size must be at least 32, got {FLAGS.input_size}.")
+    if FLAGS.image_size < 32:
+        raise app.UsageError(f"--image_size must be at least 32, got {FLAGS.image_size}.")
     channels = [int(c) for c in FLAGS.stage_channels] if FLAGS.stage_channels else None
     with user_errors_exit():
-        rows = count_rows(FLAGS.models, FLAGS.input_size, not FLAGS.float, channels)
-    compare = FLAGS.input_size == PUBLISHED_SIZE and not FLAGS.float
+        rows = count_rows(FLAGS.models, FLAGS.image_size, not FLAGS.float, channels)
+    compare = FLAGS.image_size == PUBLISHED_SIZE and not FLAGS.float
     convention = "real-valued MACs as FLOPs" if FLAGS.float else "real-valued MACs as 8-bit"
-    print(f"{FLAGS.input_size}x{FLAGS.input_size} input, {convention}:\n")
+    print(f"{FLAGS.image_size}x{FLAGS.image_size} input, {convention}:\n")
     print(rows_markdown(rows, compare))
     if FLAGS.figure:
         from larq_bnext.analysis.binary_networks import features_markdown, plot_top1_vs_ops

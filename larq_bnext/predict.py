@@ -257,23 +257,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> flags.FlagValues:
     Returns:
         ``flag_values``.
     """
-    flags.DEFINE_string(
-        "model",
-        DEFAULT_MODEL,
-        f"{models_text()}.",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_string(
-        "weights",
-        "imagenet",
-        "'imagenet' (the official checkpoint, downloaded once), the path of a checkpoint or "
-        "Keras weights file, or 'none' for random weights (meaningless predictions).",
-        flag_values=flag_values,
-    )
-    flags.DEFINE_integer("top", 5, "How many classes to print per image.", flag_values=flag_values)
-    flags.DEFINE_integer(
-        "batch_size", 16, "Images per forward pass.", flag_values=flag_values, lower_bound=1
-    )
+    from larq_bnext._cli import define  # the programs' shared vocabulary
+
+    f = flag_values
+    define(f, "model", DEFAULT_MODEL, f"{models_text()}.")
+    define(f, "weights", "imagenet")  # the vocabulary's: imagenet, a file or none
+    flags.DEFINE_integer("top", 5, "How many classes to print per image.", flag_values=f)
+    define(f, "batch_size", 16, "Images per forward pass.", lower_bound=1)
     flags.DEFINE_integer(
         "max_image_pixels",
         MAX_IMAGE_PIXELS,

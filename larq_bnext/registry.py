@@ -121,6 +121,9 @@ class Recipe:
             recoupling scales: the original's ``ndimension() == 4`` group).
         clip_norm: the global gradient norm gradients are clipped to.
         temperature_decay: factor of the binary temperatures per epoch.
+        distill_weighting: how the teachers' losses are weighted: the released runs'
+            ``batch_mean`` (batch-mean teacher losses times per-sample knowledge-complexity
+            weights; the paper writes ``per_sample``, docs/differences.md).
         teacher_precision: the Keras policy of the frozen teachers' forward pass on GPUs: the
             released script runs it (and only it) under ``torch.cuda.amp.autocast()``, float16;
             the student stays float32 (:mod:`larq_bnext.training.precision`).
@@ -138,6 +141,7 @@ class Recipe:
     conv_weight_decay: float = 1e-8
     clip_norm: float = 5.0
     temperature_decay: float = 0.9
+    distill_weighting: str = "batch_mean"
     teacher_precision: str = "mixed_float16"
 
     @property

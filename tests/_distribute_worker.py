@@ -278,7 +278,7 @@ def mode_resume(args):
     epochs, steps, batch = 3, 4, 8
     x, y = data(steps * batch, seed=3)
     backup_dir = os.path.join(args.out, "backup")
-    initial_epoch = checkpoints.backup_initial_epoch(backup_dir)
+    initial_epoch = checkpoints.backup_position(backup_dir)[0]
 
     def epoch_batches(epoch):
         # The data of an epoch is a function of the epoch alone: a resumed run sees what an

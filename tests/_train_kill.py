@@ -82,4 +82,5 @@ def _install(spec):
 if __name__ == "__main__":
     if os.environ.get("KILL_AT"):
         _install(os.environ["KILL_AT"])
+    train.define_flags()
     app.run(train.main)

@@ -139,7 +139,7 @@ def test_the_documented_table_is_the_current_count(registry_rows):
 
 def test_the_program_counts_a_custom_width():
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    args = ["--models=custom", "--stage_channels=8,16", "--input_size=64", "--float"]
+    args = ["--models=custom", "--stage_channels=8,16", "--image_size=64", "--float"]
     result = subprocess.run(
         [sys.executable, "-m", "larq_bnext.ops", *args],
         cwd=ROOT,

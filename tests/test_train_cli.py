@@ -124,7 +124,7 @@ NON_DEFAULTS = {
     "model": ("tiny", "tiny"),
     "stage_channels": ("8,16,32", (8, 16, 32)),
     "stem_stride": ("1", 1),
-    "init_weights": None,  # a file, set in the test
+    "weights": None,  # a file, set in the test
     "elm_attention": ("false", False),
     "info_recoupling": ("false", False),
     "dataset": ("folder", "folder"),
@@ -201,31 +201,50 @@ def test_every_flag_reaches_its_run_config_field(tmp_path):
     weights.write_bytes(b"")
     (tmp_path / "data" / "train").mkdir(parents=True)
     values = dict(NON_DEFAULTS)
-    for name, path in (("init_weights", weights), ("data_dir", tmp_path / "data")):
+    for name, path in (("weights", weights), ("data_dir", tmp_path / "data")):
         values[name] = (str(path), str(path))
     values["output_dir"] = (str(tmp_path / "run"), str(tmp_path / "run"))
 
-    flag_values = flags.FLAGS
+    flag_values = train.define_flags(flags.FlagValues())
+    flag_values(["train"])
+    defaults = train.config_from_flags(flag_values)
+    assert defaults == RunConfig()  # the flags' defaults are the fields' defaults
     flag_values.unparse_flags()
-    try:
-        flag_values(["train"])
-        defaults = train.config_from_flags(flag_values)
-        assert defaults == RunConfig()  # the flags' defaults are the fields' defaults
-        flag_values.unparse_flags()
-        flag_values(["train", *(f"--{name}={text}" for name, (text, _) in values.items())])
-        config = train.config_from_flags(flag_values)
-    finally:
-        flag_values.unparse_flags()
+    flag_values(["train", *(f"--{name}={text}" for name, (text, _) in values.items())])
+    config = train.config_from_flags(flag_values)
     for name, (_, expected) in values.items():
         assert getattr(config, name) == expected, name
         assert getattr(config, name) != fields[name], name
     # flags.txt of the config gives the same config again.
-    flag_values.unparse_flags()
-    try:
-        flag_values(["train", *config.to_flags()])
-        assert train.config_from_flags(flag_values) == config
-    finally:
-        flag_values.unparse_flags()
+    again = train.define_flags(flags.FlagValues())
+    again(["train", *config.to_flags()])
+    assert train.config_from_flags(again) == config
+
+
+def test_flags_are_generated_from_the_fields_with_their_help_and_choices():
+    from absl import flags
+
+    from larq_bnext import train
+
+    flag_values = train.define_flags(flags.FlagValues())
+    weighting = flag_values["distill_weighting"]
+    assert weighting.parser.enum_values == ["per_sample", "batch_mean", "constant"]
+    assert "Teacher weights:" in weighting.help and "unset: the recipe's" in weighting.help
+    assert flag_values["stage_channels"].default == ["16", "32", "64", "128"]
+    assert flag_values["deterministic"].boolean and flag_values["deterministic"].default is None
+    with pytest.raises(flags.IllegalFlagValueError):
+        flag_values(["train", "--mixed_precision=float64"])
+
+
+def test_old_init_weights_flag_is_weights_with_a_warning(tmp_path):
+    from absl import flags
+
+    from larq_bnext import train
+
+    flag_values = train.define_flags(flags.FlagValues())
+    with pytest.warns(FutureWarning, match="--init_weights is deprecated: use --weights"):
+        flag_values(["train", "--init_weights=/runs/a/last.weights.h5"])
+    assert train.config_from_flags(flag_values).weights == "/runs/a/last.weights.h5"
 
 
 def test_cli_errors_name_the_flag(capsys):
@@ -234,12 +253,13 @@ def test_cli_errors_name_the_flag(capsys):
     from larq_bnext import train
 
     flag_values = flags.FLAGS
-    flag_values.unparse_flags()
+    train.define_flags(flag_values)
     try:
         flag_values(["train", "--batch_size=0"])
         with pytest.raises(SystemExit) as exit_info:
             train.main(["train"])
     finally:
-        flag_values.unparse_flags()
+        for name in [*train.FLAG_NAMES, *train.DEPRECATED]:
+            delattr(flag_values, name)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: --batch_size=0 must be a positive number.\n"

@@ -145,10 +145,22 @@ def config_digest(config) -> str:
     Args:
         config: a :class:`~larq_bnext.training.RunConfig` or its ``to_dict()``.
     """
-    values = config.to_dict() if isinstance(config, RunConfig) else dict(config)
+    values = _as_recorded(config.to_dict() if isinstance(config, RunConfig) else dict(config))
     values = {k: v for k, v in values.items() if k not in _NOT_SETTINGS}
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _as_recorded(values: dict) -> dict:
+    """Settings spelled as runs recorded them before ``init_weights`` became ``weights`` and
+    the teacher weighting a recipe default (digits: ``per_sample``), so that their digests and
+    rows stay valid."""
+    values = dict(values)
+    if "weights" in values:
+        values["init_weights"] = values.pop("weights")
+    if values.get("distill_weighting") is None and values.get("dataset") == "digits":
+        values["distill_weighting"] = "per_sample"
+    return values
 
 
 def row_from_metrics(metrics: dict, flags: dict, variant: str, directory: str) -> dict:
@@ -160,6 +172,7 @@ def row_from_metrics(metrics: dict, flags: dict, variant: str, directory: str) -
         variant: the variant's name.
         directory: the run's folder.
     """
+    flags = _as_recorded(flags)
     student = metrics["student"]
     val, train = student["top1"], student.get("train_split_top1")
     teacher = metrics.get("teacher")

@@ -248,7 +248,7 @@ def build_datasets(config: RunConfig) -> RunData:
 
 
 def build_student(config: RunConfig, run_data: RunData, name: str = "student") -> tf.keras.Model:
-    """The student of ``config`` (logits output), with ``init_weights`` loaded.
+    """The student of ``config`` (logits output), with ``weights`` loaded.
 
     Args:
         config: the resolved settings.
@@ -263,7 +263,7 @@ def build_student(config: RunConfig, run_data: RunData, name: str = "student") -
         elm_attention=config.elm_attention,
         info_recoupling=config.info_recoupling,
         stem_stride=config.stem_stride,
-        weights=config.init_weights,
+        weights=config.weights,
         name=name,
     )
     model = get_model(config.model, config.stage_channels, **common)

@@ -25,7 +25,6 @@ __all__ = [
     "save_weights_atomic",
     "checkpoint_is_complete",
     "latest_complete_checkpoint",
-    "backup_initial_epoch",
     "backup_position",
     "remove_backup",
     "ResumableBackup",
@@ -227,18 +226,6 @@ def latest_complete_checkpoint(directory: str, verify: str = "sha256") -> str | 
         if checkpoint_is_complete(prefix, verify):
             return prefix
     return None
-
-
-def backup_initial_epoch(backup_dir: str) -> int:
-    """The epoch a run resumed from ``backup_dir`` starts at (0 without a usable backup).
-
-    Reads the epoch counter of the newest complete checkpoint without building any model,
-    e.g. to build an input pipeline that starts at the resumed epoch.
-
-    Args:
-        backup_dir: the ``backup_dir`` of :class:`ResumableBackup`.
-    """
-    return backup_position(backup_dir)[0]
 
 
 def backup_position(backup_dir: str, steps_per_epoch: int | None = None, save_freq="epoch"):

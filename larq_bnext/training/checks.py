@@ -1,28 +1,28 @@
 """What makes a :class:`~larq_bnext.training.RunConfig` unable to work: its checks.
 
-They run when a config is made (and on :func:`dataclasses.replace`), need no dataset and
-build no model, so a bad setting fails within seconds, not after the data scan or the teacher
-download. Each raises a :class:`ConfigError` naming the field (the flag of the same name on
-the command line), its value and the fix, e.g. ``batch_size=30 does not split over the 4
-replicas ...``.
+:func:`check_config` runs when a config is made (and on :func:`dataclasses.replace`): it
+reads no file, needs no dataset and builds no model, so a config for a cluster can be made on a
+laptop and a bad setting fails within seconds. :func:`check_paths` (the files and folders the
+config names exist) and :func:`check_replicas` (the batch splits over the devices) run when
+the run starts, on the machine that runs it. Each raises a :class:`ConfigError` naming the
+field (the flag of the same name on the command line), its value and the fix, e.g.
+``batch_size=30 does not split over the 4 replicas ...``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
 
 from larq_bnext.augment.randaugment import parse_policy
 from larq_bnext.images.files import display_path
 from larq_bnext.registry import list_models, models_text, resolve_model
-from larq_bnext.training.distiller import WEIGHTINGS
-from larq_bnext.training.distribute import LR_SCALING_RULES, PRECISION_POLICIES, STRATEGY_KINDS
-from larq_bnext.training.precision import TEACHER_PRECISIONS
 from larq_bnext.training.teachers import KERAS_TEACHERS
 
 __all__ = [
     "ConfigError",
     "check_config",
+    "check_paths",
     "check_replicas",
     "listing",
     "COLLECTIVES",
@@ -79,10 +79,15 @@ def _fraction(config, name: str, hint: str = "") -> None:
         raise ConfigError(name, f"{name}={value} must be in [0, 1]{hint}.")
 
 
-def _choice(config, name: str, choices: Sequence) -> None:
-    value = getattr(config, name)
-    if value not in choices:
-        raise ConfigError(name, f"{name}={value!r} must be one of {', '.join(choices)}.")
+def _check_choices(config) -> None:
+    """Each field with ``choices`` in its metadata holds one of them (or ``None``)."""
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        value = getattr(config, field.name)
+        if choices and value is not None and value not in choices:
+            raise ConfigError(
+                field.name, f"{field.name}={value!r} must be one of {', '.join(choices)}."
+            )
 
 
 def check_config(config) -> None:
@@ -91,6 +96,7 @@ def check_config(config) -> None:
     Args:
         config: a :class:`~larq_bnext.training.RunConfig` (normalised: tuples, numbers).
     """
+    _check_choices(config)
     _check_model(config)
     _check_data(config)
     _check_recipe(config)
@@ -126,18 +132,12 @@ def _check_model(config) -> None:
                     f"{switch}=False: {info.display_name} has no such ablation switch; use a "
                     "BNext model (custom or T/S/M/L) for the ablation.",
                 )
-    weights = config.init_weights
-    if weights == "imagenet" and (info is None or not info.published):
+    if config.weights == "imagenet" and (info is None or not info.published):
         name = "a custom width" if info is None else info.display_name
         raise ConfigError(
-            "init_weights",
-            f"init_weights=imagenet: no ImageNet checkpoint of {name} is published; use "
+            "weights",
+            f"weights=imagenet: no ImageNet checkpoint of {name} is published; use "
             f"{', '.join(m.model_name for m in list_models() if m.published)}, or a file.",
-        )
-    if weights and weights != "imagenet" and not os.path.isfile(weights):
-        raise ConfigError(
-            "init_weights",
-            f"init_weights={weights} is not a file: pass a .weights.h5/.pth file or 'imagenet'.",
         )
 
 
@@ -150,18 +150,6 @@ def _check_data(config) -> None:
                 "data_dir",
                 "dataset=folder needs data_dir: the folder holding train/<class>/*.JPEG and "
                 "val/<class>/*.JPEG.",
-            )
-        if not os.path.isdir(config.data_dir):
-            raise ConfigError(
-                "data_dir",
-                f"data_dir={config.data_dir} does not exist or is not a folder: pass the "
-                "folder holding train/ and val/.",
-            )
-        if not os.path.isdir(os.path.join(config.data_dir, "train")):
-            raise ConfigError(
-                "data_dir",
-                f"data_dir={config.data_dir} has no train/ folder: it must hold "
-                "train/<class>/*.JPEG and val/<class>/*.JPEG.",
             )
     _positive(config, "image_size", "eval_crop_fraction")
     _not_negative(config, "max_image_pixels")
@@ -215,8 +203,6 @@ def _check_recipe(config) -> None:
         raise ConfigError(
             "temperature_decay", f"temperature_decay={decay} must be in (0, 1] (0.9: BNext's)."
         )
-    _choice(config, "distill_weighting", WEIGHTINGS)
-    _choice(config, "teacher_weights", TEACHER_WEIGHTS)
     spec = config.teachers.strip().lower()
     if spec not in ("auto", "none"):
         names = [n.strip().replace("-", "_") for n in spec.split(",") if n.strip()]
@@ -262,11 +248,6 @@ def _check_augmentation(config) -> None:
 def _check_run(config) -> None:
     if config.verbose not in (0, 1, 2):
         raise ConfigError("verbose", f"verbose={config.verbose} must be 0, 1 or 2.")
-    _choice(config, "strategy", STRATEGY_KINDS)
-    _choice(config, "collective", COLLECTIVES)
-    _choice(config, "mixed_precision", PRECISION_POLICIES)
-    _choice(config, "teacher_precision", TEACHER_PRECISIONS)
-    _choice(config, "lr_scaling", LR_SCALING_RULES)
     _positive(config, "lr_reference_batch")
     freq = config.backup_freq
     if freq != "epoch" and not (isinstance(freq, int) and not isinstance(freq, bool) and freq > 0):
@@ -276,10 +257,6 @@ def _check_run(config) -> None:
     out = config.output_dir
     if not out:
         raise ConfigError("output_dir", "output_dir is empty: pass a folder.")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError(
-            "output_dir", f"output_dir={out} is a file: pass a folder (it is created if missing)."
-        )
     try:
         out.encode("utf-8")
     except UnicodeEncodeError:
@@ -289,6 +266,41 @@ def _check_run(config) -> None:
             "(checkpoints, backups, TensorBoard) takes UTF-8 paths only: pass a folder whose "
             "path is UTF-8 (the data_dir may be any path).",
         ) from None
+
+
+def check_paths(config) -> None:
+    """The files and folders ``config`` names are there: checked when the run starts.
+
+    Args:
+        config: a :class:`~larq_bnext.training.RunConfig`.
+
+    Raises:
+        ConfigError: naming the field whose path is missing or of the wrong kind.
+    """
+    weights = config.weights
+    if weights and weights != "imagenet" and not os.path.isfile(weights):
+        raise ConfigError(
+            "weights",
+            f"weights={weights} is not a file: pass a .weights.h5/.pth file or 'imagenet'.",
+        )
+    if config.dataset == "folder":
+        if not os.path.isdir(config.data_dir):
+            raise ConfigError(
+                "data_dir",
+                f"data_dir={config.data_dir} does not exist or is not a folder: pass the "
+                "folder holding train/ and val/.",
+            )
+        if not os.path.isdir(os.path.join(config.data_dir, "train")):
+            raise ConfigError(
+                "data_dir",
+                f"data_dir={config.data_dir} has no train/ folder: it must hold "
+                "train/<class>/*.JPEG and val/<class>/*.JPEG.",
+            )
+    out = config.output_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(
+            "output_dir", f"output_dir={out} is a file: pass a folder (it is created if missing)."
+        )
 
 
 def check_replicas(batch_size: int, replicas: int) -> None:

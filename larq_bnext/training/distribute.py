@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from larq_bnext.keras2 import set_random_seed
+from larq_bnext.training.checks import check_replicas
 
 __all__ = [
     "STRATEGY_KINDS",
@@ -263,15 +264,11 @@ def per_replica_batch_size(global_batch_size: int, strategy: tf.distribute.Strat
         strategy: the strategy.
 
     Raises:
-        ValueError: when the global batch does not split evenly over the replicas.
+        ConfigError: when the global batch does not split evenly over the replicas
+            (:func:`larq_bnext.training.checks.check_replicas`).
     """
     replicas = strategy.num_replicas_in_sync
-    if global_batch_size % replicas:
-        lower = max(replicas, global_batch_size // replicas * replicas)
-        raise ValueError(
-            f"The global batch {global_batch_size} does not split evenly over "
-            f"{replicas} replicas; use a multiple of {replicas}, e.g. --batch_size={lower}."
-        )
+    check_replicas(global_batch_size, replicas)
     return global_batch_size // replicas
 
 
@@ -400,7 +397,8 @@ def one_op_at_a_time() -> bool:
     TensorFlow 2.15, the same gradient computed repeatedly in one process differed by a float32
     ulp or so in 3 of 8 steps (from BNext-T's last attention block to the stem) when
     independent ops ran concurrently, and in 0 of 20 with one inter-op thread. TensorFlow takes
-    the setting only before it runs its first op.
+    the setting only before it runs its first op, and keeps it for the process: so the train
+    program calls this for a deterministic run, and :func:`larq_bnext.training.run` does not.
 
     Returns:
         Whether TensorFlow runs one op at a time now.

@@ -22,6 +22,7 @@ from larq_bnext.augment.stage import BNextAugmentation
 from larq_bnext.images.files import MAX_IMAGE_PIXELS
 from larq_bnext.preprocessing import decode_and_center_crop, preprocess_input
 from larq_bnext.registry import IMAGENET_PREPROCESSING
+from larq_bnext.training.distribute import op_determinism_enabled
 
 __all__ = ["train_dataset", "eval_dataset", "stream_seed"]
 
@@ -221,16 +222,10 @@ def train_dataset(
 
         ds = ds.map(_plain(augment), num_parallel_calls=autotune)
     if deterministic is None:
-        deterministic = _op_determinism_enabled()
+        deterministic = op_determinism_enabled()
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
     return ds.with_options(options).prefetch(autotune)
-
-
-def _op_determinism_enabled() -> bool:
-    from tensorflow.python.framework import config as tf_config  # no public getter in TF 2.15
-
-    return bool(tf_config.is_op_determinism_enabled())
 
 
 def eval_dataset(

@@ -2,11 +2,12 @@
 dataset and to the model's registry entry, filled in by :func:`resolve`.
 
 Digits (the embedded demo) has its own small-scale preset (:data:`PRESETS`). Elsewhere the
-epochs, global batch, learning-rate schedule, weight decays, gradient clip and temperature
-decay come from the model's :class:`~larq_bnext.registry.Recipe` (BNext-T's for a custom
-width and for BNext-18, which have none of their own), the image size and evaluation crop
-from its :class:`~larq_bnext.registry.Preprocessing`; ``experiments/*.flags`` spell the same
-values out (``tests/test_registry.py`` checks).
+epochs, global batch, learning-rate schedule, weight decays, gradient clip, temperature
+decay, teacher weighting and teachers come from the model's
+:class:`~larq_bnext.registry.Recipe` (BNext-T's for a custom width and for BNext-18, which
+have none of their own), the image size and evaluation crop from its
+:class:`~larq_bnext.registry.Preprocessing`; ``experiments/*.flags`` hold only what differs
+(the model, the data and the run folder).
 
 Examples:
     >>> from larq_bnext.training import RunConfig
@@ -53,6 +54,7 @@ __all__ = [
 PRESETS = {
     "digits": dict(
         image_size=32,
+        distill_weighting="per_sample",
         epochs=30,
         batch_size=64,
         crop_scale_min=0.5,
@@ -175,7 +177,11 @@ def resolve(config: RunConfig) -> RunConfig:
     defaults = dict(preset)
     defaults["image_size"] = default_image_size(config.dataset, config.model)
     if not digits:
-        defaults.update(epochs=recipe.epochs, batch_size=recipe.batch_size)
+        defaults.update(
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            distill_weighting=recipe.distill_weighting,
+        )
     defaults.update(
         eval_crop_fraction=model_preprocessing(config.model).crop_fraction,
         lr=recipe.lr,
@@ -192,6 +198,8 @@ def resolve(config: RunConfig) -> RunConfig:
     extra = {}
     if config.stem_stride is None:
         extra["stem_stride"] = default_stem_stride(config.image_size)
+    if not digits and config.teachers.strip().lower() == "auto":
+        extra["teachers"] = ",".join(recipe.teachers)
     if config.temperature_decay is None:
         threshold = info.architecture.sign_threshold if info else None
         extra["temperature_decay"] = default_temperature_decay(config.epochs, recipe, threshold)

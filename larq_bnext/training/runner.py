@@ -2,12 +2,15 @@
 get a :class:`~larq_bnext.training.RunResult`. ``python -m larq_bnext.train`` is this function
 behind flags.
 
-The run: check the output folder, create the ``tf.distribute`` strategy, set the precision
-policy and seeds, build the data, teachers and students in the strategy's scope
+The run: check the paths and the output folder, create the ``tf.distribute`` strategy, set
+the precision policy and seeds, build the data, teachers and students in the strategy's scope
 (:mod:`larq_bnext.training.builders`), fit them (resuming from a backup when there is one),
 write ``metrics.json``, ``flags.json`` and ``flags.txt`` and print the summary (unless
-``verbose=0``). It leaves the process as it found it (precision policy, op determinism), so
-runs can follow one another in one process, each as it would run alone (see the examples).
+``verbose=0``). It leaves the process as it found it: the caller's precision policy and op
+determinism are set back, and the threads are left alone (TensorFlow cannot change them once
+it started; ``python -m larq_bnext.train``, whose process it is, runs a deterministic run one
+op at a time: :func:`larq_bnext.training.distribute.one_op_at_a_time`). So runs can follow
+one another in one process, each as it would run alone (see the examples).
 
 Examples:
     >>> import dataclasses, tempfile
@@ -58,7 +61,7 @@ from larq_bnext.training.checkpoints import (
     remove_backup,
     worker_directory,
 )
-from larq_bnext.training.checks import ConfigError, check_replicas
+from larq_bnext.training.checks import ConfigError, check_paths, check_replicas
 from larq_bnext.training.config import RunConfig
 from larq_bnext.training.precision import teachers_precision
 from larq_bnext.training.recipe import resolve
@@ -132,7 +135,7 @@ def fit(
         if resumed != (0, 0):
             position = resumed
     if anneal and initial > 0:
-        # init_weights=.../last.weights.h5 holds the temperatures epoch initial - 1 was
+        # weights=.../last.weights.h5 holds the temperatures epoch initial - 1 was
         # validated with; the next epoch starts from them annealed once. (A backup restored at
         # the start of fit replaces them with its own.)
         anneal_temperatures(distiller, config.temperature_decay)
@@ -234,13 +237,15 @@ def run(config: RunConfig) -> RunResult:
     """
     given = config
     config = resolve(config)
+    check_paths(config)
     _prepare_output_dir(config.output_dir)
-    if config.deterministic and not distribute.one_op_at_a_time():
+    if config.deterministic and tf.config.threading.get_inter_op_parallelism_threads() != 1:
         logging.log_first_n(  # once per process: runs in a row would repeat it
             logging.WARNING,
-            "deterministic: TensorFlow already runs ops concurrently (inter-op threads "
-            "cannot change once it started), so results may differ in the last bits between "
-            "runs; run the command in a fresh process for bitwise reproducibility.",
+            "deterministic: TensorFlow runs independent ops concurrently, so results may differ "
+            "in the last bits between runs; for bitwise reproducibility call "
+            "larq_bnext.training.distribute.one_op_at_a_time() before TensorFlow starts (the "
+            "train command does).",
             1,
         )
     strategy = distribute.create_strategy(
@@ -254,6 +259,7 @@ def run(config: RunConfig) -> RunResult:
             f"{strategy.num_replicas_in_sync} replicas pass bn_reestimation=False.",
         )
     determinism = distribute.op_determinism_enabled()
+    policy = tf.keras.mixed_precision.global_policy()
     distribute.set_mixed_precision(config.mixed_precision)
     try:
         if config.deterministic:
@@ -265,7 +271,7 @@ def run(config: RunConfig) -> RunResult:
         with strategy.scope():
             result = _run_in_scope(given, config)
     finally:
-        distribute.set_mixed_precision("float32")
+        tf.keras.mixed_precision.set_global_policy(policy)
         distribute.set_op_determinism(determinism)
     if config.backup and distribute.is_chief(strategy):
         for model_dir in MODEL_DIRS:

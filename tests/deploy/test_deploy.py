@@ -324,7 +324,7 @@ def test_export_cli_writes_a_binary_bnext_tiny(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "larq_bnext.export", "--model", "bnext_tiny",
-         "--input_size", "32", "--output", str(output)],
+         "--image_size", "32", "--output", str(output)],
         capture_output=True, text=True, env=env, cwd=ROOT, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -375,7 +375,7 @@ def test_benchmark_cli_smoke(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "larq_bnext.benchmark", "--models", "quicknet_small",
-         "--float_models=", "--input_size", "32", "--threads", "1", "--repeats", "1",
+         "--float_models=", "--image_size", "32", "--threads", "1", "--repeats", "1",
          "--warmup", "0", "--output_dir", str(tmp_path)],
         capture_output=True, text=True, env=env, cwd=ROOT, check=False,
     )  # fmt: skip

@@ -106,11 +106,24 @@ def test_model_side_stage_runs_inside_the_train_step():
     x = tf.keras.layers.GlobalAveragePooling2D()(inputs)
     student = tf.keras.Model(inputs, tf.keras.layers.Dense(5)(x))
     config = AugmentConfig(image_size=32, randaugment=False, cutmix_alpha=1.0)
-    distiller = larq_bnext.Distiller(student, augmenter=BNextAugmentation(config, 5, seed=0))
+    augmenter = BNextAugmentation(config, 5, seed=0)
+    distiller = larq_bnext.Distiller(student, augmenter=augmenter)
     distiller.compile(optimizer=larq_bnext.AdamW(1e-3))
     crops = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
-    logs = distiller.train_on_batch(crops, np.arange(4), return_dict=True)
-    assert math.isfinite(logs["loss"])
+    labels = np.arange(4)
+    # What the student must see in the first step: the batch stage under that step's seed
+    # (normalised, CutMix-ed images and mixed one-hot labels).
+    images, soft_labels = augmenter(crops, labels, seed=distiller._augment_seed())
+    expected = tf.keras.losses.categorical_crossentropy(
+        soft_labels, student(images), from_logits=True
+    )
+    plain = tf.keras.losses.sparse_categorical_crossentropy(
+        labels, student(crops), from_logits=True
+    )
+    logs = distiller.train_on_batch(crops, labels, return_dict=True)
+    assert logs["loss"] == pytest.approx(float(tf.reduce_mean(expected)), rel=1e-5)
+    # ... which is not the loss of the raw batch: a step without the stage fails the test.
+    assert abs(float(tf.reduce_mean(expected)) - float(tf.reduce_mean(plain))) > 0.1
 
 
 def test_config_rejects_bad_values():

@@ -124,7 +124,7 @@ def test_create_strategy_on_this_cpu_and_clear_errors(clean_env, tmp_path):
         model.compile("sgd", "mse")
     backup = checkpoints.ResumableBackup(str(tmp_path))
     model.fit(np.zeros((4, 3)), np.zeros((4, 2)), epochs=2, callbacks=[backup], verbose=0)
-    assert checkpoints.backup_initial_epoch(str(tmp_path)) == 2
+    assert checkpoints.backup_position(str(tmp_path))[0] == 2
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         distribute.create_strategy("multi_worker")
     with pytest.raises(ValueError, match="--devices needs"):
@@ -136,7 +136,7 @@ def test_create_strategy_on_this_cpu_and_clear_errors(clean_env, tmp_path):
 def test_batch_split_and_learning_rate_scaling_rules():
     four = types.SimpleNamespace(num_replicas_in_sync=4)
     assert distribute.per_replica_batch_size(512, four) == 128
-    with pytest.raises(ValueError, match="multiple of 4, e.g. --batch_size=508"):
+    with pytest.raises(ValueError, match="batch_size=510 does not split.*e.g. batch_size=508"):
         distribute.per_replica_batch_size(510, four)
     # Off by default: the recipe's learning rate whatever the batch.
     assert distribute.scaled_learning_rate(1e-3, 4096, 512) == 1e-3
@@ -305,7 +305,7 @@ def test_truncated_or_altered_checkpoints_are_never_picked(tmp_path):
     tf.train.Checkpoint(v=variable).restore(prefix)
     np.testing.assert_array_equal(variable.numpy(), 1.0)
     assert checkpoints.latest_complete_checkpoint(str(tmp_path / "missing")) is None
-    assert checkpoints.backup_initial_epoch(str(tmp_path / "missing")) == 0
+    assert checkpoints.backup_position(str(tmp_path / "missing"))[0] == 0
 
 
 def test_kill_during_a_weights_write_leaves_the_previous_file(tmp_path):
@@ -325,7 +325,7 @@ def test_kill_between_a_checkpoint_and_its_manifest_restores_the_previous_one(tm
     assert tf.train.latest_checkpoint(chief).endswith("ckpt-3")
     # ... which ResumableBackup skips: it resumes from the last complete one, after epoch 2.
     assert checkpoints.latest_complete_checkpoint(chief).endswith("ckpt-2")
-    assert checkpoints.backup_initial_epoch(str(tmp_path / "backup")) == 2
+    assert checkpoints.backup_position(str(tmp_path / "backup"))[0] == 2
     student = build_student(0)
     distiller = Distiller(student)
     distiller.compile(optimizer=tf.keras.optimizers.SGD(0.1))
@@ -427,3 +427,26 @@ def test_one_op_at_a_time_before_tensorflow_starts_and_not_after():
     assert fresh.stdout.split() == ["True", "1"], fresh.stderr[-2000:]
     # Too late: TensorFlow keeps its default (0, one thread per core) and says so by False.
     assert started.stdout.split() == ["False", "0"], started.stderr[-2000:]
+
+
+def test_run_restores_the_callers_precision_policy_and_leaves_threads_alone():
+    """A run in a caller's process sets back the policy it found (not float32) and does not
+    leave one inter-op thread behind (TensorFlow could not undo that); the train program,
+    whose process it is, runs a deterministic run one op at a time."""
+    code = (
+        "import tempfile, tensorflow as tf\n"
+        "from larq_bnext.training import RunConfig, run\n"
+        "tf.keras.mixed_precision.set_global_policy('mixed_bfloat16')\n"
+        "run(RunConfig(dataset='digits', image_size=8, stage_channels=(8, 16), epochs=1,\n"
+        "    steps_per_epoch=1, batch_size=16, teachers='none', baseline=False, backup=False,\n"
+        "    verbose=0, deterministic=True, output_dir=tempfile.mkdtemp()))\n"
+        "from tensorflow.python.framework import config as tf_config\n"
+        "print(tf.keras.mixed_precision.global_policy().name,\n"
+        "      tf.config.threading.get_inter_op_parallelism_threads(),\n"
+        "      tf_config.is_op_determinism_enabled())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-3:] == ["mixed_bfloat16", "0", "False"], result.stderr[-2000:]

@@ -3,6 +3,8 @@
 References are independent: numpy written out by hand and torch re-implementations.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -151,23 +153,48 @@ def test_warmup_cosine_is_float64_under_a_float64_floatx():
         tf.keras.backend.set_floatx("float32")
 
 
-@pytest.mark.parametrize("size", ["tiny", "small", "middle", "large"])
-def test_experiment_flag_files_parse_and_use_the_released_weighting(size):
-    """Every flag in the files is a train CLI flag; the teachers are weighted as released."""
-    import os
-
+def _resolved_from_flag_file(path, *extra):
     from absl import flags
 
-    import larq_bnext.train  # noqa: F401  (defines the flags)
+    from larq_bnext import train
+    from larq_bnext.training.recipe import resolve
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.path.join(root, "experiments", f"bnext_{size}.flags")
-    values = flags.FLAGS
-    values.unparse_flags()
-    try:
-        values(["train", f"--flagfile={path}"])
-        assert values.distill_weighting == "batch_mean"
-        assert (values.weight_decay, values.conv_weight_decay, values.clip_norm) == (1e-3, 1e-8, 5)
-        assert values.temperature_decay == 0.9 and not values.lr_per_step
-    finally:
-        flags.FLAGS.unparse_flags()
+    values = train.define_flags(flags.FlagValues())
+    values(["train", f"--flagfile={path}", "--data_dir=/data/imagenet", *extra])
+    return resolve(train.config_from_flags(values))
+
+
+@pytest.mark.parametrize("extra", [(), ("--epochs=30", "--batch_size=64")], ids=["as is", "short"])
+@pytest.mark.parametrize(
+    "name", ["bnext_tiny", "bnext_small", "bnext_middle", "bnext_large", "bnext18"]
+)
+def test_old_flag_files_give_the_same_config_as_the_short_ones(name, extra):
+    """The files that spelled the whole recipe out (tests/data/experiments_before) and today's,
+    which name only the model, the data, the folder and the temperature factor, give the same
+    resolved RunConfig, also with a shorter run asked after the file; the teachers are weighted
+    as released (batch_mean) by the recipe itself."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    before = root / "tests" / "data" / "experiments_before" / f"{name}.flags"
+    old = _resolved_from_flag_file(before, *extra)
+    new = _resolved_from_flag_file(root / "experiments" / f"{name}.flags", *extra)
+    # The old files wrote 4/3 to 7 digits (1.3333333); the recipe has 4/3 itself (timm's).
+    assert old.crop_ratio == pytest.approx(new.crop_ratio, rel=1e-7)
+    assert dataclasses.replace(old, crop_ratio=new.crop_ratio) == new
+    assert new.distill_weighting == "batch_mean"
+    assert (new.weight_decay, new.conv_weight_decay, new.clip_norm) == (1e-3, 1e-8, 5)
+    assert new.temperature_decay == 0.9 and not new.lr_per_step
+    if extra:  # overrides given after the file act on both alike
+        assert (new.epochs, new.batch_size) == (30, 64)
+        return
+    # The docstring's example (train.py) without a flag file trains the same recipe.
+    from larq_bnext.training import RunConfig
+    from larq_bnext.training.recipe import resolve
+
+    plain = resolve(
+        RunConfig(
+            model=new.model, dataset="folder", data_dir="/data/imagenet", output_dir=new.output_dir
+        )
+    )
+    assert plain == new

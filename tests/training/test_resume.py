@@ -274,14 +274,13 @@ def _config(tmp_path, **overrides):
         (dict(model="huge"), "model", r"model=huge is not a BNext model: use bnext_tiny"),
         (dict(stage_channels=["8", "x"]), "stage_channels", r"stage_channels=8,x must be pos"),
         (dict(dataset="folder"), "data_dir", r"dataset=folder needs data_dir"),
-        (dict(dataset="folder", data_dir="/nowhere"), "data_dir", r"data_dir=/nowhere does not"),
         (dict(teachers="efficientnet_b0,resnet9"), "teachers", r"unknown teacher \['resnet9'\]"),
         (dict(batch_size=0), "batch_size", r"batch_size=0 must be a positive number"),
         (dict(backup_freq="hourly"), "backup_freq", r"backup_freq=hourly must be 'epoch' or a"),
         (dict(max_skipped_fraction=2.0), "max_skipped_fraction", r"=2.0 must be in \[0, 1\]"),
         (dict(max_image_pixels=-1), "max_image_pixels", r"max_image_pixels=-1 must be 0 or more"),
-        (dict(init_weights="/nowhere.h5"), "init_weights", r"init_weights=/nowhere.h5 is not a"),
-        (dict(init_weights="imagenet"), "init_weights", r"no ImageNet checkpoint of a custom"),
+        (dict(weights="imagenet"), "weights", r"no ImageNet checkpoint of a custom"),
+        (dict(distill_weighting="mean"), "distill_weighting", r"'mean' must be one of per_sam"),
         (dict(crop_ratio=(1.3, 0.75)), "crop_ratio", r"crop_ratio=1.3,0.75 needs two values"),
         (dict(crop_ratio=(0.75,)), "crop_ratio", r"crop_ratio=0.75 needs two values"),
         (dict(strategy="cluster"), "strategy", r"strategy='cluster' must be one of auto, mirr"),
@@ -299,12 +298,43 @@ def test_bad_settings_name_the_field_and_the_fix(tmp_path, overrides, field, mes
         dataclasses.replace(_config(tmp_path), **overrides)
 
 
-def test_output_dir_that_is_a_file_and_batches_that_do_not_split(tmp_path):
+@pytest.mark.parametrize(
+    "overrides, field, message",
+    [
+        (dict(dataset="folder", data_dir="/nowhere"), "data_dir", r"data_dir=/nowhere does not"),
+        (dict(weights="/nowhere.h5"), "weights", r"weights=/nowhere.h5 is not a file"),
+        (dict(output_dir="FILE"), "output_dir", r"output_dir=.*file is a file: pass a folder"),
+    ],
+)
+def test_paths_are_checked_when_the_run_starts_not_when_the_config_is_made(
+    tmp_path, overrides, field, message
+):
+    """A config for another machine can be made here; its paths are checked where it runs."""
+    from larq_bnext.training import run
+    from larq_bnext.training.checks import check_paths
+
+    (tmp_path / "file").write_text("x")
+    if overrides.get("output_dir") == "FILE":
+        overrides = dict(output_dir=str(tmp_path / "file"))
+    config = _config(tmp_path, **overrides)  # no error: nothing is read
+    with pytest.raises(ConfigError, match=message) as info:
+        check_paths(config)
+    assert info.value.field == field
+    with pytest.raises(ConfigError, match=message):
+        run(config)  # the first thing a run does
+
+
+def test_old_init_weights_keyword_still_works_with_a_warning(tmp_path):
+    weights = str(tmp_path / "w.weights.h5")
+    with pytest.warns(FutureWarning, match=r"init_weights=.*deprecated: use weights="):
+        config = _config(tmp_path, init_weights=weights)
+    assert config.weights == weights
+    assert "init_weights" not in config.to_dict()
+
+
+def test_output_dir_that_is_not_utf8_and_batches_that_do_not_split(tmp_path):
     config = _config(tmp_path)  # the defaults pass; the folder is made when the run starts
     assert config.stage_channels == (8, 16) and not (tmp_path / "run").exists()
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match=r"output_dir=.*file is a file: pass a folder"):
-        _config(tmp_path, output_dir=str(tmp_path / "file"))
     latin1 = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"r\xe9sultats"))
     with pytest.raises(ConfigError, match=r"output_dir=.*/r\\xe9sultats is not valid UTF-8.*UTF-8"):
         _config(tmp_path, output_dir=latin1)

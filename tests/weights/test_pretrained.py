@@ -614,9 +614,14 @@ def test_default_cache_directory(monkeypatch, tmp_path):
 def test_convert_command_line(narrow_tiny, tmp_path, capsys):
     ref, source, _ = narrow_tiny
     output = tmp_path / "out" / "bnext_tiny_imagenet.h5"
-    argv = ["convert", "--size=auto", f"--checkpoint={source}", f"--output={output}"]
+    argv = ["convert", "--model=auto", f"--weights={source}", f"--output={output}"]
     flag_values = convert.define_flags(absl_flags.FlagValues())
     convert.main(flag_values(argv), flag_values)
+    # The former spellings still work, with a warning.
+    old = convert.define_flags(absl_flags.FlagValues())
+    with pytest.warns(FutureWarning, match="--checkpoint is deprecated: use --weights"):
+        old(["convert", "--size=T", f"--checkpoint={source}", f"--output={output}"])
+    assert (old.model, old.weights, old.output) == ("T", str(source), str(output))
     printed = capsys.readouterr().out
     assert "BNext-T checkpoint: converted" in printed
     assert str(output) in printed
