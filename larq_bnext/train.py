@@ -150,6 +150,12 @@ flags.DEFINE_bool(
     "--epochs after it, the original's t_initial=epochs, which a 30-epoch run stops at a tenth "
     "of the peak). Default: on for digits, off elsewhere.",
 )
+flags.DEFINE_integer(
+    "cooldown_epochs",
+    None,
+    "With --cosine_to_end: the last epochs of the run at --min_lr (timm's cooldown); the "
+    "cosine ends this many epochs earlier. Default: 5 for digits, 0 elsewhere.",
+)
 flags.DEFINE_float(
     "clip_norm", None, "Clip gradients to this global norm (0: off); default the recipe's."
 )
