@@ -150,6 +150,7 @@ NON_DEFAULTS = {
     "min_lr": ("0.03125", 0.03125),
     "lr_per_step": ("true", True),
     "cosine_to_end": ("true", True),
+    "cooldown_epochs": ("2", 2),
     "clip_norm": ("2", 2.0),
     "temperature_decay": ("0.5", 0.5),
     "distill_weighting": ("batch_mean", "batch_mean"),

@@ -330,7 +330,8 @@ def build_teachers(config: RunConfig, run_data: RunData) -> tuple[list[Teacher],
 
 def build_optimizer(config: RunConfig, run_data: RunData, epochs: int) -> AdamW:
     """AdamW with the warm-up cosine schedule of ``config`` (``cosine_to_end``: the cosine
-    spans the epochs after the warm-up; else ``epochs`` after it, as the original).
+    spans the epochs after the warm-up but the ``cooldown_epochs`` at ``min_lr``; else
+    ``epochs`` after it, as the original).
 
     Args:
         config: the resolved settings.
@@ -341,12 +342,14 @@ def build_optimizer(config: RunConfig, run_data: RunData, epochs: int) -> AdamW:
         config.lr, run_data.batch_size, config.lr_reference_batch, config.lr_scaling
     )
     warmup = min(config.warmup_epochs, max(epochs - 1, 0))
+    # A run too short for its cooldown keeps one epoch of cosine.
+    cooldown = min(config.cooldown_epochs or 0, max(epochs - warmup - 1, 0))
     schedule = WarmupCosine(
         steps_per_epoch=run_data.steps_per_epoch,
         epochs=epochs,
         base_lr=peak,
         warmup_epochs=warmup,
-        cosine_epochs=max(epochs - warmup, 1) if config.cosine_to_end else None,
+        cosine_epochs=max(epochs - warmup - cooldown, 1) if config.cosine_to_end else None,
         warmup_lr=config.warmup_lr,
         min_lr=config.min_lr,
         per_step=config.lr_per_step,

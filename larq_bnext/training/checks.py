@@ -197,7 +197,14 @@ def _check_recipe(config) -> None:
         "warmup_lr",
         "min_lr",
         "clip_norm",
+        "cooldown_epochs",
     )
+    if config.cooldown_epochs and config.cosine_to_end is False:
+        raise ConfigError(
+            "cooldown_epochs",
+            f"cooldown_epochs={config.cooldown_epochs} needs cosine_to_end=True (the cosine "
+            "must end before the cooldown); pass both, or cooldown_epochs=0.",
+        )
     decay = config.temperature_decay
     if decay is not None and not 0 < decay <= 1:
         raise ConfigError(

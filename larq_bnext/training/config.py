@@ -102,6 +102,10 @@ class RunConfig:
         cosine_to_end: the cosine spans the epochs after the warm-up and ends with the run
             (else it lasts ``epochs`` after the warm-up, the original's ``t_initial=epochs``,
             which a short run stops early); ``None``: on for digits, off elsewhere.
+        cooldown_epochs: with ``cosine_to_end``, the last epochs of the run at ``min_lr``
+            (timm's cooldown): the cosine ends this many epochs before the run, so that the
+            final weights do not depend on which of the last steps came last; ``None``: 5 for
+            digits, 0 elsewhere.
         clip_norm: clip gradients to this global norm (0: off); ``None``: the recipe's.
         temperature_decay: temperature factor per epoch; ``None``: the recipe's, faster for
             short runs so that the kernels are exactly binary after 80 % of the epochs.
@@ -201,6 +205,7 @@ class RunConfig:
     min_lr: float | None = None
     lr_per_step: bool = False
     cosine_to_end: bool | None = None
+    cooldown_epochs: int | None = None
     clip_norm: float | None = None
     temperature_decay: float | None = None
     distill_weighting: str | None = _choices(None, WEIGHTINGS)

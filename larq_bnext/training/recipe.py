@@ -63,6 +63,7 @@ PRESETS = {
         baseline=True,
         deterministic=True,
         cosine_to_end=True,
+        cooldown_epochs=5,
         bn_reestimation=True,
     ),
     "imagenet": dict(
@@ -72,6 +73,7 @@ PRESETS = {
         baseline=False,
         deterministic=False,
         cosine_to_end=False,
+        cooldown_epochs=0,
         bn_reestimation=False,
     ),
 }
