@@ -167,7 +167,7 @@ def test_importing_predict_loads_no_training_code():
     code = (
         "import sys, larq_bnext.predict, larq_bnext; "
         "print(sorted(m for m in sys.modules if m.startswith('larq_bnext.training'))); "
-        "larq_bnext.Distiller; print('larq_bnext.training.distiller' in sys.modules)"
+        "larq_bnext.Distiller; print('larq_bnext.training.method.distiller' in sys.modules)"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}
