@@ -207,15 +207,9 @@ def mode_worker(args):
     tf = _tf()
     import numpy as np
 
-    from larq_bnext.training import (
-        AdamW,
-        StudentCheckpoint,
-        TemperatureScheduler,
-        checkpoints,
-        distribute,
-        sync_batchnorm,
-    )
+    from larq_bnext.training import AdamW, StudentCheckpoint, TemperatureScheduler
     from larq_bnext.training.method.distiller import Distiller
+    from larq_bnext.training.runtime import checkpoints, distribute, sync_batchnorm
 
     strategy = distribute.create_strategy("multi_worker", communication="ring")
     assert distribute.strategy_kind("auto") == "multi_worker"
@@ -271,9 +265,8 @@ def mode_resume(args):
         LearningRateLogger,
         TemperatureScheduler,
         WarmupCosine,
-        checkpoints,
-        distribute,
     )
+    from larq_bnext.training.runtime import checkpoints, distribute
 
     distribute.enable_determinism(0)
     epochs, steps, batch = 3, 4, 8
