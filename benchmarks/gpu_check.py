@@ -63,9 +63,9 @@ def _teachers(size, shape, classes, policy):
     """``(assistants, main, teacher_policy)``: a stand-in, or the recipe's teachers as released."""
     import tensorflow as tf
 
-    from larq_bnext.training.precision import resolve_teacher_precision, teacher_policy
+    from larq_bnext.training.method.teachers import default_teachers
     from larq_bnext.training.recipe import model_recipe
-    from larq_bnext.training.teachers import default_teachers
+    from larq_bnext.training.runtime.precision import resolve_teacher_precision, teacher_policy
 
     if policy == "released":
         teachers = resolve_teacher_precision("auto", "float32")
@@ -85,7 +85,8 @@ def build_step(size, batch, image_size, classes, policy, xla):
     import tensorflow as tf
 
     import larq_bnext
-    from larq_bnext.training import AdamW, Distiller, distribute
+    from larq_bnext.training import AdamW, Distiller
+    from larq_bnext.training.runtime import distribute
 
     tf.keras.backend.clear_session()
     distribute.set_mixed_precision("float32" if policy == "released" else policy)

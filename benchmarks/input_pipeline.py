@@ -7,7 +7,7 @@ end and stage by stage.
 Writes ``--images`` random-content JPEGs at ImageNet's typical size (500x375 and 375x500,
 quality 90, ~85 kB; ImageNet's average is ~110 kB) into a temporary class-folder tree, then:
 
-* **end to end**: times the training pipeline of :mod:`larq_bnext.training.data` (read,
+* **end to end**: times the training pipeline of :mod:`larq_bnext.training.data.datasets` (read,
   decode the crop window, random resized crop 224 bicubic with the flip, batch, normalise)
   without RandAugment and with timm's (BNext's ``rand-m7-mstd0.5-inc1``, the default; the
   :mod:`larq_bnext.augment` layers); and once more without RandAugment on 1024x768
@@ -43,8 +43,8 @@ from larq_bnext.augment.crop import decode_and_random_crop, random_resized_crop_
 from larq_bnext.augment.randaugment import rand_augment
 from larq_bnext.images.resampling import resize_window
 from larq_bnext.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_input
-from larq_bnext.training import data
-from larq_bnext.training.skipped import guarded_map
+from larq_bnext.training.data import datasets as data
+from larq_bnext.training.data.skipped import guarded_map
 
 
 def make_jpegs(root: str, count: int, seed: int = 0, size=(375, 500)) -> None:
@@ -83,7 +83,7 @@ def measure(source, config: AugmentConfig, batch_size: int, batches: int, thread
     the machine.
 
     Args:
-        source: a :class:`larq_bnext.training.data.DataSource`.
+        source: a :class:`larq_bnext.training.data.datasets.DataSource`.
         config: augmentation settings.
         batch_size: batch size.
         batches: batches to time per round.

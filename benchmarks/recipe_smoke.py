@@ -4,8 +4,9 @@
         [--steps=2] [--batch_size=4] [--out=/tmp/recipe_smoke] [--data_dir=DIR]
 
 For each size it runs ``python -m larq_bnext.train --flagfile=experiments/bnext_<size>.flags``
-on a generated ImageNet-format JPEG folder (:mod:`larq_bnext.training.synthetic_imagenet`; written
-into ``<out>/data`` unless ``--data_dir`` is given) with the recipe's own teacher
+on a generated ImageNet-format JPEG folder
+(:mod:`larq_bnext.training.data.synthetic_imagenet`; written into ``<out>/data`` unless
+``--data_dir`` is given) with the recipe's own teacher
 architectures built untrained (``--teacher_weights=none``: no download), shrunk only in
 length: ``--epochs`` = one per curriculum phase (at least 2), ``--steps_per_epoch``,
 ``--batch_size``. Each run is
@@ -195,7 +196,7 @@ def smoke(size, args, data_dir):
 
 
 def _expected_phases(epochs, assistants):
-    from larq_bnext.training.distiller import curriculum_phase
+    from larq_bnext.training.method.distiller import curriculum_phase
 
     return [curriculum_phase(e, epochs, assistants) for e in range(epochs)]
 
@@ -217,7 +218,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     data_dir = args.data_dir
     if data_dir is None:
-        from larq_bnext.training.synthetic_imagenet import write_imagenet_folder
+        from larq_bnext.training.data.synthetic_imagenet import write_imagenet_folder
 
         data_dir = os.path.join(args.out, "data")
         if not os.path.isdir(os.path.join(data_dir, "train")):

@@ -96,7 +96,8 @@ def keras_step(size, batch, image_size, mode, mixed_precision, classes, timings=
     import tensorflow as tf
 
     import larq_bnext
-    from larq_bnext.training import AdamW, Distiller, distribute
+    from larq_bnext.training import AdamW, Distiller
+    from larq_bnext.training.runtime import distribute
 
     distribute.set_mixed_precision(mixed_precision)
     larq_bnext.keras2.set_random_seed(0)
@@ -141,7 +142,8 @@ def teacher_forward(name, batch, image_size, mixed_precision):
     import numpy as np
     import tensorflow as tf
 
-    from larq_bnext.training import distribute, imagenet_teacher
+    from larq_bnext.training import imagenet_teacher
+    from larq_bnext.training.runtime import distribute
 
     distribute.set_mixed_precision(mixed_precision)
     teacher = imagenet_teacher(name, input_shape=(image_size, image_size, 3), weights=None)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import os
 import re
 import sys
 import types
@@ -215,6 +217,35 @@ def removed_flag(name: str, reason: str, flag_values: flags.FlagValues) -> None:
             return None
 
     flags.DEFINE(_Removed(), name, None, f"Removed: {reason}", flag_values)
+
+
+def run_then_exit(main) -> None:
+    """``absl.app.run(main)``, then end the process without the interpreter's teardown.
+
+    Destroying TensorFlow's objects when Python exits takes most of a second (0.85 s after
+    ``import tensorflow`` alone on a 2-core machine, more with a model in memory), after the
+    program has written everything. This flushes stdout, stderr and logging, then ends the
+    process with ``main``'s exit status (``os._exit``). An exception that is not
+    ``SystemExit`` propagates as usual.
+
+    Args:
+        main: the program's absl ``main(argv)``.
+    """
+    try:
+        app.run(main)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): Python prints it, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def no_arguments(argv) -> None:

@@ -131,8 +131,9 @@ def evaluate(
     import numpy as np
 
     from larq_bnext.models import get_model
-    from larq_bnext.training import data, recipe, reporting
-    from larq_bnext.training.skipped import SkipLog
+    from larq_bnext.training import recipe, reporting
+    from larq_bnext.training.data import datasets as data
+    from larq_bnext.training.data.skipped import SkipLog
 
     recipe.model_info(model_name)  # resolves the name: an unknown one fails before the data
     image_size, crop_fraction = recipe.evaluation_input(

@@ -202,7 +202,7 @@ def evaluation_data(
     import numpy as np
 
     from larq_bnext.analysis.examples import select_indices
-    from larq_bnext.training import data
+    from larq_bnext.training.data import datasets as data
 
     kwargs = {}
     if dataset not in ("digits", "folder"):

@@ -126,7 +126,7 @@ class Recipe:
             weights; the paper writes ``per_sample``, docs/differences.md).
         teacher_precision: the Keras policy of the frozen teachers' forward pass on GPUs: the
             released script runs it (and only it) under ``torch.cuda.amp.autocast()``, float16;
-            the student stays float32 (:mod:`larq_bnext.training.precision`).
+            the student stays float32 (:mod:`larq_bnext.training.runtime.precision`).
     """
 
     assistants: tuple[str, ...]

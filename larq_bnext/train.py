@@ -99,8 +99,9 @@ def main(argv):
         argv: the command line left after absl parsed the flags (must hold no arguments).
     """
     no_arguments(argv)
-    from larq_bnext.training import distribute, run
+    from larq_bnext.training import run
     from larq_bnext.training.recipe import resolve
+    from larq_bnext.training.runtime import distribute
 
     with user_errors_exit():
         try:

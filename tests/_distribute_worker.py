@@ -101,8 +101,9 @@ def mode_mirrored(args):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
 
-    from larq_bnext.training import AdamW, distribute, sync_batchnorm
-    from larq_bnext.training.distiller import Distiller, distillation_loss
+    from larq_bnext.training import AdamW
+    from larq_bnext.training.method.distiller import Distiller, distillation_loss
+    from larq_bnext.training.runtime import distribute, sync_batchnorm
 
     if args.float64:
         tf.keras.backend.set_floatx("float64")
@@ -206,15 +207,9 @@ def mode_worker(args):
     tf = _tf()
     import numpy as np
 
-    from larq_bnext.training import (
-        AdamW,
-        StudentCheckpoint,
-        TemperatureScheduler,
-        checkpoints,
-        distribute,
-        sync_batchnorm,
-    )
-    from larq_bnext.training.distiller import Distiller
+    from larq_bnext.training import AdamW, StudentCheckpoint, TemperatureScheduler
+    from larq_bnext.training.method.distiller import Distiller
+    from larq_bnext.training.runtime import checkpoints, distribute, sync_batchnorm
 
     strategy = distribute.create_strategy("multi_worker", communication="ring")
     assert distribute.strategy_kind("auto") == "multi_worker"
@@ -223,7 +218,7 @@ def mode_worker(args):
     x, y = data(32, seed=11)
 
     def dataset_fn(per_replica_batch, context):
-        from larq_bnext.training.data import DataSource
+        from larq_bnext.training.data.datasets import DataSource
 
         source = DataSource("array", x, y, len(x), CLASSES, list(range(CLASSES)), name="toy")
         shard = distribute.shard_source(
@@ -270,9 +265,8 @@ def mode_resume(args):
         LearningRateLogger,
         TemperatureScheduler,
         WarmupCosine,
-        checkpoints,
-        distribute,
     )
+    from larq_bnext.training.runtime import checkpoints, distribute
 
     distribute.enable_determinism(0)
     epochs, steps, batch = 3, 4, 8
@@ -362,8 +356,9 @@ def mode_killsave(args):
     tf = _tf()
     import numpy as np
 
-    from larq_bnext.training import AdamW, checkpoints
-    from larq_bnext.training.distiller import Distiller
+    from larq_bnext.training import AdamW
+    from larq_bnext.training.method.distiller import Distiller
+    from larq_bnext.training.runtime import checkpoints
 
     student = build_student(0)
     weights_path = os.path.join(args.out, "last.weights.h5")
@@ -389,7 +384,7 @@ def mode_killsave(args):
 
     # Kill 2: after the checkpoint files of a third backup were written, before its manifest.
     if args.kill_at == "checkpoint":
-        distribute_module = sys.modules["larq_bnext.training.checkpoints"]
+        distribute_module = sys.modules["larq_bnext.training.runtime.checkpoints"]
 
         def killed(prefix):
             # Leave the new checkpoint truncated as well, as an interrupted write would.

@@ -20,7 +20,9 @@ import tensorflow as tf
 from absl import app
 
 from larq_bnext import train
-from larq_bnext.training import callbacks, checkpoints, runner
+from larq_bnext.training import runner
+from larq_bnext.training.method import callbacks
+from larq_bnext.training.runtime import checkpoints
 
 
 def _die():

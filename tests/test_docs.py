@@ -141,10 +141,14 @@ def signature_args(func, *, drop_first: bool) -> list[str]:
 
 
 def init_of(cls):
-    """The first ``__init__`` in the MRO, with whether it is the package's own."""
+    """The first ``__init__`` in the MRO, with whether ``cls`` must document its arguments:
+    the package's own constructor, defined by ``cls`` itself or by a private base (a public
+    base of the package documents the arguments it defines, and is checked there)."""
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
-            own = klass.__module__.startswith("larq_bnext")
+            own = klass.__module__.startswith("larq_bnext") and (
+                klass is cls or klass.__name__.startswith("_")
+            )
             return vars(klass)["__init__"], own
     return object.__init__, False
 
@@ -193,7 +197,8 @@ def assert_documented(module_name: str) -> None:
         if inspect.isclass(obj):
             init, own = init_of(obj)
             # A class documents its constructor's arguments; one inheriting a foreign
-            # constructor (a Keras layer without __init__) needs only its docstring.
+            # constructor (a Keras layer without __init__), or that of a public class of the
+            # package (which documents them), needs only its docstring.
             args = signature_args(init, drop_first=True) if own else []
             check(qualname, obj.__doc__, args, problems, fields=dataclasses.is_dataclass(obj))
             for method_name, method in public_methods(obj):

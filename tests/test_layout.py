@@ -138,16 +138,17 @@ def test_the_private_name_check_finds_both_kinds():
     modules = {
         "larq_bnext.weights.mapping",
         "larq_bnext.training",
-        "larq_bnext.training.checkpoints",
+        "larq_bnext.training.runtime",
+        "larq_bnext.training.runtime.checkpoints",
     }
     source = (
         "from larq_bnext.weights.mapping import _Target, keras_weight_map\n"
-        "from larq_bnext.training import checkpoints\n"
+        "from larq_bnext.training.runtime import checkpoints\n"
         "checkpoints._write_manifest('x')\n"
     )
     assert _private_uses(source, "larq_bnext.training.example", modules) == [
         "larq_bnext.training.example: from larq_bnext.weights.mapping import _Target",
-        "larq_bnext.training.example: larq_bnext.training.checkpoints._write_manifest",
+        "larq_bnext.training.example: larq_bnext.training.runtime.checkpoints._write_manifest",
     ]
 
 
@@ -202,14 +203,16 @@ def test_every_notebook_cell_has_the_id_its_format_requires():
 
 
 def test_every_package_docstring_names_every_module_of_training():
-    """larq_bnext.training's docstring is its map: it names each of its modules."""
-    import larq_bnext.training
+    """Each package of larq_bnext.training has a docstring that is its map: it names each of
+    its modules and sub-packages."""
+    import importlib
 
-    doc = larq_bnext.training.__doc__
-    folder = PACKAGE / "training"
-    missing = [
-        path.stem
-        for path in sorted(folder.glob("*.py"))
-        if path.stem != "__init__" and f"larq_bnext.training.{path.stem}`" not in doc
-    ]
-    assert not missing, f"larq_bnext/training/__init__.py does not name: {missing}"
+    missing = []
+    for init in sorted((PACKAGE / "training").rglob("__init__.py")):
+        folder = init.parent
+        package = ".".join(folder.relative_to(PACKAGE.parent).parts)
+        doc = importlib.import_module(package).__doc__ or ""
+        children = [p.stem for p in folder.glob("*.py") if p.stem != "__init__"]
+        children += [p.parent.name for p in folder.glob("*/__init__.py")]
+        missing += [f"{package}.{c}" for c in children if f"{package}.{c}`" not in doc]
+    assert not missing, f"package docstrings do not name: {missing}"

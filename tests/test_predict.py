@@ -167,7 +167,7 @@ def test_importing_predict_loads_no_training_code():
     code = (
         "import sys, larq_bnext.predict, larq_bnext; "
         "print(sorted(m for m in sys.modules if m.startswith('larq_bnext.training'))); "
-        "larq_bnext.Distiller; print('larq_bnext.training.distiller' in sys.modules)"
+        "larq_bnext.Distiller; print('larq_bnext.training.method.distiller' in sys.modules)"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -176,3 +176,29 @@ def test_importing_predict_loads_no_training_code():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["[]", "True"]  # loaded on first use
+
+
+def test_run_then_exit_keeps_the_output_and_the_exit_status(tmp_path):
+    """predict leaves without the interpreter's teardown (larq_bnext._cli.run_then_exit): what
+    it printed, buffered or not, arrives whole, and sys.exit's status is the process's."""
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import sys\n"
+        "from larq_bnext._cli import run_then_exit\n"
+        "def main(argv):\n"
+        "    print('x' * 100000)\n"  # more than one buffer, not flushed by main
+        "    print('to stderr', file=sys.stderr)\n"
+        "    sys.exit(int(argv[1]))\n"
+        "run_then_exit(main)\n"
+    )
+    for status in (0, 2):
+        result = subprocess.run(
+            [sys.executable, str(script), str(status)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": REPO},
+        )
+        assert result.returncode == status
+        assert result.stdout == "x" * 100000 + "\n"
+        assert result.stderr.endswith("to stderr\n")

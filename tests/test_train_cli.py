@@ -264,3 +264,20 @@ def test_cli_errors_name_the_flag(capsys):
             delattr(flag_values, name)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: --batch_size=0 must be a positive number.\n"
+
+
+def test_removed_keras_cv_flags_parse_with_a_warning_and_change_nothing():
+    """Old flag files name keras-cv RandAugment's flags (the option is gone): they still
+    parse, each with a warning that names it, and the config is what it is without them."""
+    from absl import flags
+
+    from larq_bnext import train
+    from larq_bnext.training import RunConfig
+
+    values = train.define_flags(flags.FlagValues())
+    with pytest.warns(FutureWarning, match="--randaugment_ops has no effect"):
+        values(["train", "--randaugment_ops=3", "--epochs=2"])
+    assert train.config_from_flags(values) == RunConfig(epochs=2)
+    plain = train.define_flags(flags.FlagValues())
+    plain(["train", "--epochs=2"])
+    assert train.config_from_flags(plain) == train.config_from_flags(values)

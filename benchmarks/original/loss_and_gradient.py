@@ -20,7 +20,7 @@ student logits (before the clip), and the loss is the value ``train()`` returns.
 teachers it is given a teacher list that reports length 1, so that it skips its curriculum
 selection and runs the loss over all three.
 
-Ours: ``larq_bnext.training.distiller.distillation_loss`` in float64, gradient by
+Ours: ``larq_bnext.training.method.distiller.distillation_loss`` in float64, gradient by
 ``tf.GradientTape``.
 Prints the relative difference ``max|ours - original| / max|original|`` of the loss, the
 gradient and the mean weight of the first teacher.
@@ -160,7 +160,7 @@ def main(argv=None):
     import tensorflow as tf
     import torch
 
-    from larq_bnext.training.distiller import distillation_loss
+    from larq_bnext.training.method.distiller import distillation_loss
 
     rng = np.random.default_rng(args.seed)
     worst = 0.0

@@ -18,8 +18,15 @@ The ops compute on whole values on ``[0, 255]`` (PIL's uint8 images): images on 
 
 from __future__ import annotations
 
-import keras_cv
+import contextlib
+import io
+
 import tensorflow as tf
+
+# keras-cv's Keras 2 backend (keras-core) prints "Using TensorFlow backend" to stdout when it
+# is first imported: keep the line out of the user's output.
+with contextlib.redirect_stdout(io.StringIO()):
+    import keras_cv
 
 __all__ = ["SeededAugmentation", "split_seed"]
 

@@ -6,7 +6,8 @@ scale drawn per image from ``N(magnitude, magnitude_std)`` clipped to ``[0, magn
 translation, the enhancements' ``inc1`` variants): the computation is PIL's, as timm runs it
 (:mod:`larq_bnext.augment.randaugment_ops`, the mappings of
 :func:`larq_bnext.augment.randaugment.level_to_arg`). Randomness and ``value_range`` are
-:class:`~larq_bnext.augment.base.SeededAugmentation`'s.
+:class:`~larq_bnext.augment.base.SeededAugmentation`'s; every layer takes the arguments of
+:class:`~larq_bnext.augment.timm_op.TimmOp`.
 
 keras-cv has layers of the same names with other semantics, which is why these are not
 keras-cv's classes: ``RandomBrightness`` adds instead of PIL's multiplication, ``Solarization``
@@ -57,90 +58,35 @@ _serializable = tf.keras.utils.register_keras_serializable("larq_bnext")
 
 @_serializable
 class AutoContrast(TimmOp):
-    """PIL's ``ImageOps.autocontrast``: each channel stretched to ``[0, 255]`` (no magnitude).
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """PIL's ``ImageOps.autocontrast``: each channel stretched to ``[0, 255]`` (no magnitude)."""
 
     timm_name = "AutoContrast"
 
 
 @_serializable
 class Equalize(TimmOp):
-    """PIL's ``ImageOps.equalize``: each channel's histogram equalised (no magnitude).
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """PIL's ``ImageOps.equalize``: each channel's histogram equalised (no magnitude)."""
 
     timm_name = "Equalize"
 
 
 @_serializable
 class Invert(TimmOp):
-    """PIL's ``ImageOps.invert``: ``255 - x`` (no magnitude).
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """PIL's ``ImageOps.invert``: ``255 - x`` (no magnitude)."""
 
     timm_name = "Invert"
 
 
 @_serializable
 class Rotate(TimmOp):
-    """Rotation by ``magnitude * 3`` degrees either way about the centre, filled.
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """Rotation by ``magnitude * 3`` degrees either way about the centre, filled."""
 
     timm_name = "Rotate"
 
 
 @_serializable
 class Posterize(TimmOp):
-    """Keep ``4 - floor(magnitude * 0.4)`` bits (``inc1``; without: ``floor(magnitude * 0.4)``).
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """Keep ``4 - floor(magnitude * 0.4)`` bits (``inc1``; without: ``floor(magnitude * 0.4)``)."""
 
     timm_name = "Posterize"
     has_increasing = True
@@ -148,18 +94,7 @@ class Posterize(TimmOp):
 
 @_serializable
 class Solarize(TimmOp):
-    """Invert the values at or above ``256 - floor(magnitude * 25.6)`` (``inc1``).
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """Invert the values at or above ``256 - floor(magnitude * 25.6)`` (``inc1``)."""
 
     timm_name = "Solarize"
     has_increasing = True
@@ -167,36 +102,14 @@ class Solarize(TimmOp):
 
 @_serializable
 class SolarizeAdd(TimmOp):
-    """Add ``floor(magnitude * 11)`` (capped at 255) to the values below 128.
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """Add ``floor(magnitude * 11)`` (capped at 255) to the values below 128."""
 
     timm_name = "SolarizeAdd"
 
 
 @_serializable
 class Color(TimmOp):
-    """PIL's ``ImageEnhance.Color`` at ``1 +- magnitude * 0.09`` (``inc1``).
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """PIL's ``ImageEnhance.Color`` at ``1 +- magnitude * 0.09`` (``inc1``)."""
 
     timm_name = "Color"
     has_increasing = True
@@ -204,18 +117,7 @@ class Color(TimmOp):
 
 @_serializable
 class Contrast(TimmOp):
-    """PIL's ``ImageEnhance.Contrast`` at ``1 +- magnitude * 0.09`` (``inc1``).
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """PIL's ``ImageEnhance.Contrast`` at ``1 +- magnitude * 0.09`` (``inc1``)."""
 
     timm_name = "Contrast"
     has_increasing = True
@@ -223,18 +125,7 @@ class Contrast(TimmOp):
 
 @_serializable
 class Brightness(TimmOp):
-    """PIL's ``ImageEnhance.Brightness`` (a product) at ``1 +- magnitude * 0.09`` (``inc1``).
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """PIL's ``ImageEnhance.Brightness`` (a product) at ``1 +- magnitude * 0.09`` (``inc1``)."""
 
     timm_name = "Brightness"
     has_increasing = True
@@ -242,18 +133,7 @@ class Brightness(TimmOp):
 
 @_serializable
 class Sharpness(TimmOp):
-    """PIL's ``ImageEnhance.Sharpness`` at ``1 +- magnitude * 0.09`` (``inc1``).
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """PIL's ``ImageEnhance.Sharpness`` at ``1 +- magnitude * 0.09`` (``inc1``)."""
 
     timm_name = "Sharpness"
     has_increasing = True
@@ -261,72 +141,28 @@ class Sharpness(TimmOp):
 
 @_serializable
 class ShearX(TimmOp):
-    """Horizontal shear by ``magnitude * 0.03`` either way, filled.
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """Horizontal shear by ``magnitude * 0.03`` either way, filled."""
 
     timm_name = "ShearX"
 
 
 @_serializable
 class ShearY(TimmOp):
-    """Vertical shear by ``magnitude * 0.03`` either way, filled.
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """Vertical shear by ``magnitude * 0.03`` either way, filled."""
 
     timm_name = "ShearY"
 
 
 @_serializable
 class TranslateX(TimmOp):
-    """Horizontal shift by ``magnitude / 10 * translate_pct`` of the width either way, filled.
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """Horizontal shift by ``magnitude / 10 * translate_pct`` of the width either way, filled."""
 
     timm_name = "TranslateXRel"
 
 
 @_serializable
 class TranslateY(TimmOp):
-    """Vertical shift by ``magnitude / 10 * translate_pct`` of the height either way, filled.
-
-    Args:
-        magnitude: mean magnitude on timm's ``[0, 10]`` scale (see :class:`TimmOp`).
-        magnitude_std: per-image magnitude noise.
-        magnitude_max: the magnitudes' upper clip.
-        increasing: timm's ``inc1`` variant (where the op has one).
-        fill: fill colour of the geometric ops.
-        interpolation: resampling of the geometric ops.
-        translate_pct: the translations' shift at magnitude 10.
-        **kwargs: ``value_range``, ``seed`` and Keras layer arguments.
-    """
+    """Vertical shift by ``magnitude / 10 * translate_pct`` of the height either way, filled."""
 
     timm_name = "TranslateYRel"
 

@@ -38,8 +38,9 @@ class BNextAugmentation(tf.keras.layers.Layer):
     * ``layer({"images": ..., "labels": ...}, seed=s)`` returns such a dict (keras-cv's form).
 
     Everything is a function of the seed (stateless random ops): the pipeline of
-    :func:`larq_bnext.training.data.train_dataset` passes one made of the run's seed, the epoch
-    and the step; the Distiller's train step one made of the run's seed and the optimizer
+    :func:`larq_bnext.training.data.datasets.train_dataset` passes one made of the run's
+    seed, the epoch and the step; the Distiller's train step one made of the run's seed and
+    the optimizer
     step, so a resumed run repeats an uninterrupted one exactly. Without a seed, one comes from
     the layer's generator (seeded by ``seed=``) or TensorFlow's global one.
 

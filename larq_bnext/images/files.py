@@ -291,7 +291,7 @@ def check_image_file(path, max_image_pixels=MAX_IMAGE_PIXELS) -> ImageHeader:
 def unreadable_reason(path, max_image_pixels=MAX_IMAGE_PIXELS) -> str | None:
     """Why a file cannot be used as an image (a message naming it), or ``None``.
 
-    The image-folder scan's check (:func:`larq_bnext.training.data.scan_image_folder`):
+    The image-folder scan's check (:func:`larq_bnext.training.data.datasets.scan_image_folder`):
     :func:`check_image_file`'s error as text.
 
     Args:

@@ -53,7 +53,7 @@ _register = tf.keras.utils.register_keras_serializable(package="larq_bnext")
 
 # Variables that the original stores as 4-D ``(1, C, 1, 1)`` tensors although they are vectors
 # here (the ``move`` bias, the recoupling scale): the original's optimizer puts every 4-D
-# parameter in its small-decay group, so `larq_bnext.training.optimizer.is_conv_kernel` asks
+# parameter in its small-decay group, so `larq_bnext.training.method.optimizer.is_conv_kernel` asks
 # this set.
 _ORIGINAL_4D = set()
 

@@ -18,32 +18,17 @@ The run, its settings and their defaults:
 * :mod:`~larq_bnext.training.reporting`: one log line per epoch off a terminal, the curves
   picture, the per-class accuracy table.
 
-The data side:
+Three folders hold the rest (each package docstring lists its modules):
 
-* :mod:`~larq_bnext.training.data`: datasets (digits, image folders, TFDS) and their streams;
-* :mod:`~larq_bnext.training.pipelines`: the ``tf.data`` training and evaluation pipelines;
-* :mod:`~larq_bnext.training.labels`: label fractions and label noise (ablations);
-* :mod:`~larq_bnext.training.skipped`: unreadable images, skipped, counted and listed;
-* :mod:`~larq_bnext.training.synthetic_imagenet`: a fake ImageNet folder tree for smoke runs;
-
-The training augmentation is :mod:`larq_bnext.augment`'s keras-cv layers.
-
-The method:
-
-* :mod:`~larq_bnext.training.teachers` and :mod:`~larq_bnext.training.distiller`: the
-  teachers, the distillation loss and the Keras model that trains with it;
-* :mod:`~larq_bnext.training.optimizer`, :mod:`~larq_bnext.training.schedules`,
-  :mod:`~larq_bnext.training.callbacks`: AdamW, the learning-rate schedule, the per-epoch
-  temperature anneal, curriculum and checkpoints;
-* :mod:`~larq_bnext.training.batchnorm_stats`: BatchNorm statistics re-estimated for
-  validation (the digits demo).
-
-The machinery of long runs:
-
-* :mod:`~larq_bnext.training.distribute`, :mod:`~larq_bnext.training.sync_batchnorm`:
-  scaling out over devices and workers;
-* :mod:`~larq_bnext.training.precision`: the teachers' precision policy;
-* :mod:`~larq_bnext.training.checkpoints`: backups that survive a kill, and resuming.
+* :mod:`larq_bnext.training.data`: the data side: datasets (digits, image folders, TFDS),
+  the ``tf.data`` pipelines, label fractions and noise, unreadable files, a synthetic
+  ImageNet tree for smoke runs; its augmentation is :mod:`larq_bnext.augment`'s keras-cv
+  layers;
+* :mod:`larq_bnext.training.method`: BNext's method: teachers, the distillation loss and
+  the :class:`Distiller`, AdamW, the learning-rate schedule, the per-epoch callbacks, the
+  re-estimated BatchNorm statistics;
+* :mod:`larq_bnext.training.runtime`: the machinery of long runs: distribution strategies,
+  synchronised BatchNorm, the teachers' precision, checkpoints that survive a kill.
 
 Examples:
     >>> from larq_bnext.training import RunConfig, run
@@ -52,18 +37,18 @@ Examples:
     (1, True)
 """
 
-from larq_bnext.training.callbacks import (
+from larq_bnext.training.checks import ConfigError
+from larq_bnext.training.config import RunConfig
+from larq_bnext.training.method.callbacks import (
     AssistantCurriculum,
     LearningRateLogger,
     StudentCheckpoint,
     TemperatureScheduler,
     anneal_temperatures,
 )
-from larq_bnext.training.checks import ConfigError
-from larq_bnext.training.config import RunConfig
-from larq_bnext.training.distiller import Distiller, curriculum_phase, distillation_loss
-from larq_bnext.training.optimizer import AdamW, is_conv_kernel
+from larq_bnext.training.method.distiller import Distiller, curriculum_phase, distillation_loss
+from larq_bnext.training.method.optimizer import AdamW, is_conv_kernel
+from larq_bnext.training.method.schedules import WarmupCosine, current_learning_rate
+from larq_bnext.training.method.teachers import Teacher, default_teachers, imagenet_teacher
 from larq_bnext.training.results import ModelResult, RunResult
 from larq_bnext.training.runner import run
-from larq_bnext.training.schedules import WarmupCosine, current_learning_rate
-from larq_bnext.training.teachers import Teacher, default_teachers, imagenet_teacher

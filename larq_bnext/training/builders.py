@@ -21,26 +21,27 @@ from larq_bnext.augment.config import AugmentConfig
 from larq_bnext.augment.stage import BNextAugmentation
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.models.bnext import get_model
-from larq_bnext.training import data, distribute
-from larq_bnext.training.callbacks import (
+from larq_bnext.training.checks import ConfigError
+from larq_bnext.training.config import RunConfig
+from larq_bnext.training.data import datasets as data
+from larq_bnext.training.data.labels import restrict_labels
+from larq_bnext.training.data.skipped import SkipLog, SkippedImagesMonitor
+from larq_bnext.training.method.callbacks import (
     AssistantCurriculum,
     LearningRateLogger,
     StudentCheckpoint,
     TemperatureScheduler,
 )
-from larq_bnext.training.checkpoints import ResumableBackup, worker_directory
-from larq_bnext.training.checks import ConfigError
-from larq_bnext.training.config import RunConfig
-from larq_bnext.training.distiller import Distiller
-from larq_bnext.training.distribute import scaled_learning_rate
-from larq_bnext.training.labels import restrict_labels
-from larq_bnext.training.optimizer import AdamW
-from larq_bnext.training.precision import teacher_policy, teachers_precision
+from larq_bnext.training.method.distiller import Distiller
+from larq_bnext.training.method.optimizer import AdamW
+from larq_bnext.training.method.schedules import WarmupCosine
+from larq_bnext.training.method.teachers import Teacher, default_teachers, imagenet_teacher
 from larq_bnext.training.recipe import augment_config, model_recipe
-from larq_bnext.training.schedules import WarmupCosine
-from larq_bnext.training.skipped import SkipLog, SkippedImagesMonitor
-from larq_bnext.training.sync_batchnorm import convert_to_sync_batchnorm
-from larq_bnext.training.teachers import Teacher, default_teachers, imagenet_teacher
+from larq_bnext.training.runtime import distribute
+from larq_bnext.training.runtime.checkpoints import ResumableBackup, worker_directory
+from larq_bnext.training.runtime.distribute import scaled_learning_rate
+from larq_bnext.training.runtime.precision import teacher_policy, teachers_precision
+from larq_bnext.training.runtime.sync_batchnorm import convert_to_sync_batchnorm
 
 __all__ = [
     "MODEL_DIRS",
@@ -76,7 +77,7 @@ class RunData:
         train_examples: readable training images.
         eval_examples: readable evaluation images.
         skip_logs: the training and evaluation
-            :class:`~larq_bnext.training.skipped.SkipLog`.
+            :class:`~larq_bnext.training.data.skipped.SkipLog`.
         skipped_json: where the skip logs are written every epoch.
         augment: the training augmentation.
         train_eval: ``eval_train_split``: the training examples with the evaluation transform,
@@ -129,7 +130,7 @@ def build_datasets(config: RunConfig) -> RunData:
 
     Raises:
         ConfigError: a ``batch_size`` larger than the training set.
-        larq_bnext.training.skipped.TooManySkippedImagesError: more unreadable images than
+        larq_bnext.training.data.skipped.TooManySkippedImagesError: more unreadable images than
             ``max_skipped_fraction`` allows.
     """
     augment = augment_config(config)
@@ -420,7 +421,7 @@ def build_callbacks(
         epochs: epochs of the run.
         anneal: add the temperature annealing (binary students).
         curriculum: add the assistant-teacher curriculum.
-        skip_logs: the :class:`larq_bnext.training.skipped.SkipLog` s checked after every
+        skip_logs: the :class:`larq_bnext.training.data.skipped.SkipLog` s checked after every
             batch.
         skipped_json: where they are written every epoch.
     """

@@ -17,7 +17,7 @@ import os
 from larq_bnext.augment.randaugment import parse_policy
 from larq_bnext.images.files import display_path
 from larq_bnext.registry import list_models, models_text, resolve_model
-from larq_bnext.training.teachers import KERAS_TEACHERS
+from larq_bnext.training.method.teachers import KERAS_TEACHERS
 
 __all__ = [
     "ConfigError",

@@ -35,9 +35,13 @@ from larq_bnext.training.checks import (
     check_config,
     listing,
 )
-from larq_bnext.training.distiller import WEIGHTINGS
-from larq_bnext.training.distribute import LR_SCALING_RULES, PRECISION_POLICIES, STRATEGY_KINDS
-from larq_bnext.training.precision import TEACHER_PRECISIONS
+from larq_bnext.training.method.distiller import WEIGHTINGS
+from larq_bnext.training.runtime.distribute import (
+    LR_SCALING_RULES,
+    PRECISION_POLICIES,
+    STRATEGY_KINDS,
+)
+from larq_bnext.training.runtime.precision import TEACHER_PRECISIONS
 
 __all__ = ["RunConfig"]
 
@@ -80,7 +84,7 @@ class RunConfig:
             limit.
         label_fraction: train on this seeded, class-stratified fraction of the labelled
             training examples (digits or folder datasets; ablations: fewer labels;
-            :mod:`larq_bnext.training.labels`); 1: all.
+            :mod:`larq_bnext.training.data.labels`); 1: all.
         label_noise: replace this fraction of the training labels with a seeded wrong class
             (ablations: noisy labels); 0: none.
         eval_train_split: also score each trained model on its training examples with the
@@ -121,7 +125,7 @@ class RunConfig:
         baseline: also train the student without distillation; ``None``: on for digits.
         bn_reestimation: before each validation, set the binary student's BatchNorm moving
             statistics to those of the training images under its current weights
-            (:mod:`larq_bnext.training.batchnorm_stats`); ``None``: on for digits, off
+            (:mod:`larq_bnext.training.method.batchnorm_stats`); ``None``: on for digits, off
             elsewhere (the original).
         crop_scale_min: random resized crop, smallest area fraction; ``None``: 0.08 (digits
             0.5).
@@ -151,8 +155,8 @@ class RunConfig:
         mixed_precision: compute dtype policy: ``"float32"``, ``"mixed_float16"`` or
             ``"mixed_bfloat16"`` (quantizers and loss stay float32; float16 uses loss scaling).
         teacher_precision: the frozen teachers' policy: ``"auto"`` (the released runs' float16
-            on GPUs, the student's policy on CPUs; :mod:`larq_bnext.training.precision`) or a
-            policy of ``mixed_precision``.
+            on GPUs, the student's policy on CPUs;
+            :mod:`larq_bnext.training.runtime.precision`) or a policy of ``mixed_precision``.
         jit_compile: XLA-compile the train step.
         lr_scaling: scale ``lr`` with the global batch: ``"none"``, ``"linear"``, ``"sqrt"``
             (by global batch / ``lr_reference_batch``, or its square root).

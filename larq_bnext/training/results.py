@@ -129,7 +129,7 @@ class RunResult:
         num_classes: number of classes.
         skipped_files: unreadable files, skipped.
         skipped: per split, the skip log's counts (see
-            :class:`~larq_bnext.training.skipped.SkipLog`).
+            :class:`~larq_bnext.training.data.skipped.SkipLog`).
         wall_seconds: seconds of the whole run.
         output_dir: this process's run directory (a worker's own sub-directory on other
             workers of a cluster).

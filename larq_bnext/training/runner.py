@@ -9,7 +9,7 @@ write ``metrics.json``, ``flags.json`` and ``flags.txt`` and print the summary (
 ``verbose=0``). It leaves the process as it found it: the caller's precision policy and op
 determinism are set back, and the threads are left alone (TensorFlow cannot change them once
 it started; ``python -m larq_bnext.train``, whose process it is, runs a deterministic run one
-op at a time: :func:`larq_bnext.training.distribute.one_op_at_a_time`). So runs can follow
+op at a time: :func:`larq_bnext.training.runtime.distribute.one_op_at_a_time`). So runs can follow
 one another in one process, each as it would run alone (see the examples).
 
 Examples:
@@ -43,8 +43,6 @@ from absl import logging
 
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.models.layers import binary_conv_layers
-from larq_bnext.training import distribute
-from larq_bnext.training.batchnorm_stats import BatchNormReestimation
 from larq_bnext.training.builders import (
     MODEL_DIRS,
     RunData,
@@ -55,19 +53,21 @@ from larq_bnext.training.builders import (
     build_optimizer,
     build_teachers,
 )
-from larq_bnext.training.callbacks import anneal_temperatures
-from larq_bnext.training.checkpoints import (
+from larq_bnext.training.checks import ConfigError, check_paths, check_replicas
+from larq_bnext.training.config import RunConfig
+from larq_bnext.training.method.batchnorm_stats import BatchNormReestimation
+from larq_bnext.training.method.callbacks import anneal_temperatures
+from larq_bnext.training.method.teachers import Teacher
+from larq_bnext.training.recipe import resolve
+from larq_bnext.training.reporting import EpochLogger, plot_run_curves, progress_mode
+from larq_bnext.training.results import ModelResult, RunResult, TeacherSet
+from larq_bnext.training.runtime import distribute
+from larq_bnext.training.runtime.checkpoints import (
     backup_position,
     remove_backup,
     worker_directory,
 )
-from larq_bnext.training.checks import ConfigError, check_paths, check_replicas
-from larq_bnext.training.config import RunConfig
-from larq_bnext.training.precision import teachers_precision
-from larq_bnext.training.recipe import resolve
-from larq_bnext.training.reporting import EpochLogger, plot_run_curves, progress_mode
-from larq_bnext.training.results import ModelResult, RunResult, TeacherSet
-from larq_bnext.training.teachers import Teacher
+from larq_bnext.training.runtime.precision import teachers_precision
 
 __all__ = ["binarization", "fit", "run"]
 
@@ -103,11 +103,11 @@ def fit(
     """Train ``distiller`` for ``epochs`` and evaluate its final student.
 
     The training stream starts where the run resumes: the position of the model's backup
-    (:func:`larq_bnext.training.checkpoints.backup_position`) or ``initial_epoch``.
+    (:func:`larq_bnext.training.runtime.checkpoints.backup_position`) or ``initial_epoch``.
 
     Args:
         config: the resolved settings.
-        distiller: the compiled :class:`~larq_bnext.training.distiller.Distiller`.
+        distiller: the compiled :class:`~larq_bnext.training.method.distiller.Distiller`.
         run_data: the run's data.
         directory: run directory of this model.
         epochs: epochs to train.
@@ -244,8 +244,8 @@ def run(config: RunConfig) -> RunResult:
             logging.WARNING,
             "deterministic: TensorFlow runs independent ops concurrently, so results may differ "
             "in the last bits between runs; for bitwise reproducibility call "
-            "larq_bnext.training.distribute.one_op_at_a_time() before TensorFlow starts (the "
-            "train command does).",
+            "larq_bnext.training.runtime.distribute.one_op_at_a_time() before TensorFlow "
+            "starts (the train command does).",
             1,
         )
     strategy = distribute.create_strategy(

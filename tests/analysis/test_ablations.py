@@ -13,8 +13,8 @@ import pytest
 from larq_bnext.analysis import AblationMismatchError, read_rows, run_ablations, summarize
 from larq_bnext.training import ConfigError, RunConfig
 from larq_bnext.training.builders import build_datasets
-from larq_bnext.training.data import load_digits
-from larq_bnext.training.labels import corrupt_labels, label_subset, restrict_labels
+from larq_bnext.training.data.datasets import load_digits
+from larq_bnext.training.data.labels import corrupt_labels, label_subset, restrict_labels
 from larq_bnext.training.recipe import resolve
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

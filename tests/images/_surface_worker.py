@@ -131,7 +131,7 @@ class _Messages(logging.Handler):
 def load_folder(root: bytes) -> dict:
     from absl import logging as absl_logging
 
-    from larq_bnext.training import data
+    from larq_bnext.training.data import datasets as data
 
     tree = _tree(root)
     data.load_folder(_warm_tree(root))

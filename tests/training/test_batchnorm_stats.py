@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from larq_bnext.training.batchnorm_stats import (
+from larq_bnext.training.method.batchnorm_stats import (
     BatchNormReestimation,
     batchnorm_layers,
     reestimate_batchnorm,

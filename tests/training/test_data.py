@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from larq_bnext.augment import AugmentConfig
-from larq_bnext.training import data
-from larq_bnext.training.skipped import SkipLog
+from larq_bnext.training.data import datasets as data
+from larq_bnext.training.data.skipped import SkipLog
 
 
 def _jpeg(path, seed, size=(40, 56)):

@@ -16,7 +16,7 @@ from larq_bnext.training import (
     distillation_loss,
     imagenet_teacher,
 )
-from larq_bnext.training.teachers import denormalize_to_255
+from larq_bnext.training.method.teachers import denormalize_to_255
 
 STUDENT = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
 TEACHER_A = np.array([[1.0, 0.0, 0.0], [0.0, 3.0, -1.0]])
@@ -224,7 +224,7 @@ def test_default_teacher_assignments_build_each_teacher_once(monkeypatch):
         built.append(name)
         return Teacher(_dense_model(0, name=name), input_adapter=denormalize_to_255, name=name)
 
-    monkeypatch.setattr(larq_bnext.training.teachers, "imagenet_teacher", fake)
+    monkeypatch.setattr(larq_bnext.training.method.teachers, "imagenet_teacher", fake)
     expected = {
         "T": (["efficientnet_b0"], "efficientnet_b2"),
         "small": (["efficientnet_b0"], "efficientnet_b2"),

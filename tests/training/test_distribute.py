@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from larq_bnext.training import checkpoints, distribute, sync_batchnorm
-from larq_bnext.training.data import DataSource
-from larq_bnext.training.distiller import Distiller
+from larq_bnext.training.data.datasets import DataSource
+from larq_bnext.training.method.distiller import Distiller
+from larq_bnext.training.runtime import checkpoints, distribute, sync_batchnorm
 from tests._distribute_worker import build_student, build_teacher, data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

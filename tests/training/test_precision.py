@@ -12,8 +12,8 @@ from larq_bnext.keras2 import set_random_seed
 from larq_bnext.registry import RECIPE
 from larq_bnext.training import AdamW, Distiller, Teacher
 from larq_bnext.training.config import RunConfig
-from larq_bnext.training.distiller import distillation_loss
-from larq_bnext.training.precision import (
+from larq_bnext.training.method.distiller import distillation_loss
+from larq_bnext.training.runtime.precision import (
     device_kind,
     resolve_teacher_precision,
     teacher_policy,

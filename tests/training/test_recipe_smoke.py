@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from larq_bnext.training.synthetic_imagenet import write_imagenet_folder
+from larq_bnext.training.data.synthetic_imagenet import write_imagenet_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")

@@ -12,15 +12,15 @@ import torch
 
 import larq_bnext
 from larq_bnext.models.layers import LearnableBias, RecouplingMix
-from larq_bnext.training.distiller import (
+from larq_bnext.training.method.distiller import (
     WEIGHTINGS,
     Distiller,
     check_weighting,
     clip_by_global_norm,
     distillation_loss,
 )
-from larq_bnext.training.optimizer import AdamW, is_conv_kernel
-from larq_bnext.training.schedules import WarmupCosine
+from larq_bnext.training.method.optimizer import AdamW, is_conv_kernel
+from larq_bnext.training.method.schedules import WarmupCosine
 
 
 def _torch_loss(student, teachers, weighting):

@@ -15,11 +15,11 @@ from larq_bnext.augment import AugmentConfig, BNextAugmentation
 from larq_bnext.images.decode import decode_rgb
 from larq_bnext.keras2 import set_random_seed
 from larq_bnext.training import ConfigError, RunConfig, data
-from larq_bnext.training.callbacks import StudentCheckpoint
 from larq_bnext.training.checks import check_replicas
-from larq_bnext.training.optimizer import AdamW, bias_correction
-from larq_bnext.training.schedules import WarmupCosine
-from larq_bnext.training.skipped import SkipLog, TooManySkippedImagesError
+from larq_bnext.training.data.skipped import SkipLog, TooManySkippedImagesError
+from larq_bnext.training.method.callbacks import StudentCheckpoint
+from larq_bnext.training.method.optimizer import AdamW, bias_correction
+from larq_bnext.training.method.schedules import WarmupCosine
 
 CONFIG = AugmentConfig(
     image_size=16,

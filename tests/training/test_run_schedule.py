@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from larq_bnext.training import RunConfig
-from larq_bnext.training.checks import ConfigError
 from larq_bnext.training.builders import build_optimizer
+from larq_bnext.training.checks import ConfigError
+from larq_bnext.training.method.schedules import current_learning_rate
 from larq_bnext.training.recipe import resolve
-from larq_bnext.training.schedules import current_learning_rate
 
 
 def _lr_by_epoch(config, epochs, steps=22):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from larq_bnext.training.skipped import SkipLog, guarded_map
+from larq_bnext.training.data.skipped import SkipLog, guarded_map
 
 
 def _guard(count, bad, finite):

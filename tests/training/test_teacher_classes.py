@@ -6,8 +6,8 @@ import tensorflow as tf
 
 import larq_bnext
 from larq_bnext.preprocessing import imagenet_class_index
-from larq_bnext.training.distiller import Distiller
-from larq_bnext.training.teachers import Teacher, imagenet_class_indices, imagenet_teacher
+from larq_bnext.training.method.distiller import Distiller
+from larq_bnext.training.method.teachers import Teacher, imagenet_class_indices, imagenet_teacher
 
 
 def _student(num_classes):

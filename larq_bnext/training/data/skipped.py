@@ -140,7 +140,7 @@ class SkipLog:
         Args:
             path: the JSON file.
         """
-        from larq_bnext.training.checkpoints import atomic_write_text
+        from larq_bnext.training.runtime.checkpoints import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
@@ -265,7 +265,7 @@ class SkippedImagesMonitor(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._check()
         if self.path:
-            from larq_bnext.training.checkpoints import atomic_write_text
+            from larq_bnext.training.runtime.checkpoints import atomic_write_text
 
             data = {log.split: log.to_dict() for log in self.skip_logs}
             atomic_write_text(self.path, json.dumps(data, indent=1))

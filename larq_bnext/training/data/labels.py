@@ -3,7 +3,7 @@
 :func:`label_subset` keeps a fixed fraction of every class (``label_fraction``);
 :func:`corrupt_labels` replaces a fixed fraction of the labels with a wrong class drawn at
 random (``label_noise``). :func:`restrict_labels` applies both to a training
-:class:`~larq_bnext.training.data.DataSource` and keeps the true labels of what it kept, so
+:class:`~larq_bnext.training.data.datasets.DataSource` and keeps the true labels of what it kept, so
 that the run can score the student on its clean training split (``eval_train_split``).
 Both draws are functions of the seed alone (NumPy's PCG64), so every variant of an ablation
 with the same seed trains on the same examples with the same wrong labels.
@@ -115,7 +115,7 @@ def restrict_labels(source, fraction: float = 1.0, noise: float = 0.0, seed: int
     """Keep a stratified ``fraction`` of a split, then replace a ``noise`` fraction of its labels.
 
     Args:
-        source: an array or path :class:`~larq_bnext.training.data.DataSource`.
+        source: an array or path :class:`~larq_bnext.training.data.datasets.DataSource`.
         fraction: ``label_fraction``.
         noise: ``label_noise`` (a fraction of the kept examples).
         seed: the run's seed.

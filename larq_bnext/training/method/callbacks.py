@@ -16,10 +16,10 @@ import tensorflow as tf
 
 from larq_bnext.models.layers import binary_conv_layers
 from larq_bnext.registry import RECIPE
-from larq_bnext.training.checkpoints import atomic_write_text, save_weights_atomic
-from larq_bnext.training.distiller import Distiller, curriculum_phase
-from larq_bnext.training.distribute import is_chief
-from larq_bnext.training.schedules import current_learning_rate
+from larq_bnext.training.method.distiller import Distiller, curriculum_phase
+from larq_bnext.training.method.schedules import current_learning_rate
+from larq_bnext.training.runtime.checkpoints import atomic_write_text, save_weights_atomic
+from larq_bnext.training.runtime.distribute import is_chief
 
 __all__ = [
     "TemperatureScheduler",
@@ -114,7 +114,7 @@ class StudentCheckpoint(tf.keras.callbacks.Callback):
     a plain model. Files: ``{directory}/last.weights.h5`` and ``{directory}/best.weights.h5``,
     each written atomically (a temporary file renamed over the old one, so a kill during a
     save leaves the previous file intact); under a multi-worker strategy only the chief
-    writes them (:func:`larq_bnext.training.checkpoints.save_weights_atomic`).
+    writes them (:func:`larq_bnext.training.runtime.checkpoints.save_weights_atomic`).
 
     The best score survives a restart: it is written (atomically, after the weights) to
     ``{directory}/best.json``, and a ``fit`` that starts at a later epoch (a resumed run)

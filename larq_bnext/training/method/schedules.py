@@ -10,7 +10,7 @@ import math
 import tensorflow as tf
 
 from larq_bnext.registry import RECIPE
-from larq_bnext.training.optimizer import float64_supported
+from larq_bnext.training.method.optimizer import float64_supported
 
 __all__ = [
     "WarmupCosine",

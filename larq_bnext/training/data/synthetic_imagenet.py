@@ -13,7 +13,7 @@ from one seed: the same call writes the same bytes.
 
 Used by the recipe smoke test (``tests/``) and ``benchmarks/recipe_smoke.py``::
 
-    python -m larq_bnext.training.synthetic_imagenet /tmp/fake_imagenet --classes=4
+    python -m larq_bnext.training.data.synthetic_imagenet /tmp/fake_imagenet --classes=4
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def write_imagenet_folder(
 
 
 def main(argv=None) -> None:
-    """Command line: ``python -m larq_bnext.training.synthetic_imagenet ROOT [--classes N ...]``.
+    """Command line: ``python -m larq_bnext.training.data.synthetic_imagenet ROOT [...]``.
 
     Args:
         argv: the arguments (default ``sys.argv[1:]``).

@@ -9,19 +9,19 @@ the TensorFlow side of that:
   more than one task, mirrored when more than one GPU is visible, else the default strategy).
 * :func:`distributed_dataset` builds the input pipeline once per input pipeline (worker) with
   the per-replica batch (``distribute_datasets_from_function``); :func:`shard_source` gives
-  each pipeline its own slice of a :class:`~larq_bnext.training.data.DataSource`.
+  each pipeline its own slice of a :class:`~larq_bnext.training.data.datasets.DataSource`.
 * :func:`scaled_learning_rate`: the linear (or square-root) scaling rule, off by default.
-* :func:`~larq_bnext.training.sync_batchnorm.convert_to_sync_batchnorm` rebuilds a model with
-  synchronized BatchNorm
+* :func:`~larq_bnext.training.runtime.sync_batchnorm.convert_to_sync_batchnorm` rebuilds a
+  model with synchronized BatchNorm
   (statistics over the global batch, as PyTorch's ``SyncBatchNorm``).
 * :func:`set_mixed_precision` sets a Keras mixed-precision policy (``mixed_float16`` with
   dynamic loss scaling by ``Model.compile``, or ``mixed_bfloat16``). BNext's quantizers
   compute in float32 under it (see :mod:`larq_bnext.models.quantizers`); the Distiller's loss
   is float32.
-* Fault tolerance: :class:`~larq_bnext.training.checkpoints.ResumableBackup` (Keras'
+* Fault tolerance: :class:`~larq_bnext.training.runtime.checkpoints.ResumableBackup` (Keras'
   ``BackupAndRestore`` with verified,
   never-half-written checkpoints and a fallback to the previous one) and
-  :mod:`larq_bnext.training.checkpoints` for files written by callbacks.
+  :mod:`larq_bnext.training.runtime.checkpoints` for files written by callbacks.
 
 The gradient of a distributed step is all-reduced *before* it is clipped (see
 :meth:`larq_bnext.Distiller.train_step`), so the clip at global norm 5 acts on the gradient
@@ -311,7 +311,7 @@ def shard_source(source, num_shards: int, index: int):
     is ``shard``-ed. With one shard the source itself is returned.
 
     Args:
-        source: a :class:`larq_bnext.training.data.DataSource`.
+        source: a :class:`larq_bnext.training.data.datasets.DataSource`.
         num_shards: number of input pipelines.
         index: this pipeline's id, ``0 <= index < num_shards``.
 

@@ -342,4 +342,4 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int = 32, *
 
 
 # ----------------------------------------------------------------------------- pipelines
-from larq_bnext.training.pipelines import eval_dataset, stream_seed, train_dataset  # noqa: E402
+from larq_bnext.training.data.pipelines import eval_dataset, stream_seed, train_dataset  # noqa: E402

@@ -5,7 +5,7 @@ The paper trains every BNext size by distilling from ImageNet-pretrained float n
 and the frozen teachers and implements that loss in its own ``train_step``:
 
 * the teachers active in a step are the *main* teacher plus the *assistant* of the current
-  curriculum phase (:class:`~larq_bnext.training.callbacks.AssistantCurriculum` switches
+  curriculum phase (:class:`~larq_bnext.training.method.callbacks.AssistantCurriculum` switches
   phases over the epochs);
 * the distribution loss per teacher is ``L_t = -sum_c softmax(z_t)_c * log_softmax(z_s)_c``;
 * the knowledge-complexity weights are ``alpha = softmax_t(stop_gradient(CE(z_s, softmax(z_t))))``
@@ -45,7 +45,7 @@ from typing import Literal, get_args
 
 import tensorflow as tf
 
-from larq_bnext.training.teachers import (
+from larq_bnext.training.method.teachers import (
     Teacher,
     as_teacher,
     check_teacher_classes,

@@ -1,12 +1,13 @@
 """The input pipelines: the training stream (a function of seed, epoch and step) and evaluation.
 
-:func:`train_dataset` and :func:`eval_dataset` turn a :class:`~larq_bnext.training.data.DataSource`
-into batched ``tf.data`` pipelines (parallel, autotuned) with the training augmentation or the
+:func:`train_dataset` and :func:`eval_dataset` turn a
+:class:`~larq_bnext.training.data.datasets.DataSource` into batched ``tf.data`` pipelines
+(parallel, autotuned) with the training augmentation or the
 evaluation transform of :mod:`larq_bnext.preprocessing`. Unreadable files, and images over
-the pixel limit, are skipped and recorded in a :class:`~larq_bnext.training.skipped.SkipLog`
+the pixel limit, are skipped and recorded in a :class:`~larq_bnext.training.data.skipped.SkipLog`
 at whatever stage they fail. Paths go to TensorFlow as the bytes the operating system gave
 (``os.fsencode``), so names that are not UTF-8 are read like any other. Both are also
-exported by :mod:`larq_bnext.training.data`.
+exported by :mod:`larq_bnext.training.data.datasets`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from larq_bnext.augment.stage import BNextAugmentation
 from larq_bnext.images.files import MAX_IMAGE_PIXELS
 from larq_bnext.preprocessing import decode_and_center_crop, preprocess_input
 from larq_bnext.registry import IMAGENET_PREPROCESSING
-from larq_bnext.training.distribute import op_determinism_enabled
+from larq_bnext.training.runtime.distribute import op_determinism_enabled
 
 __all__ = ["train_dataset", "eval_dataset", "stream_seed"]
 
@@ -121,7 +122,8 @@ def train_dataset(
         steps_per_epoch: batches per epoch; defaults to the full batches of the split.
         initial_epoch: the first epoch of the stream (a resumed run's).
         initial_step: batches of the first epoch to skip (a run resumed mid-epoch).
-        skip_log: a :class:`larq_bnext.training.skipped.SkipLog` that receives the unreadable files.
+        skip_log: a :class:`larq_bnext.training.data.skipped.SkipLog` that receives the
+            unreadable files.
         deterministic: keep the element order of the parallel stages fixed (the default:
             needed for an exact resume; the stages stay parallel). ``False`` lets a slow image
             not hold up the batch (faster, but batches then depend on timing); ``None``
@@ -132,7 +134,7 @@ def train_dataset(
     Returns:
         A ``tf.data.Dataset`` of ``(images, labels)``, ``drop_remainder`` batches.
     """
-    from larq_bnext.training.skipped import guarded_map
+    from larq_bnext.training.data.skipped import guarded_map
 
     autotune = tf.data.AUTOTUNE
     seed = 0 if seed is None else int(seed)
@@ -249,13 +251,14 @@ def eval_dataset(
         batch_size: batch size (the last batch may be smaller).
         image_size: side of the model's input.
         crop_fraction: centre-crop fraction of the evaluation transform (0.95 in BNext).
-        skip_log: a :class:`larq_bnext.training.skipped.SkipLog` that receives the unreadable files.
+        skip_log: a :class:`larq_bnext.training.data.skipped.SkipLog` that receives the
+            unreadable files.
         max_image_pixels: images whose header gives more pixels are skipped without being
             decoded (``None`` or 0: no limit); PIL's default.
         jpeg_dct_scaling: let libjpeg decode large JPEG windows at 1/2, 1/4 or 1/8 scale (see
             :func:`~larq_bnext.preprocessing.decode_and_center_crop`).
     """
-    from larq_bnext.training.skipped import guarded_map
+    from larq_bnext.training.data.skipped import guarded_map
 
     autotune = tf.data.AUTOTUNE
     if source.kind == "tfds":

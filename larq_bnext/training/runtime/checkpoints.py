@@ -16,7 +16,7 @@ import uuid
 
 import tensorflow as tf
 
-from larq_bnext.training.distribute import is_chief, worker_index
+from larq_bnext.training.runtime.distribute import is_chief, worker_index
 
 __all__ = [
     "worker_directory",
@@ -298,7 +298,7 @@ class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
     (``fit`` continues at the next epoch, so the curriculum phase follows). The input
     pipeline restarts: a resumed run sees the same data as an uninterrupted one when its
     dataset is a function of the epoch and step and starts where the backup ends (see
-    :func:`backup_position`; :func:`larq_bnext.training.data.train_dataset` is such a
+    :func:`backup_position`; :func:`larq_bnext.training.data.datasets.train_dataset` is such a
     dataset).
 
     Args:
