@@ -43,7 +43,7 @@ from larq_bnext.images.files import (
 )
 from larq_bnext.registry import list_models, models_text, resolve_model
 
-__all__ = ["Prediction", "build_classifier", "load_image", "classify", "define_flags", "main"]
+__all__ = ["Prediction", "build_classifier", "classify", "define_flags", "main"]
 
 FLAGS = flags.FLAGS
 
@@ -121,30 +121,6 @@ def _decoded(path, decode):
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
         reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", str(error.message or "")).strip() or "unknown"
         raise ImageFileError(not_an_image(path, reason)) from None
-
-
-def load_image(path, max_image_pixels=MAX_IMAGE_PIXELS):
-    """Read an image file as an RGB ``uint8`` tensor ``(height, width, 3)``.
-
-    Reads every image PIL reads (see :func:`larq_bnext.images.decode.decode_rgb`), after
-    checking its header against the pixel limit.
-
-    Args:
-        path: the file (``str``, ``bytes`` or a path object; names need not be UTF-8).
-        max_image_pixels: refuse images with more pixels (``None`` or 0: no limit); PIL's
-            default.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ImageFileError: (a ``ValueError``) not a readable image file (a directory, a broken
-            link, empty, damaged, another kind of file), or
-            :class:`~larq_bnext.images.files.ImageTooLargeError`: more pixels than the limit.
-            The message names the file and the fix.
-    """
-    from larq_bnext.images.decode import decode_rgb
-
-    data = _read(path, max_image_pixels)
-    return _decoded(path, lambda: decode_rgb(data, max_image_pixels))
 
 
 def _uses_softmax(model) -> bool:
