@@ -59,6 +59,10 @@ def _as_seed(seed):
 class SeededAugmentation(keras_cv.layers.VectorizedBaseImageAugmentationLayer):
     """A keras-cv augmentation layer whose randomness is a function of a per-call seed.
 
+    Its hooks run as written, never converted by AutoGraph (they hold no Python condition on
+    a tensor): in one long test session, AutoGraph's converted copy of ``augment_images``
+    was called without its arguments on keras-cv's ragged path.
+
     Subclasses implement :meth:`draw` (the batch's random transformation, from a seed) and
     :meth:`transform` (images on ``[0, 255]``, float32). Calls take keras-cv's inputs (an
     image batch, one image, or a dict with ``"images"``) and an optional ``seed``.
@@ -101,6 +105,7 @@ class SeededAugmentation(keras_cv.layers.VectorizedBaseImageAugmentationLayer):
             return tf.random.uniform([2], 0, tf.int64.max, dtype=tf.int64)
         return tf.cast(self._random_generator.make_seeds(1)[:, 0], tf.int64)
 
+    @tf.autograph.experimental.do_not_convert
     def get_random_transformation_batch(self, batch_size, **kwargs):
         """keras-cv's hook: :meth:`draw` from the call's seed.
 
@@ -128,6 +133,7 @@ class SeededAugmentation(keras_cv.layers.VectorizedBaseImageAugmentationLayer):
         """
         raise NotImplementedError
 
+    @tf.autograph.experimental.do_not_convert
     def augment_images(self, images, transformations, **kwargs):
         images = tf.cast(images, tf.float32)
         if self.value_range == _PIL_RANGE:
@@ -136,6 +142,7 @@ class SeededAugmentation(keras_cv.layers.VectorizedBaseImageAugmentationLayer):
         pil = tf.round(tf.clip_by_value((images - low) * (255.0 / (high - low)), 0.0, 255.0))
         return self.transform(pil, transformations) * ((high - low) / 255.0) + low
 
+    @tf.autograph.experimental.do_not_convert
     def augment_ragged_image(self, image, transformation, **kwargs):
         out = self.augment_images(
             image[None], tf.nest.map_structure(lambda t: t[None], transformation)

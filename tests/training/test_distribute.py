@@ -410,7 +410,7 @@ def test_run_killed_in_its_second_epoch_resumes_to_the_same_weights(tmp_path):
 def test_one_op_at_a_time_before_tensorflow_starts_and_not_after():
     code = (
         "import tensorflow as tf\n"
-        "from larq_bnext.training import distribute\n"
+        "from larq_bnext.training.runtime import distribute\n"
         "{before}"
         "threads = tf.config.threading.get_inter_op_parallelism_threads\n"
         "print(distribute.one_op_at_a_time(), threads())\n"
