@@ -11,7 +11,8 @@ The package is analysed statically (its source, not an import), which keeps the 
 It also warns, which fails ``mkdocs build --strict``, when a public name (a module's
 ``__all__``, the public methods of its public classes) has no docstring, or takes arguments
 that its docstring's ``Args:`` section does not name. Keras hooks (``build``, ``call``,
-``train_step``, ``Callback.on_*``, ...) are exempt, as on the API page.
+``train_step``, ``Callback.on_*``, ...) and keras-cv's augmentation hooks (``augment_images``,
+...) are exempt, as on the API page.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import griffe
 logger = griffe.get_logger("larq_bnext.docs")
 _KERAS_HOOK = re.compile(
     r"^(build|call|get_config|from_config|compute_output_shape|train_step|test_step"
-    r"|predict_step|update_step|update_state|result|reset_state|on_[a-z_]+)$"
+    r"|predict_step|update_step|update_state|result|reset_state|on_[a-z_]+"
+    # keras-cv's augmentation-layer hooks, which keras-cv documents.
+    r"|augment_[a-z_]+|compute_ragged_image_signature|get_random_transformation(_batch)?)$"
 )
 _ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj|exc|const):`~?([^`]+)`")
 _KINDS = {
