@@ -247,11 +247,11 @@ class RandomResizedCrop(SeededAugmentation):
 
     def __init__(
         self,
-        image_size: int = 224,
-        scale=(0.08, 1.0),
-        ratio=(3 / 4, 4 / 3),
-        interpolation: str = "bicubic",
-        flip: bool = True,
+        image_size: int = IMAGENET_CONFIG.image_size,
+        scale=IMAGENET_CONFIG.crop_scale,
+        ratio=IMAGENET_CONFIG.crop_ratio,
+        interpolation: str = IMAGENET_CONFIG.interpolation,
+        flip: bool = IMAGENET_CONFIG.flip,
         **kwargs,
     ):
         super().__init__(**kwargs)
