@@ -34,6 +34,8 @@ __all__ = [
     "deprecated_alias",
     "field_help",
     "no_arguments",
+    "removed_flag",
+    "run_then_exit",
     "user_errors_exit",
 ]
 
