@@ -167,3 +167,78 @@ def test_a_file_of_other_shapes_gives_the_loaders_error(tmp_path):
         WeightsMismatchError, match=r"file has shape \(3, 3, 3, 16\), model \(3, 3, 3, 8\)"
     ):
         _tiny(weights=path)
+
+
+class _Capsule:
+    """A DLPack capsule as NumPy's ``from_dlpack`` takes it (TensorFlow 2.15 gives bare ones)."""
+
+    def __init__(self, tensor):
+        self._capsule = tf.experimental.dlpack.to_dlpack(tensor)
+
+    def __dlpack__(self, stream=None):
+        return self._capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU
+
+
+def _buffer_address(tensor) -> int:
+    return np.from_dlpack(_Capsule(tensor)).ctypes.data
+
+
+def test_each_variable_holds_the_buffer_the_file_was_read_into(tmp_path, monkeypatch):
+    """One copy from the file, none after: the memory HDF5 wrote is the variable's memory."""
+    from larq_bnext.models import construction
+
+    _, path = _saved(tmp_path)
+    written = {}
+    allocate = construction._aligned_empty
+
+    def recorded(shape, dtype):
+        array = allocate(shape, dtype)
+        written[array.ctypes.data] = array.shape
+        return array
+
+    monkeypatch.setattr(construction, "_aligned_empty", recorded)
+    model = _tiny(weights=path)
+    monkeypatch.undo()
+    arrays = [w for w in model.weights if w.shape.rank]
+    assert arrays and len(written) == len(arrays)
+    for w in arrays:
+        address = _buffer_address(w.value())
+        assert written.get(address) == tuple(w.shape), w.name
+        assert address % construction._ALIGNMENT == 0
+    # Written to (as training writes), a variable changes alone: a second model read from the
+    # same file, and the file, keep their values.
+    before = model.weights[0].numpy()
+    model.weights[0].assign_add(tf.ones_like(model.weights[0]))
+    np.testing.assert_array_equal(model.weights[0].numpy(), before + 1)
+    np.testing.assert_array_equal(_tiny(weights=path).weights[0].numpy(), before)
+
+
+def test_values_of_another_dtype_or_rank_zero_are_read_and_cast(tmp_path):
+    import h5py
+
+    from larq_bnext.models.construction import _read_once
+
+    with h5py.File(tmp_path / "values.h5", "w") as f:
+        f["half"] = np.array([[0.5, -1.25], [3.0, 1e-3]], dtype=np.float16)
+        f["scalar"] = np.float32(7.5)
+        f["empty"] = np.zeros((0, 3), dtype=np.float32)
+        f["float"] = np.arange(6, dtype=np.float32).reshape(2, 3)
+        got = {name: _read_once(f[name], np.float32) for name in f}
+        expected = {name: f[name][()].astype(np.float32) for name in f}
+    for name, value in got.items():
+        assert value.dtype == tf.float32, name
+        np.testing.assert_array_equal(value.numpy(), expected[name], err_msg=name)
+
+
+def test_numpys_huge_page_setting_is_as_it_was_after_building(tmp_path):
+    _, path = _saved(tmp_path)
+    multiarray = getattr(getattr(np, "_core", None), "multiarray", None) or np.core.multiarray
+    for setting in (True, False):
+        multiarray._set_madvise_hugepage(setting)
+        try:
+            _tiny(weights=path)
+        finally:
+            assert multiarray._set_madvise_hugepage(True) is setting
